@@ -1,0 +1,8 @@
+//! upstream-discovery: keeps Gloo `Upstream` resources in step with Kubernetes Services and
+//! AWS Lambda functions. See `DESIGN.md` for the behaviour and the architecture.
+
+pub mod config;
+pub mod crd;
+pub mod render;
+pub mod selector;
+pub mod translate;

@@ -1,0 +1,127 @@
+//! The `upstream-discovery` command: parses the command line and wires the parts.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use upstream_discovery::config::{RenderArgs, TranslationArgs};
+use upstream_discovery::{crd, render};
+
+/// Exit code for input that cannot be used (bad YAML, a bad field, an unreadable file).
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "upstream-discovery",
+    version,
+    about = "Keeps Gloo Upstreams in step with Kubernetes Services and AWS Lambda functions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the discovery daemon.
+    Run(RunArgs),
+    /// Translate Services from YAML into the Upstreams the daemon would write, offline.
+    Render(RenderArgs),
+    /// Print the Upstream CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    translation: TranslationArgs,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(_args) => {
+            eprintln!("upstream-discovery run: not yet implemented");
+            ExitCode::FAILURE
+        }
+        Command::Render(args) => run_render(&args),
+        Command::Crd => match crd::definition_yaml() {
+            Ok(yaml) => print_out(&yaml),
+            Err(error) => {
+                eprintln!("error: cannot serialize the CRD: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => print_out(&format!(
+            "upstream-discovery {}\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+    }
+}
+
+fn run_render(args: &RenderArgs) -> ExitCode {
+    let settings = args
+        .translation
+        .settings(std::env::var("POD_NAMESPACE").ok().as_deref());
+    let result = read_input(args)
+        .and_then(|yaml| render::parse_services(&yaml))
+        .and_then(|input| {
+            for skipped in &input.skipped {
+                eprintln!(
+                    "note: document {}: skipped {} {:?}: not a Service",
+                    skipped.document, skipped.kind, skipped.name
+                );
+            }
+            let rendered = render::render(
+                &input.services,
+                &settings,
+                &args.translation.service_selector,
+            );
+            for (service, warning) in &rendered.warnings {
+                eprintln!("warning: Service {service}: {warning}");
+            }
+            render::to_yaml(&rendered.upstreams)
+        });
+    match result {
+        Ok(yaml) => print_out(&yaml),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn read_input(args: &RenderArgs) -> Result<String, render::RenderError> {
+    let path = args.file.to_string_lossy().into_owned();
+    let read_error = |source| render::RenderError::Read {
+        path: path.clone(),
+        source,
+    };
+    if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(read_error)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(&args.file).map_err(read_error)
+    }
+}
+
+/// Writes to standard output; a closed pipe (`| head`) is not an error worth a panic.
+fn print_out(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write output: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

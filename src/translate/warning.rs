@@ -1,0 +1,82 @@
+//! What translation reports about bad input. A warning never costs an Upstream: the offending
+//! annotation (or part of it) is ignored and the rest of the Service is translated.
+
+use std::fmt;
+
+/// Where an annotation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationOrigin {
+    /// The Service's own annotations.
+    Service,
+    /// The daemon's `--global-annotations` setting.
+    GlobalSettings,
+}
+
+impl fmt::Display for AnnotationOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Service => "the Service",
+            Self::GlobalSettings => "the global annotations setting",
+        })
+    }
+}
+
+/// A problem with a Service's annotations, found while translating it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateWarning {
+    #[error("annotation {key} on {origin} is {value:?}, neither \"true\" nor \"false\"; ignored")]
+    InvalidBoolean {
+        origin: AnnotationOrigin,
+        key: &'static str,
+        value: String,
+    },
+
+    #[error("annotation gloo.solo.io/upstream_config on {origin} is not a JSON object ({reason}); ignored")]
+    UpstreamConfigNotJson {
+        origin: AnnotationOrigin,
+        reason: String,
+    },
+
+    #[error("annotation gloo.solo.io/upstream_config on {origin} sets unknown Upstream field(s) {}; ignored", fields.join(", "))]
+    UpstreamConfigUnknownFields {
+        origin: AnnotationOrigin,
+        fields: Vec<String>,
+    },
+
+    #[error("annotation gloo.solo.io/upstream_config on {origin} sets {field}, which discovery owns; that field is ignored")]
+    UpstreamConfigProtectedField {
+        origin: AnnotationOrigin,
+        field: String,
+    },
+
+    #[error("annotation gloo.solo.io/upstream_config on {origin} has a value of the wrong type ({reason}); ignored")]
+    UpstreamConfigInvalidValue {
+        origin: AnnotationOrigin,
+        reason: String,
+    },
+
+    #[error("annotation {key} is {value:?}: {prefix:?} before ':' is not a port number, so it applies to every port, as in Gloo")]
+    TlsPortNotANumber {
+        key: &'static str,
+        value: String,
+        prefix: String,
+    },
+
+    #[error("annotation gloo.solo.io/sslService.oneWayTls is set without a secret, certificate, key or root CA; ignored")]
+    OneWayTlsWithoutTls,
+}
+
+impl TranslateWarning {
+    /// A short, fixed label for metrics and Event reasons (never the message itself).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidBoolean { .. } => "invalid_boolean_annotation",
+            Self::UpstreamConfigNotJson { .. } => "invalid_upstream_config",
+            Self::UpstreamConfigUnknownFields { .. } => "unknown_upstream_config_field",
+            Self::UpstreamConfigProtectedField { .. } => "protected_upstream_config_field",
+            Self::UpstreamConfigInvalidValue { .. } => "invalid_upstream_config_value",
+            Self::TlsPortNotANumber { .. } => "invalid_tls_port",
+            Self::OneWayTlsWithoutTls { .. } => "one_way_tls_without_tls",
+        }
+    }
+}
