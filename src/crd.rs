@@ -108,6 +108,7 @@ pub struct AwsUpstream {
     Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = without_defaults)]
 pub struct LambdaFunction {
     #[serde(default)]
     pub lambda_function_name: String,
@@ -119,6 +120,7 @@ pub struct LambdaFunction {
 
 /// A reference to a namespaced object, as Gloo's `core.solo.io.ResourceRef`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[schemars(transform = without_defaults)]
 pub struct ResourceRef {
     #[serde(default)]
     pub name: String,
@@ -151,6 +153,18 @@ pub struct SslFiles {
     pub tls_key: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub root_ca: String,
+}
+
+/// Drops the `default` schemars derives from `#[serde(default)]`: a default in the CRD would
+/// make the API server write values into other people's Upstreams.
+fn without_defaults(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        for property in properties.values_mut() {
+            if let Some(property) = property.as_object_mut() {
+                property.remove("default");
+            }
+        }
+    }
 }
 
 /// The CustomResourceDefinition of `Upstream`, as `upstream-discovery crd` prints it.
@@ -224,10 +238,14 @@ mod tests {
     /// Objects Gloo or a user wrote without some field must still be valid under our CRD.
     #[test]
     fn nothing_is_required() {
-        let crd = serde_json::to_string(&definition()).expect("crd serializes");
+        let spec = spec_schema().to_string();
         assert!(
-            !crd.contains("\"required\""),
+            !spec.contains("\"required\""),
             "a required field would reject existing Upstreams"
+        );
+        assert!(
+            !spec.contains("\"default\""),
+            "a default would change existing Upstreams"
         );
     }
 
