@@ -3,6 +3,9 @@
 
 pub mod config;
 pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod plan;
 pub mod render;
 pub mod selector;
 pub mod translate;
