@@ -1,7 +1,9 @@
 //! Command-line flags shared by the subcommands, and their validation.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -82,6 +84,77 @@ pub struct RenderArgs {
     pub translation: TranslationArgs,
 }
 
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Flags of `run`, the daemon.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub translation: TranslationArgs,
+
+    /// Watch only these namespaces (comma-separated) instead of all.
+    #[arg(long, value_name = "NS[,NS...]", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Watch only Services in namespaces whose labels match this selector.
+    #[arg(long, value_name = "SELECTOR", default_value = "")]
+    pub namespace_selector: LabelSelector,
+
+    /// Re-check every Service and Upstream this often (zero writes when nothing changed).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Sustained rate of writes to the Kubernetes API, per second.
+    #[arg(long, value_name = "QPS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_api_qps: u32,
+
+    /// Writes allowed in a burst above --kube-api-qps.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kube_api_burst: u32,
+
+    /// Services whose Upstreams are written at the same time.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_concurrency: u32,
+
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9091")]
+    pub metrics_addr: SocketAddr,
+
+    /// Elect one writer among replicas with a Lease in the daemon's namespace.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, value_name = "NAME", default_value = "upstream-discovery")]
+    pub lease_name: String,
+
+    /// Plan and log every write, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Log level or filter (`info`, `debug`, `upstream_discovery=debug,kube=info`); RUST_LOG wins when set.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_string());
+    }
+    Ok(duration)
+}
+
 fn parse_annotation(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
@@ -151,6 +224,61 @@ mod tests {
             settings.global_annotations["gloo.solo.io/h2_service"],
             "true"
         );
+    }
+
+    #[derive(Parser)]
+    struct RunCli {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse_run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        RunCli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map(|cli| cli.args)
+    }
+
+    #[test]
+    fn run_defaults() {
+        let args = parse_run(&[]).expect("valid");
+        assert_eq!(args.resync_interval, Duration::from_secs(600));
+        assert!(args.leader_elect);
+        assert!(!args.dry_run);
+        assert!(args.watch_namespaces.is_empty());
+        assert_eq!(args.metrics_addr.port(), 9091);
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn run_flags() {
+        let args = parse_run(&[
+            "--watch-namespaces",
+            "a,b",
+            "--resync-interval",
+            "30s",
+            "--leader-elect",
+            "false",
+            "--kube-api-qps",
+            "5",
+            "--log-format",
+            "json",
+            "--dry-run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .expect("valid");
+        assert_eq!(args.watch_namespaces, ["a", "b"]);
+        assert_eq!(args.resync_interval, Duration::from_secs(30));
+        assert!(!args.leader_elect);
+        assert_eq!(args.kube_api_qps, 5);
+        assert!(args.dry_run);
+        for bad in [
+            &["--resync-interval", "0s"][..],
+            &["--resync-interval", "soon"],
+            &["--kube-api-qps", "0"],
+            &["--metrics-addr", "nowhere"],
+        ] {
+            assert!(parse_run(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

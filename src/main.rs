@@ -1,12 +1,12 @@
 //! The `upstream-discovery` command: parses the command line and wires the parts.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use upstream_discovery::config::{RenderArgs, TranslationArgs};
-use upstream_discovery::{crd, render};
+use upstream_discovery::config::{LogFormat, RenderArgs, RunArgs};
+use upstream_discovery::{crd, daemon, render};
 
 /// Exit code for input that cannot be used (bad YAML, a bad field, an unreadable file).
 const EXIT_BAD_INPUT: u8 = 2;
@@ -34,18 +34,9 @@ enum Command {
     Version,
 }
 
-#[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    translation: TranslationArgs,
-}
-
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run(_args) => {
-            eprintln!("upstream-discovery run: not yet implemented");
-            ExitCode::FAILURE
-        }
+        Command::Run(args) => run_daemon(args),
         Command::Render(args) => run_render(&args),
         Command::Crd => match crd::definition_yaml() {
             Ok(yaml) => print_out(&yaml),
@@ -58,6 +49,43 @@ fn main() -> ExitCode {
             "upstream-discovery {}\n",
             env!("CARGO_PKG_VERSION")
         )),
+    }
+}
+
+fn run_daemon(args: RunArgs) -> ExitCode {
+    init_logging(&args.log_level, args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "upstream-discovery stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `RUST_LOG`, when set, wins over `--log-level`.
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
     }
 }
 

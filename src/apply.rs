@@ -1,0 +1,241 @@
+//! Writes to the Kubernetes API: server-side apply and deletes of Upstreams, rate limited,
+//! each classified into an outcome the engine can act on. No retry loop here: the engine
+//! re-plans from fresh state before trying again, which is what a conflict needs anyway.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+
+use crate::crd::Upstream;
+use crate::engine::state::{is_owned, upstream_key, UpstreamKey, FIELD_MANAGER};
+use crate::metrics::WriteOp;
+use crate::plan::Action;
+
+/// What became of one planned action.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The API server accepted the write and returned the object as stored.
+    Written {
+        op: WriteOp,
+        upstream: Box<Upstream>,
+    },
+    /// The object is gone (deleted by us, or already gone).
+    Deleted(UpstreamKey),
+    /// An object of that name exists without our label: never touched.
+    NotOwned(UpstreamKey),
+    /// The object changed since we planned (HTTP 409, or a precondition failed): re-plan.
+    Conflict(UpstreamKey),
+    /// `--dry-run`: logged, not written.
+    DryRun,
+    /// The write failed; `retry_after` is the server's hint (HTTP 429/503).
+    Failed {
+        op: WriteOp,
+        kind: &'static str,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+}
+
+/// Carries out planned actions against the API server.
+#[derive(Clone)]
+pub struct Applier {
+    client: Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    dry_run: bool,
+}
+
+impl Applier {
+    pub fn new(client: Client, qps: NonZeroU32, burst: NonZeroU32, dry_run: bool) -> Self {
+        let quota = Quota::per_second(qps).allow_burst(burst);
+        Self {
+            client,
+            limiter: Arc::new(RateLimiter::direct(quota)),
+            dry_run,
+        }
+    }
+
+    pub async fn apply(&self, action: &Action) -> Outcome {
+        if self.dry_run {
+            log_dry_run(action);
+            return Outcome::DryRun;
+        }
+        self.limiter.until_ready().await;
+        match action {
+            Action::Create(desired) => self.create(desired).await,
+            Action::Update {
+                desired,
+                uid,
+                resource_version,
+            } => self.update(desired, uid, resource_version).await,
+            Action::Delete {
+                namespace,
+                name,
+                uid,
+                resource_version,
+            } => {
+                self.delete(
+                    UpstreamKey {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    },
+                    uid,
+                    resource_version,
+                )
+                .await
+            }
+        }
+    }
+
+    fn api(&self, namespace: &str) -> Api<Upstream> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Server-side apply without force: if an object of that name appeared that someone else
+    /// wrote, its fields conflict with ours and the API server refuses (409) instead of merging.
+    async fn create(&self, desired: &Upstream) -> Outcome {
+        let Some(key) = upstream_key(desired) else {
+            return failed(
+                WriteOp::Create,
+                "invalid",
+                None,
+                "the desired Upstream has no name or namespace".into(),
+            );
+        };
+        let params = PatchParams::apply(FIELD_MANAGER);
+        match self
+            .api(&key.namespace)
+            .patch(&key.name, &params, &Patch::Apply(desired))
+            .await
+        {
+            Ok(stored) if is_owned(&stored) => Outcome::Written {
+                op: WriteOp::Create,
+                upstream: Box::new(stored),
+            },
+            Ok(_) => Outcome::NotOwned(key),
+            Err(error) if status_code(&error) == Some(409) => self.classify_conflict(key).await,
+            Err(error) => failed_from(WriteOp::Create, &error),
+        }
+    }
+
+    /// Server-side apply with force (we take back the fields we manage, which is how an Upstream
+    /// written by Gloo's discovery is adopted), guarded by the uid and resourceVersion we planned
+    /// against, so an object replaced in the meantime is never overwritten.
+    async fn update(&self, desired: &Upstream, uid: &str, resource_version: &str) -> Outcome {
+        let Some(key) = upstream_key(desired) else {
+            return failed(
+                WriteOp::Update,
+                "invalid",
+                None,
+                "the desired Upstream has no name or namespace".into(),
+            );
+        };
+        let mut guarded = desired.clone();
+        guarded.metadata.uid = Some(uid.to_string());
+        guarded.metadata.resource_version = Some(resource_version.to_string());
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match self
+            .api(&key.namespace)
+            .patch(&key.name, &params, &Patch::Apply(&guarded))
+            .await
+        {
+            Ok(stored) => Outcome::Written {
+                op: WriteOp::Update,
+                upstream: Box::new(stored),
+            },
+            Err(error) if matches!(status_code(&error), Some(404 | 409)) => Outcome::Conflict(key),
+            Err(error) => failed_from(WriteOp::Update, &error),
+        }
+    }
+
+    async fn delete(&self, key: UpstreamKey, uid: &str, resource_version: &str) -> Outcome {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: Some(resource_version.to_string()),
+            }),
+            ..Default::default()
+        };
+        match self.api(&key.namespace).delete(&key.name, &params).await {
+            Ok(_) => Outcome::Deleted(key),
+            Err(error) if status_code(&error) == Some(404) => Outcome::Deleted(key),
+            Err(error) if status_code(&error) == Some(409) => Outcome::Conflict(key),
+            Err(error) => failed_from(WriteOp::Delete, &error),
+        }
+    }
+
+    /// A refused create: either someone else's object holds the name, or ours raced with us.
+    async fn classify_conflict(&self, key: UpstreamKey) -> Outcome {
+        match self.api(&key.namespace).get_opt(&key.name).await {
+            Ok(Some(existing)) if !is_owned(&existing) => Outcome::NotOwned(key),
+            Ok(_) => Outcome::Conflict(key),
+            Err(error) => failed_from(WriteOp::Create, &error),
+        }
+    }
+}
+
+fn log_dry_run(action: &Action) {
+    match action {
+        Action::Create(desired) | Action::Update { desired, .. } => {
+            let op = if matches!(action, Action::Create(_)) {
+                "create"
+            } else {
+                "update"
+            };
+            let body = serde_json::to_string(desired).unwrap_or_default();
+            tracing::info!(op, namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, %body, "dry run: would apply");
+        }
+        Action::Delete {
+            namespace, name, ..
+        } => {
+            tracing::info!(op = "delete", %namespace, %name, "dry run: would delete");
+        }
+    }
+}
+
+pub fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn failed(
+    op: WriteOp,
+    kind: &'static str,
+    retry_after: Option<Duration>,
+    message: String,
+) -> Outcome {
+    Outcome::Failed {
+        op,
+        kind,
+        retry_after,
+        message,
+    }
+}
+
+fn failed_from(op: WriteOp, error: &kube::Error) -> Outcome {
+    let (kind, retry_after) = match error {
+        kube::Error::Api(status) => {
+            let hint = status
+                .details
+                .as_ref()
+                .map(|details| details.retry_after_seconds)
+                .filter(|seconds| *seconds > 0)
+                .map(|seconds| Duration::from_secs(u64::from(seconds)));
+            let kind = match status.code {
+                429 => "throttled",
+                403 => "forbidden",
+                422 => "invalid",
+                code if code >= 500 => "server_error",
+                _ => "api_error",
+            };
+            (kind, hint)
+        }
+        _ => ("transport", None),
+    };
+    failed(op, kind, retry_after, error.to_string())
+}
