@@ -59,7 +59,10 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         .or_else(|| write_namespace.clone())
         .unwrap_or_else(|| DEFAULT_WRITE_NAMESPACE.to_string());
 
-    let config = kube::Config::infer().await?;
+    let mut config = kube::Config::infer().await?;
+    // kube-rs would otherwise retry 429/503/504 inside a single call, unseen: the engine retries
+    // them itself, with its backoff and Retry-After, and counts them.
+    config.default_retry = false;
     let client = Client::try_from(config)?;
     let metrics = Metrics::new()?;
     let health = Health::new();
