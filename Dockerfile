@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+#
+# The upstream-discovery image: one static-ish Rust binary on a distroless base, running as
+# UID 10101 (as Gloo's discovery pod) with nothing writable needed on the root filesystem.
+#
+#   docker build -t upstream-discovery:dev .
+#
+# tests/chart.rs lints this file with hadolint and runs the final `cargo build` line below outside
+# Docker (there is no Docker engine in CI), then checks that ENTRYPOINT names the binary it built.
+
+# ---- build ---------------------------------------------------------------------------------
+# Debian bookworm, like the runtime base, so the binary links against the same glibc. 1.89 is the
+# oldest Rust the locked dependencies (kube 5) accept.
+FROM rust:1.89.0-slim-bookworm AS build
+WORKDIR /src
+
+# Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock
+# change. A stub crate stands in for the sources; its own artifacts are removed afterwards so the
+# real build below cannot mistake them for up to date.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked \
+    && cargo clean --release --locked --package upstream-discovery \
+    && rm -rf src
+
+# The sources, then the binary (target/release/upstream-discovery).
+COPY src ./src
+RUN cargo build --release --locked --bin upstream-discovery
+
+# ---- runtime -------------------------------------------------------------------------------
+# distroless/cc: glibc, libgcc and CA certificates, no shell, no package manager.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/upstream-discovery /usr/local/bin/upstream-discovery
+# Gloo's discovery runs as 10101; the chart also sets runAsNonRoot and readOnlyRootFilesystem.
+USER 10101:10101
+# /metrics, /healthz, /readyz (--metrics-addr).
+EXPOSE 9091
+ENTRYPOINT ["/usr/local/bin/upstream-discovery"]
+CMD ["run"]

@@ -1,0 +1,959 @@
+//! The container image and the Helm chart, checked without an API server: `helm lint`, what
+//! `helm template` renders for several value sets, the plain manifests kept in sync, the values
+//! schema, hadolint, and the Dockerfile's own build command run outside Docker. (Applying the
+//! rendered manifests and running the daemon with them is in tests/e2e/chart.rs.)
+//!
+//! helm and hadolint come from the cache tests/env/setup.sh fills; a test fails, never skips,
+//! when they are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_yaml::Value;
+
+const CHART: &str = "deploy/helm/upstream-discovery";
+const MANIFESTS: &str = "deploy/manifests/upstream-discovery.yaml";
+/// The plain manifests are the chart rendered with default values, as this release in this
+/// namespace.
+const RELEASE: &str = "upstream-discovery";
+const NAMESPACE: &str = "gloo-system";
+/// Flags the chart passes only with function discovery on, before the daemon has them.
+const RESERVED_FLAGS: &[&str] = &[
+    "--fds-mode",
+    "--lambda-poll-interval",
+    "--lambda-api-rps",
+    "--lambda-aliases",
+    "--lambda-max-functions",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("UD_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+            .join(".cache/upstream-discovery"),
+    }
+}
+
+/// A tool from the test environment's cache; panics (the test fails) when it is not there.
+fn tool(relative: &str) -> PathBuf {
+    let path = cache_dir().join(relative);
+    assert!(
+        path.is_file(),
+        "{} not found: run tests/env/setup.sh first (it installs helm, kubectl and hadolint)",
+        path.display()
+    );
+    path
+}
+
+fn helm() -> PathBuf {
+    tool("kubectl-layer-2.2.2/bin/helm")
+}
+
+fn hadolint() -> PathBuf {
+    tool("hadolint-2.15.1/bin/hadolint")
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `helm template` of the chart: stdout, or stderr when it fails.
+fn try_template(release: &str, namespace: &str, args: &[&str]) -> Result<String, String> {
+    let output = run(Command::new(helm())
+        .args(["template", release, CHART, "--namespace", namespace])
+        .args(args));
+    if output.status.success() {
+        Ok(text(&output.stdout))
+    } else {
+        Err(text(&output.stderr))
+    }
+}
+
+fn template(args: &[&str]) -> Vec<Value> {
+    let yaml = try_template("ud", "edge", args)
+        .unwrap_or_else(|e| panic!("helm template {args:?} failed:\n{e}"));
+    documents(&yaml)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).expect("helm renders valid YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = docs.iter().map(|d| str_at(d, "kind").to_string()).collect();
+    kinds.sort();
+    kinds
+}
+
+/// The value at a dotted path (`spec.template.spec`), numbers index lists.
+fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+    let mut current = value;
+    for key in path.split('.') {
+        current = match key.parse::<usize>() {
+            Ok(index) => current.get(index),
+            Err(_) => current.get(key),
+        }
+        .unwrap_or_else(|| panic!("no {path} (stopped at {key}) in {value:?}"));
+    }
+    current
+}
+
+fn str_at<'a>(value: &'a Value, path: &str) -> &'a str {
+    at(value, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("{path} is not a string"))
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| str_at(d, "kind") == kind && str_at(d, "metadata.name") == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} among {:?}", kinds(docs)))
+}
+
+fn count(docs: &[Value], kind: &str) -> usize {
+    docs.iter().filter(|d| str_at(d, "kind") == kind).count()
+}
+
+fn container(docs: &[Value]) -> &Value {
+    let deployment = find(docs, "Deployment", "ud-upstream-discovery");
+    at(deployment, "spec.template.spec.containers.0")
+}
+
+fn rendered_args(docs: &[Value]) -> Vec<String> {
+    at(container(docs), "args")
+        .as_sequence()
+        .expect("args is a list")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
+/// The RBAC rules of a Role or ClusterRole as (group, resource, verbs) triples.
+fn rules(role: &Value) -> Vec<(String, String, Vec<String>)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for rule in at(role, "rules").as_sequence().expect("rules") {
+        for group in strings(at(rule, "apiGroups")) {
+            for resource in strings(at(rule, "resources")) {
+                out.push((group.clone(), resource, strings(at(rule, "verbs"))));
+            }
+        }
+    }
+    out
+}
+
+fn grants(role: &Value, group: &str, resource: &str) -> Vec<String> {
+    let mut verbs: Vec<String> = rules(role)
+        .into_iter()
+        .filter(|(g, r, _)| g == group && r == resource)
+        .flat_map(|(_, _, v)| v)
+        .collect();
+    verbs.sort();
+    verbs
+}
+
+fn sorted(verbs: &[&str]) -> Vec<String> {
+    let mut verbs: Vec<String> = verbs.iter().map(|v| v.to_string()).collect();
+    verbs.sort();
+    verbs
+}
+
+const UPSTREAM_VERBS: &[&str] = &[
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
+
+/// The long flags `upstream-discovery run --help` documents.
+fn daemon_flags() -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
+        .args(["run", "--help"])
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success());
+    text(&output.stdout)
+        .split_whitespace()
+        .filter(|word| word.starts_with("--"))
+        .map(|word| {
+            word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every flag the chart renders is one the daemon knows (or a reserved Lambda flag).
+fn assert_daemon_knows(args: &[String]) {
+    let known = daemon_flags();
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    for arg in &args[1..] {
+        let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+        assert!(
+            known.iter().any(|k| k == flag) || RESERVED_FLAGS.contains(&flag),
+            "the chart passes {arg}, which `upstream-discovery run` does not take"
+        );
+    }
+}
+
+#[test]
+fn helm_lint_passes_strictly() {
+    let output = run(Command::new(helm()).args(["lint", "--strict", CHART]));
+    assert!(
+        output.status.success(),
+        "helm lint failed:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    // Lint every shipped variant too, so a template error behind a flag is caught.
+    for set in [
+        "discovery.writeNamespaceMode=service",
+        "replicas=3",
+        "discovery.enabled=false",
+        "discovery.fdsMode=BLACKLIST",
+        "metrics.serviceMonitor.enabled=true",
+    ] {
+        let output = run(Command::new(helm()).args(["lint", "--strict", CHART, "--set", set]));
+        assert!(
+            output.status.success(),
+            "helm lint --set {set} failed:\n{}",
+            text(&output.stdout)
+        );
+    }
+}
+
+#[test]
+fn chart_follows_the_crate_version_and_ships_the_generated_crd() {
+    let chart: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join(CHART).join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml is YAML");
+    assert_eq!(str_at(&chart, "apiVersion"), "v2");
+    assert_eq!(str_at(&chart, "appVersion"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(str_at(&chart, "version"), env!("CARGO_PKG_VERSION"));
+    let shipped = std::fs::read_to_string(repo().join("deploy/crds/upstreams.gloo.solo.io.yaml"))
+        .expect("deploy/crds");
+    let in_chart =
+        std::fs::read_to_string(repo().join(CHART).join("crds/upstreams.gloo.solo.io.yaml"))
+            .expect("the chart's crds/");
+    assert!(
+        shipped == in_chart,
+        "{CHART}/crds/upstreams.gloo.solo.io.yaml differs from deploy/crds/: copy it again \
+         (cp deploy/crds/upstreams.gloo.solo.io.yaml {CHART}/crds/)"
+    );
+    assert_eq!(
+        in_chart,
+        upstream_discovery::crd::definition_yaml().expect("crd yaml"),
+        "the chart's CRD is not what `upstream-discovery crd` prints"
+    );
+}
+
+#[test]
+fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() {
+    let docs = template(&[]);
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    for doc in &docs {
+        if !str_at(doc, "kind").starts_with("Cluster") {
+            assert_eq!(str_at(doc, "metadata.namespace"), "edge", "{doc:?}");
+        }
+    }
+
+    let deployment = find(&docs, "Deployment", "ud-upstream-discovery");
+    let pod = at(deployment, "spec.template.spec");
+    assert_eq!(at(deployment, "spec.replicas").as_u64(), Some(1));
+    assert_eq!(str_at(pod, "serviceAccountName"), "ud-upstream-discovery");
+    assert_eq!(at(pod, "securityContext.runAsUser").as_u64(), Some(10101));
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot").as_bool(),
+        Some(true)
+    );
+    let c = container(&docs);
+    assert_eq!(str_at(c, "image"), "upstream-discovery:0.1.0");
+    assert_eq!(at(c, "securityContext.runAsUser").as_u64(), Some(10101));
+    assert_eq!(
+        at(c, "securityContext.readOnlyRootFilesystem").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        at(c, "securityContext.allowPrivilegeEscalation").as_bool(),
+        Some(false)
+    );
+    assert_eq!(str_at(c, "securityContext.capabilities.drop.0"), "ALL");
+    assert_eq!(str_at(c, "ports.0.name"), "metrics");
+    assert_eq!(at(c, "ports.0.containerPort").as_u64(), Some(9091));
+    assert_eq!(str_at(c, "livenessProbe.httpGet.path"), "/healthz");
+    assert_eq!(str_at(c, "livenessProbe.httpGet.port"), "metrics");
+    assert_eq!(str_at(c, "readinessProbe.httpGet.path"), "/readyz");
+    assert_eq!(str_at(c, "readinessProbe.httpGet.port"), "metrics");
+    for (index, (name, field)) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let env = at(c, &format!("env.{index}"));
+        assert_eq!(str_at(env, "name"), name);
+        assert_eq!(str_at(env, "valueFrom.fieldRef.fieldPath"), field);
+    }
+    let annotations = at(deployment, "spec.template.metadata.annotations");
+    for (key, value) in [
+        ("prometheus.io/scrape", "true"),
+        ("prometheus.io/port", "9091"),
+        ("prometheus.io/path", "/metrics"),
+    ] {
+        assert_eq!(
+            annotations.get(key).and_then(Value::as_str),
+            Some(value),
+            "{key}"
+        );
+    }
+
+    let args = rendered_args(&docs);
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--write-namespace-mode=fixed",
+            "--resync-interval=10m",
+            "--kube-api-qps=50",
+            "--kube-api-burst=100",
+            "--write-concurrency=16",
+            "--metrics-addr=0.0.0.0:9091",
+            "--leader-elect=true",
+            "--lease-name=ud-upstream-discovery",
+            "--log-level=info",
+            "--log-format=json",
+        ]
+    );
+    assert_daemon_knows(&args);
+
+    // RBAC: reads cluster-wide, Upstreams in the write namespace only, no Secrets.
+    let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
+    assert_eq!(
+        grants(cluster_role, "", "services"),
+        sorted(&["get", "list", "watch"])
+    );
+    assert_eq!(
+        grants(cluster_role, "", "namespaces"),
+        sorted(&["get", "list", "watch"])
+    );
+    assert_eq!(
+        grants(cluster_role, "", "events"),
+        sorted(&["create", "patch"])
+    );
+    assert_eq!(
+        grants(cluster_role, "events.k8s.io", "events"),
+        sorted(&["create", "patch"])
+    );
+    assert!(grants(cluster_role, "gloo.solo.io", "upstreams").is_empty());
+    assert!(grants(cluster_role, "", "secrets").is_empty());
+    assert_eq!(rules(cluster_role).len(), 4, "{:?}", rules(cluster_role));
+    let upstreams = find(&docs, "Role", "ud-upstream-discovery-upstreams");
+    assert_eq!(str_at(upstreams, "metadata.namespace"), "edge");
+    assert_eq!(
+        grants(upstreams, "gloo.solo.io", "upstreams"),
+        sorted(UPSTREAM_VERBS)
+    );
+    assert_eq!(rules(upstreams).len(), 1);
+    let leases = find(&docs, "Role", "ud-upstream-discovery-leader-election");
+    assert_eq!(
+        grants(leases, "coordination.k8s.io", "leases"),
+        sorted(&["get", "list", "watch", "create", "update", "patch"])
+    );
+    assert_eq!(rules(leases).len(), 1);
+    for binding in [
+        "ud-upstream-discovery-upstreams",
+        "ud-upstream-discovery-leader-election",
+    ] {
+        let binding = find(&docs, "RoleBinding", binding);
+        assert_eq!(str_at(binding, "subjects.0.name"), "ud-upstream-discovery");
+        assert_eq!(str_at(binding, "subjects.0.namespace"), "edge");
+    }
+    let metrics = find(&docs, "Service", "ud-upstream-discovery-metrics");
+    assert_eq!(at(metrics, "spec.ports.0.port").as_u64(), Some(9091));
+}
+
+#[test]
+fn service_mode_grants_upstreams_cluster_wide_instead_of_in_one_namespace() {
+    let docs = template(&["--set", "discovery.writeNamespaceMode=service"]);
+    let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
+    assert_eq!(
+        grants(cluster_role, "gloo.solo.io", "upstreams"),
+        sorted(UPSTREAM_VERBS)
+    );
+    assert!(grants(cluster_role, "", "secrets").is_empty());
+    // Only the leader-election Role is left.
+    assert_eq!(count(&docs, "Role"), 1);
+    find(&docs, "Role", "ud-upstream-discovery-leader-election");
+    let args = rendered_args(&docs);
+    assert!(
+        args.contains(&"--write-namespace-mode=service".to_string()),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a.starts_with("--write-namespace=")));
+    assert_daemon_knows(&args);
+}
+
+#[test]
+fn a_write_namespace_other_than_the_release_namespace_gets_the_upstreams_role() {
+    let docs = template(&["--set", "discovery.writeNamespace=gateways"]);
+    let role = find(&docs, "Role", "ud-upstream-discovery-upstreams");
+    assert_eq!(str_at(role, "metadata.namespace"), "gateways");
+    let binding = find(&docs, "RoleBinding", "ud-upstream-discovery-upstreams");
+    assert_eq!(str_at(binding, "metadata.namespace"), "gateways");
+    assert_eq!(str_at(binding, "subjects.0.namespace"), "edge");
+    let leases = find(&docs, "Role", "ud-upstream-discovery-leader-election");
+    assert_eq!(str_at(leases, "metadata.namespace"), "edge");
+    assert!(rendered_args(&docs).contains(&"--write-namespace=gateways".to_string()));
+}
+
+#[test]
+fn replicas_above_one_get_a_pod_disruption_budget_of_the_servers_api_version() {
+    assert_eq!(
+        count(&template(&["--set", "replicas=1"]), "PodDisruptionBudget"),
+        0
+    );
+    for (kube_version, api_version) in [
+        ("1.20.2", "policy/v1beta1"),
+        ("1.21.0", "policy/v1"),
+        ("1.30.0", "policy/v1"),
+    ] {
+        let docs = template(&["--set", "replicas=3", "--kube-version", kube_version]);
+        let deployment = find(&docs, "Deployment", "ud-upstream-discovery");
+        assert_eq!(at(deployment, "spec.replicas").as_u64(), Some(3));
+        let pdb = find(&docs, "PodDisruptionBudget", "ud-upstream-discovery");
+        assert_eq!(
+            str_at(pdb, "apiVersion"),
+            api_version,
+            "Kubernetes {kube_version}"
+        );
+        assert_eq!(at(pdb, "spec.minAvailable").as_u64(), Some(1));
+        assert_eq!(
+            at(pdb, "spec.selector.matchLabels"),
+            at(deployment, "spec.selector.matchLabels")
+        );
+    }
+}
+
+#[test]
+fn discovery_disabled_renders_nothing_but_the_crd() {
+    let docs = template(&["--set", "discovery.enabled=false"]);
+    assert!(docs.is_empty(), "rendered {:?}", kinds(&docs));
+    let docs = template(&[
+        "--set",
+        "discovery.enabled=false",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "replicas=3",
+        "--include-crds",
+    ]);
+    assert_eq!(kinds(&docs), ["CustomResourceDefinition"]);
+    assert_eq!(str_at(&docs[0], "metadata.name"), "upstreams.gloo.solo.io");
+}
+
+#[test]
+fn lambda_with_irsa_reads_secrets_and_passes_the_reserved_lambda_flags() {
+    let role_arn = "arn:aws:iam::123456789012:role/lambda-discovery";
+    let docs = template(&[
+        "--set",
+        "discovery.fdsMode=WHITELIST",
+        "--set",
+        &format!("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={role_arn}"),
+        "--set",
+        "discovery.lambda.pollInterval=1m",
+        "--set",
+        "discovery.lambda.aliases=true",
+        "--set",
+        "discovery.lambda.maxFunctions=2000",
+        "--set-json",
+        r#"extraEnv=[{"name":"AWS_REGION","value":"eu-west-1"}]"#,
+    ]);
+    let account = find(&docs, "ServiceAccount", "ud-upstream-discovery");
+    let annotations = at(account, "metadata.annotations");
+    assert_eq!(
+        annotations
+            .get("eks.amazonaws.com/role-arn")
+            .and_then(Value::as_str),
+        Some(role_arn)
+    );
+    let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
+    assert_eq!(
+        grants(cluster_role, "", "secrets"),
+        sorted(&["get", "list", "watch"])
+    );
+    let args = rendered_args(&docs);
+    let tail: Vec<&str> = args[args.len() - 5..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "--fds-mode=WHITELIST",
+            "--lambda-poll-interval=1m",
+            "--lambda-api-rps=5",
+            "--lambda-aliases",
+            "--lambda-max-functions=2000"
+        ]
+    );
+    assert_daemon_knows(&args);
+    let env = at(container(&docs), "env.2");
+    assert_eq!(str_at(env, "name"), "AWS_REGION");
+
+    // DISABLED (the default) passes none of them and grants no Secrets.
+    let docs = template(&["--set", "discovery.fdsMode=DISABLED"]);
+    assert!(!args_contain_any(&rendered_args(&docs), RESERVED_FLAGS));
+    let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
+    assert!(grants(cluster_role, "", "secrets").is_empty());
+}
+
+fn args_contain_any(args: &[String], flags: &[&str]) -> bool {
+    args.iter().any(|a| {
+        flags
+            .iter()
+            .any(|f| a == f || a.starts_with(&format!("{f}=")))
+    })
+}
+
+#[test]
+fn every_daemon_flag_has_a_value() {
+    let docs = template(&[
+        "--set",
+        "discovery.writeNamespace=gateways",
+        "--set",
+        "discovery.watchNamespaces={shop,payments}",
+        "--set",
+        "discovery.namespaceSelector=team=edge",
+        "--set",
+        "discovery.serviceSelector=discovery!=disabled",
+        "--set-json",
+        r#"discovery.globalAnnotations={"gloo.solo.io/h2_service":"true","gloo.solo.io/upstream_config":"{\"connectionConfig\": {\"maxRequestsPerConnection\": 1}}"}"#,
+        "--set",
+        "discovery.resyncInterval=1h30m",
+        "--set",
+        "discovery.kubeApiQps=7",
+        "--set",
+        "discovery.kubeApiBurst=9",
+        "--set",
+        "discovery.writeConcurrency=3",
+        "--set",
+        "discovery.dryRun=true",
+        "--set",
+        "discovery.logLevel=upstream_discovery=debug\\,kube=info",
+        "--set",
+        "discovery.logFormat=text",
+        "--set",
+        "discovery.leaderElection.leaseName=my-lease",
+        "--set",
+        "metrics.port=9100",
+        "--set",
+        "extraArgs={--write-concurrency=4}",
+    ]);
+    let args = rendered_args(&docs);
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--write-namespace=gateways",
+            "--write-namespace-mode=fixed",
+            "--watch-namespaces=shop,payments",
+            "--namespace-selector=team=edge",
+            "--service-selector=discovery!=disabled",
+            "--global-annotations=gloo.solo.io/h2_service=true",
+            r#"--global-annotations=gloo.solo.io/upstream_config={"connectionConfig": {"maxRequestsPerConnection": 1}}"#,
+            "--resync-interval=1h30m",
+            "--kube-api-qps=7",
+            "--kube-api-burst=9",
+            "--write-concurrency=3",
+            "--metrics-addr=0.0.0.0:9100",
+            "--leader-elect=true",
+            "--lease-name=my-lease",
+            "--dry-run",
+            "--log-level=upstream_discovery=debug,kube=info",
+            "--log-format=text",
+            "--write-concurrency=4",
+        ]
+    );
+    assert_daemon_knows(&args);
+    let c = container(&docs);
+    assert_eq!(at(c, "ports.0.containerPort").as_u64(), Some(9100));
+
+    let docs = template(&["--set", "discovery.leaderElection.enabled=false"]);
+    let args = rendered_args(&docs);
+    assert!(args.contains(&"--leader-elect=false".to_string()));
+    assert!(!args.iter().any(|a| a.starts_with("--lease-name")));
+    assert_eq!(
+        count(&docs, "Role"),
+        1,
+        "no Lease rights without leader election"
+    );
+}
+
+#[test]
+fn pod_settings_image_digest_and_service_monitor_render() {
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let docs = template(&[
+        "--set",
+        "image.repository=registry.example.com/edge/upstream-discovery",
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        "image.pullSecrets={regcred}",
+        "--set",
+        "nodeSelector.kubernetes\\.io/os=linux",
+        "--set-json",
+        r#"tolerations=[{"key":"edge","operator":"Exists","effect":"NoSchedule"}]"#,
+        "--set-json",
+        r#"affinity={"podAntiAffinity":{"preferredDuringSchedulingIgnoredDuringExecution":[]}}"#,
+        "--set",
+        "podAnnotations.team=edge",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prometheus",
+        "--set",
+        "metrics.scrapeAnnotations=false",
+    ]);
+    let c = container(&docs);
+    assert_eq!(
+        str_at(c, "image"),
+        format!("registry.example.com/edge/upstream-discovery@{digest}")
+    );
+    let deployment = find(&docs, "Deployment", "ud-upstream-discovery");
+    let pod = at(deployment, "spec.template.spec");
+    assert_eq!(str_at(pod, "imagePullSecrets.0.name"), "regcred");
+    assert_eq!(
+        at(pod, "nodeSelector")
+            .get("kubernetes.io/os")
+            .and_then(Value::as_str),
+        Some("linux")
+    );
+    assert_eq!(str_at(pod, "tolerations.0.key"), "edge");
+    at(pod, "affinity.podAntiAffinity");
+    let annotations = at(deployment, "spec.template.metadata.annotations");
+    assert_eq!(
+        annotations.get("team").and_then(Value::as_str),
+        Some("edge")
+    );
+    assert!(annotations.get("prometheus.io/scrape").is_none());
+
+    let monitor = find(&docs, "ServiceMonitor", "ud-upstream-discovery");
+    assert_eq!(str_at(monitor, "apiVersion"), "monitoring.coreos.com/v1");
+    assert_eq!(str_at(monitor, "metadata.labels.release"), "prometheus");
+    assert_eq!(str_at(monitor, "spec.endpoints.0.port"), "metrics");
+    assert_eq!(str_at(monitor, "spec.endpoints.0.path"), "/metrics");
+    let service = find(&docs, "Service", "ud-upstream-discovery-metrics");
+    assert_eq!(
+        at(monitor, "spec.selector.matchLabels"),
+        at(service, "spec.selector")
+    );
+
+    // A tag instead of a digest.
+    let docs = template(&["--set", "image.tag=dev", "--set", "image.pullPolicy=Always"]);
+    assert_eq!(str_at(container(&docs), "image"), "upstream-discovery:dev");
+    assert_eq!(str_at(container(&docs), "imagePullPolicy"), "Always");
+}
+
+/// The plain manifests: a header, then exactly what `helm template` renders with default values.
+fn expected_manifests() -> String {
+    let rendered = try_template(RELEASE, NAMESPACE, &["--include-crds"])
+        .unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
+    format!(
+        "# upstream-discovery for users without Helm: the chart {CHART} rendered with its\n\
+         # default values as release {RELEASE} in namespace {NAMESPACE}, CRD included.\n\
+         #\n\
+         #   kubectl create namespace {NAMESPACE}\n\
+         #   kubectl apply --server-side -f {MANIFESTS}\n\
+         #\n\
+         # Generated; do not edit. tests/chart.rs checks it is in sync; to regenerate:\n\
+         #   UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests\n\
+         # (that runs: helm template {RELEASE} {CHART} --namespace {NAMESPACE} --include-crds)\n\
+         {rendered}"
+    )
+}
+
+#[test]
+fn plain_manifests_are_the_chart_rendered_with_default_values() {
+    let expected = expected_manifests();
+    let path = repo().join(MANIFESTS);
+    if std::env::var_os("UPDATE_MANIFESTS").is_some() {
+        std::fs::write(&path, &expected).expect("write the manifests");
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{MANIFESTS} is not the chart rendered with default values; regenerate it with\n  \
+         UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests"
+    );
+    let docs = documents(&actual);
+    assert!(kinds(&docs).contains(&"CustomResourceDefinition".to_string()));
+    assert!(kinds(&docs).contains(&"Deployment".to_string()));
+}
+
+#[test]
+fn values_schema_rejects_misspelt_and_mistyped_values_with_the_path() {
+    for (set, expected) in [
+        (
+            "discovery.writeNamespaceMod=service",
+            "additional properties 'writeNamespaceMod' not allowed",
+        ),
+        (
+            "discoverry.enabled=true",
+            "additional properties 'discoverry' not allowed",
+        ),
+        ("replicas=three", "at '/replicas': got string, want integer"),
+        (
+            "discovery.enabled=yes",
+            "at '/discovery/enabled': got string, want boolean",
+        ),
+        (
+            "discovery.writeNamespaceMode=sideways",
+            "at '/discovery/writeNamespaceMode'",
+        ),
+        ("discovery.fdsMode=ENABLED", "at '/discovery/fdsMode'"),
+        (
+            "discovery.resyncInterval=soon",
+            "at '/discovery/resyncInterval'",
+        ),
+        ("discovery.kubeApiQps=0", "at '/discovery/kubeApiQps'"),
+        ("discovery.logFormat=xml", "at '/discovery/logFormat'"),
+        (
+            "discovery.watchNamespaces=shop",
+            "at '/discovery/watchNamespaces'",
+        ),
+        ("image.digest=latest", "at '/image/digest'"),
+        ("metrics.port=99999", "at '/metrics/port'"),
+        (
+            "metrics.serviceMonitor.enable=true",
+            "additional properties 'enable' not allowed",
+        ),
+        (
+            "serviceAccount.annotations=arn",
+            "at '/serviceAccount/annotations'",
+        ),
+    ] {
+        let error = try_template("ud", "edge", &["--set", set])
+            .err()
+            .unwrap_or_else(|| panic!("--set {set} was accepted"));
+        assert!(
+            error.contains("values don't meet the specifications of the schema")
+                && error.contains(expected),
+            "--set {set}: expected an error with {expected:?}, got:\n{error}"
+        );
+    }
+}
+
+// ---- the Dockerfile ----------------------------------------------------------------------
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    let output = run(Command::new(hadolint()).args(["--no-color", "Dockerfile"]));
+    assert!(
+        output.status.success(),
+        "hadolint Dockerfile:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        !dockerfile.contains("hadolint ignore"),
+        "no hadolint ignores without a justification"
+    );
+}
+
+/// The Dockerfile's instructions (continuation lines joined, comments dropped) as (KEYWORD, rest).
+fn instructions(dockerfile: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    for line in dockerfile.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_empty()) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(trimmed);
+        let (keyword, rest) = pending
+            .split_once(char::is_whitespace)
+            .unwrap_or((&pending, ""));
+        out.push((keyword.to_uppercase(), rest.trim().to_string()));
+        pending.clear();
+    }
+    out
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_and_caches_dependencies_apart() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let steps = instructions(&dockerfile);
+    let froms: Vec<&String> = steps
+        .iter()
+        .filter(|(k, _)| k == "FROM")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(froms.len(), 2, "two stages: {froms:?}");
+    assert!(froms[0].ends_with(" AS build"), "{froms:?}");
+    assert!(froms[1].contains("distroless"), "{froms:?}");
+    let position = |keyword: &str, needle: &str| {
+        steps
+            .iter()
+            .position(|(k, r)| k == keyword && r.contains(needle))
+            .unwrap_or_else(|| panic!("no {keyword} with {needle:?}"))
+    };
+    // Cargo.toml/Cargo.lock, a dependency build, then the sources and the real build.
+    let manifests = position("COPY", "Cargo.lock");
+    let dependencies = position("RUN", "cargo build");
+    let sources = position("COPY", "src");
+    assert!(
+        manifests < dependencies && dependencies < sources,
+        "{steps:?}"
+    );
+    let runtime = steps.iter().rposition(|(k, _)| k == "FROM").unwrap();
+    let user = position("USER", "10101");
+    assert!(user > runtime, "USER 10101 in the final stage");
+    assert!(steps.iter().any(|(k, r)| k == "EXPOSE" && r == "9091"));
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    for needed in ["!Cargo.toml", "!Cargo.lock", "!src/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == needed),
+            ".dockerignore lacks {needed}"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    let steps = instructions(&dockerfile);
+    let runtime = steps.iter().rposition(|(k, _)| k == "FROM").unwrap();
+    let (build, final_stage) = steps.split_at(runtime);
+    let workdir = build
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "WORKDIR")
+        .map(|(_, r)| r.clone())
+        .expect("WORKDIR in the build stage");
+    let command = build
+        .iter()
+        .rev()
+        .find(|(k, r)| k == "RUN" && r.contains("cargo build"))
+        .map(|(_, r)| r.clone())
+        .expect("a RUN cargo build in the build stage");
+
+    // What the final stage takes from the build stage, and what it runs.
+    let copy = final_stage
+        .iter()
+        .find(|(k, r)| k == "COPY" && r.starts_with("--from=build "))
+        .map(|(_, r)| r.clone())
+        .expect("COPY --from=build");
+    let parts: Vec<&str> = copy.split_whitespace().collect();
+    let (source, destination) = (parts[1], parts[2]);
+    let entrypoint: Vec<String> = final_stage
+        .iter()
+        .find(|(k, _)| k == "ENTRYPOINT")
+        .map(|(_, r)| serde_json::from_str(r).expect("ENTRYPOINT in exec (JSON) form"))
+        .expect("ENTRYPOINT");
+    assert_eq!(
+        entrypoint,
+        [destination],
+        "ENTRYPOINT runs the copied binary"
+    );
+    let cmd: Vec<String> = final_stage
+        .iter()
+        .find(|(k, _)| k == "CMD")
+        .map(|(_, r)| serde_json::from_str(r).expect("CMD in exec form"))
+        .expect("CMD");
+    assert_eq!(cmd, ["run"]);
+
+    // Run the very command, in a target directory of its own (as the image's /src/target), kept
+    // beside the one cargo uses (CI points CARGO_TARGET_DIR at a cache, so this is warm too).
+    let relative = Path::new(source)
+        .strip_prefix(&workdir)
+        .unwrap_or_else(|_| panic!("{source} is not under WORKDIR {workdir}"))
+        .strip_prefix("target")
+        .expect("the binary comes from target/");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
+        .join("dockerfile-build");
+    let output = run(Command::new("sh")
+        .args(["-c", &command])
+        .env("CARGO_TARGET_DIR", &target_dir));
+    assert!(
+        output.status.success(),
+        "`{command}` failed:\n{}",
+        text(&output.stderr)
+    );
+    let binary = target_dir.join(relative);
+    assert!(
+        binary.is_file(),
+        "{command} did not produce {}",
+        binary.display()
+    );
+    assert_eq!(
+        binary.file_name(),
+        Path::new(destination).file_name(),
+        "the ENTRYPOINT binary is the one built"
+    );
+    let version = Command::new(&binary)
+        .arg("version")
+        .output()
+        .expect("it runs");
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("upstream-discovery {}", env!("CARGO_PKG_VERSION"))
+    );
+    // `run` (the image's CMD) is a subcommand it has.
+    let help = Command::new(&binary)
+        .args(["run", "--help"])
+        .output()
+        .expect("it runs");
+    assert!(help.status.success(), "{}", text(&help.stderr));
+}
+
+#[test]
+fn readme_shows_install_get_upstreams_and_scraping() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    for needle in [
+        "helm install upstream-discovery deploy/helm/upstream-discovery -n gloo-system --set discovery.enabled=true",
+        "kubectl get upstreams -n gloo-system",
+        "/metrics",
+        MANIFESTS,
+    ] {
+        assert!(readme.contains(needle), "README.md lacks {needle:?}");
+    }
+}
