@@ -3,16 +3,18 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde::Deserialize;
 use serde_json::json;
 use upstream_discovery::crd::Upstream;
 
 use crate::env::TestEnv;
-use crate::support::{delete_namespace, fresh_namespace, install_crd, wait_for};
+use crate::support::{
+    delete_namespace, fresh_namespace, install_crd, service_account_token, wait_for,
+};
 
 fn status_code(error: &kube::Error) -> Option<u16> {
     match error {
@@ -285,54 +287,22 @@ pub async fn a_service_account_has_only_the_rights_it_is_bound_to(env: Arc<TestE
     delete_namespace(&admin, &other).await;
 }
 
-/// The token the controller manager mints for a ServiceAccount (Kubernetes 1.20 still does).
-async fn service_account_token(admin: &Client, namespace: &str, account: &str) -> String {
-    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), namespace);
-    let secret_name = wait_for("the ServiceAccount's token Secret", || async {
-        let account = accounts.get(account).await.ok()?;
-        account
-            .secrets?
-            .into_iter()
-            .find_map(|reference| reference.name)
-    })
-    .await;
-    let secret = Api::<Secret>::namespaced(admin.clone(), namespace)
-        .get(&secret_name)
-        .await
-        .expect("token secret");
-    let token = secret
-        .data
-        .and_then(|mut data| data.remove("token"))
-        .expect("token in the secret");
-    String::from_utf8(token.0).expect("utf-8 token")
-}
-
 pub async fn moto_serves_lambda(env: Arc<TestEnv>) {
     let url = env
         .get("MOTO_URL")
         .trim_start_matches("http://")
         .to_string();
-    let body = http_get(&url, "/2015-03-31/functions/").await;
+    let (status, body) = crate::support::http_get_with(
+        &url,
+        "/2015-03-31/functions/",
+        "Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/lambda/aws4_request\r\n",
+    )
+    .await
+    .expect("moto answers");
+    assert_eq!(status, 200, "{body}");
     let functions: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert!(functions["Functions"].is_array(), "{body}");
-}
-
-/// A plain HTTP/1.1 GET, enough to check that a local server answers.
-async fn http_get(host_port: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(host_port)
-        .await
-        .expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/lambda/aws4_request\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
 }
 
 /// The header names of a `kubectl get` table with the first row's cells, cut at the header's

@@ -1,8 +1,13 @@
 //! End-to-end tests against real servers (DESIGN.md §7): one environment for the whole run,
 //! started on first use and stopped by PID when the run ends, each test in its own namespaces.
 
+mod chart;
+mod daemon;
+mod discovery;
 mod env;
 mod environment;
+mod fault_proxy;
+mod faults;
 mod support;
 
 use std::future::Future;
@@ -42,7 +47,9 @@ macro_rules! trials {
 }
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // The tests mostly wait on servers, so more of them than cores can run side by side.
+    args.test_threads.get_or_insert(4);
     let trials = trials![
         environment::api_server_is_v1_20_2_with_tls,
         environment::crd_applies_and_an_upstream_round_trips_through_kubectl,
@@ -51,6 +58,26 @@ fn main() {
         environment::a_token_without_rights_is_refused_with_403,
         environment::a_service_account_has_only_the_rights_it_is_bound_to,
         environment::moto_serves_lambda,
+        discovery::services_become_upstreams_and_follow_every_change,
+        discovery::an_upstream_it_does_not_own_is_left_alone,
+        discovery::gloo_written_upstreams_are_adopted_and_user_fields_survive,
+        discovery::a_restart_with_nothing_changed_makes_zero_writes,
+        discovery::service_mode_upstreams_are_collected_by_kubernetes_while_the_daemon_is_down,
+        discovery::only_the_leader_writes_and_a_follower_takes_over,
+        discovery::readyz_waits_for_the_first_sync,
+        discovery::dry_run_writes_nothing,
+        discovery::a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing,
+        discovery::switching_to_service_mode_moves_the_upstreams,
+        discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
+        faults::the_fault_proxy_injects_and_forwards,
+        faults::throttled_writes_wait_for_retry_after_and_are_counted,
+        faults::server_errors_are_retried_with_backoff_without_holding_up_others,
+        faults::a_conflict_makes_the_daemon_replan,
+        faults::dropped_watches_are_reestablished_and_a_relist_collects,
+        faults::a_service_deleted_during_its_write_is_collected,
+        chart::default_values_apply_server_side_and_grant_only_what_the_daemon_needs,
+        chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
+        chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(Ok(env)) = ENV.get() {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
@@ -42,14 +42,29 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    wait_until(what, || {
+        let attempt = check();
+        async move { attempt.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Like [`wait_for`], with `check` saying why it is not there yet; the last reason is in the
+/// panic message.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let started = Instant::now();
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
+        let reason = match check().await {
+            Ok(value) => return value,
+            Err(reason) => reason,
+        };
         assert!(
             started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
+            "timed out after {DEADLINE:?} waiting for {what}\n{reason}"
         );
         tokio::time::sleep(POLL).await;
     }
@@ -81,4 +96,45 @@ pub async fn install_crd(client: &Client) {
         established.then_some(())
     })
     .await;
+}
+
+/// A plain HTTP/1.1 GET to a local server: `(status, body)`, or `None` when nothing answers.
+pub async fn http_get(host_port: &str, path: &str) -> Option<(u16, String)> {
+    http_get_with(host_port, path, "").await
+}
+
+/// [`http_get`] with extra header lines (each ending in `\r\n`).
+pub async fn http_get_with(host_port: &str, path: &str, headers: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(host_port).await.ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host_port}\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The legacy token Secret Kubernetes 1.20 mints for a ServiceAccount.
+pub async fn service_account_token(admin: &Client, namespace: &str, account: &str) -> String {
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), namespace);
+    let secret_name = wait_for("the ServiceAccount's token Secret", || async {
+        let account = accounts.get(account).await.ok()?;
+        account
+            .secrets?
+            .into_iter()
+            .find_map(|reference| reference.name)
+    })
+    .await;
+    let secret = Api::<Secret>::namespaced(admin.clone(), namespace)
+        .get(&secret_name)
+        .await
+        .expect("token secret");
+    let token = secret
+        .data
+        .and_then(|mut data| data.remove("token"))
+        .expect("token in the secret");
+    String::from_utf8(token.0).expect("utf-8 token")
 }

@@ -1,0 +1,716 @@
+//! The daemon end to end (the discovery issue's acceptance list): the real binary, as a
+//! ServiceAccount with the chart's rights, against the real API server and controller manager.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use upstream_discovery::crd::Upstream;
+use upstream_discovery::translate::{translate_service, TranslateSettings, WriteNamespace};
+
+use crate::daemon::Setup;
+use crate::env::TestEnv;
+use crate::support::{wait_for, wait_until};
+
+/// SIGTERM must end the daemon within this.
+const EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+fn service(name: &str, ports: &[(&str, i32)], extra: serde_json::Value) -> Service {
+    let mut object = json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "selector": {"app": name},
+            "ports": ports.iter().map(|(port_name, port)| json!({"name": port_name, "port": port})).collect::<Vec<_>>(),
+        },
+    });
+    merge(&mut object, extra);
+    serde_json::from_value(object).expect("service")
+}
+
+fn merge(target: &mut serde_json::Value, extra: serde_json::Value) {
+    match (target, extra) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (target, extra) => *target = extra,
+    }
+}
+
+async fn create_service(admin: &Client, namespace: &str, service: &Service) -> Service {
+    Api::<Service>::namespaced(admin.clone(), namespace)
+        .create(&PostParams::default(), service)
+        .await
+        .expect("create service")
+}
+
+async fn patch_service(admin: &Client, namespace: &str, name: &str, patch: serde_json::Value) {
+    Api::<Service>::namespaced(admin.clone(), namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch service");
+}
+
+/// The comparable part of an Upstream: what discovery decides.
+fn essence(upstream: &Upstream) -> serde_json::Value {
+    json!({
+        "labels": upstream.metadata.labels,
+        "annotations": upstream.metadata.annotations,
+        "ownerReferences": upstream.metadata.owner_references,
+        "spec": upstream.spec,
+    })
+}
+
+/// Waits until the owned Upstreams in `namespace` are exactly what translation gives for the
+/// named Services (as they are now in the API server); returns them by name.
+async fn wait_for_exact_upstreams(
+    admin: &Client,
+    settings: &TranslateSettings,
+    service_ns: &str,
+    write_ns: &str,
+    services: &[&str],
+) -> BTreeMap<String, Upstream> {
+    let service_api = Api::<Service>::namespaced(admin.clone(), service_ns);
+    let upstream_api = Api::<Upstream>::namespaced(admin.clone(), write_ns);
+    let what = format!("Upstreams of {services:?} in {write_ns}");
+    let found = wait_until(&what, || async {
+        let mut expected = BTreeMap::new();
+        for name in services {
+            let service = service_api.get(name).await.map_err(|e| e.to_string())?;
+            for upstream in translate_service(&service, settings).upstreams {
+                expected.insert(
+                    upstream.metadata.name.clone().unwrap_or_default(),
+                    essence(&upstream),
+                );
+            }
+        }
+        let owned = upstream_api
+            .list(&ListParams::default().labels("discovered_by=kubernetesplugin"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let actual: BTreeMap<String, serde_json::Value> = owned
+            .items
+            .iter()
+            .map(|u| (u.metadata.name.clone().unwrap_or_default(), essence(u)))
+            .collect();
+        if actual == expected {
+            Ok(owned.items)
+        } else {
+            Err(format!(
+                "expected {}\nactual {}",
+                json!(expected),
+                json!(actual)
+            ))
+        }
+    })
+    .await;
+    found
+        .into_iter()
+        .filter_map(|u| Some((u.metadata.name.clone()?, u)))
+        .collect()
+}
+
+fn settings(write_ns: &str) -> TranslateSettings {
+    TranslateSettings::new(write_ns)
+}
+
+async fn wait_for_event(admin: &Client, namespace: &str, service: &str, reason: &str) -> Event {
+    let events = Api::<Event>::namespaced(admin.clone(), namespace);
+    wait_for(
+        &format!("a {reason} Event on Service {service}"),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|event| {
+                event.involved_object.name.as_deref() == Some(service)
+                    && event.reason.as_deref() == Some(reason)
+            })
+        },
+    )
+    .await
+}
+
+pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "follow", false).await;
+    let daemon = setup.start(&["--service-selector", "discovery!=off"]);
+    daemon.wait_ready().await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.as_str(),
+        setup.write_ns.as_str(),
+    );
+    let settings = settings(write);
+
+    create_service(admin, ns, &service("petstore", &[("http", 8080), ("grpc", 9090)], json!({
+        "metadata": {"annotations": {"team": "a", "gloo.solo.io/sslService.secret": "8080:petstore-tls"}},
+    })))
+    .await;
+    create_service(
+        admin,
+        ns,
+        &service("headless", &[], json!({"spec": {"clusterIP": "None"}})),
+    )
+    .await;
+    let upstreams =
+        wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore", "headless"]).await;
+    let http = &upstreams[&format!("{ns}-petstore-8080")];
+    assert_eq!(
+        http.spec
+            .ssl_config
+            .as_ref()
+            .and_then(|s| s.secret_ref.as_ref())
+            .map(|r| r.name.as_str()),
+        Some("petstore-tls")
+    );
+    assert_eq!(
+        upstreams[&format!("{ns}-petstore-9090")].spec.use_http2,
+        Some(true)
+    );
+
+    // A port changes: the old Upstream goes, a new one comes.
+    patch_service(admin, ns, "petstore", json!({"spec": {"ports": [{"name": "http", "port": 8081}, {"name": "grpc", "port": 9090}]}})).await;
+    let upstreams = wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    assert!(upstreams.contains_key(&format!("{ns}-petstore-8081")));
+    // The selector and an annotation change: the Upstreams follow.
+    patch_service(admin, ns, "petstore", json!({"spec": {"selector": {"app": "petstore", "tier": "web"}}, "metadata": {"annotations": {"team": "b"}}})).await;
+    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    // An annotation removed: gone from the Upstreams too.
+    patch_service(
+        admin,
+        ns,
+        "petstore",
+        json!({"metadata": {"annotations": {"team": null}}}),
+    )
+    .await;
+    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    // A port removed.
+    patch_service(
+        admin,
+        ns,
+        "petstore",
+        json!({"spec": {"ports": [{"name": "grpc", "port": 9090}]}}),
+    )
+    .await;
+    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    // The Service stops matching --service-selector: its Upstreams are collected.
+    patch_service(
+        admin,
+        ns,
+        "petstore",
+        json!({"metadata": {"labels": {"discovery": "off"}}}),
+    )
+    .await;
+    wait_for_exact_upstreams(admin, &settings, ns, write, &[]).await;
+    patch_service(
+        admin,
+        ns,
+        "petstore",
+        json!({"metadata": {"labels": {"discovery": null}}}),
+    )
+    .await;
+    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    // The Service is deleted.
+    Api::<Service>::namespaced(admin.clone(), ns)
+        .delete("petstore", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for_exact_upstreams(admin, &settings, ns, write, &[]).await;
+
+    daemon.wait_idle().await;
+    let writes = daemon.writes().await;
+    assert_eq!(
+        daemon
+            .metric_sum("upstream_discovery_lag_seconds_count")
+            .await,
+        writes,
+        "a lag for every write"
+    );
+    let (p50, p99) = daemon.lag_quantiles().await;
+    eprintln!("discovery lag over {writes} writes: p50 <= {p50} s, p99 <= {p99} s");
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn an_upstream_it_does_not_own_is_left_alone(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "foreign", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let taken = format!("{ns}-api-80");
+    let foreign: Upstream = serde_json::from_value(json!({
+        "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+        "metadata": {"name": taken, "annotations": {"owner": "a human"}},
+        "spec": {"static": {"hosts": [{"addr": "10.1.2.3", "port": 80}]}},
+    }))
+    .expect("upstream");
+    let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write);
+    let before = upstreams
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("create foreign upstream");
+
+    let daemon = setup.start(&[]);
+    daemon.wait_ready().await;
+    create_service(admin, &ns, &service("api", &[("http", 80)], json!({}))).await;
+    create_service(admin, &ns, &service("web", &[("http", 80)], json!({}))).await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["web"]).await;
+    wait_for_event(admin, &ns, "api", "UpstreamNotOwned").await;
+    wait_for("skipped_total{reason=not_owned}", || async {
+        (daemon
+            .metric_sum("upstream_discovery_skipped_total{reason=\"not_owned\"}")
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    let after = upstreams.get(&taken).await.expect("still there");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "not written at all"
+    );
+    assert_eq!(essence(&after), essence(&before));
+
+    // When its owner deletes it, the name is free and discovery takes it.
+    upstreams
+        .delete(&taken, &DeleteParams::default())
+        .await
+        .expect("delete foreign");
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["web", "api"]).await;
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "adopt", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let settings = settings(&write);
+    let same = create_service(admin, &ns, &service("same", &[("http", 80)], json!({}))).await;
+    let stale = create_service(
+        admin,
+        &ns,
+        &service(
+            "stale",
+            &[("http", 80)],
+            json!({"metadata": {"annotations": {"a": "1"}}}),
+        ),
+    )
+    .await;
+    // Written the way Gloo's discovery writes them: a labelled object, by an update of another client.
+    let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write);
+    let gloo = PostParams {
+        field_manager: Some("discovery".into()),
+        ..Default::default()
+    };
+    let same_upstream = translate_service(&same, &settings).upstreams.remove(0);
+    let mut stale_upstream = translate_service(&stale, &settings).upstreams.remove(0);
+    stale_upstream.metadata.annotations = None;
+    let same_before = upstreams
+        .create(&gloo, &same_upstream)
+        .await
+        .expect("gloo-style create");
+    let stale_before = upstreams
+        .create(&gloo, &stale_upstream)
+        .await
+        .expect("gloo-style create");
+
+    let daemon = setup.start(&[]);
+    daemon.wait_ready().await;
+    let adopted = wait_for_exact_upstreams(admin, &settings, &ns, &write, &["same", "stale"]).await;
+    daemon.wait_idle().await;
+    let same_after = &adopted[&format!("{ns}-same-80")];
+    let stale_after = &adopted[&format!("{ns}-stale-80")];
+    assert_eq!(
+        same_after.metadata.uid, same_before.metadata.uid,
+        "adopted in place"
+    );
+    assert_eq!(
+        same_after.metadata.resource_version, same_before.metadata.resource_version,
+        "already right: no write"
+    );
+    assert_eq!(
+        stale_after.metadata.uid, stale_before.metadata.uid,
+        "updated in place, not re-created"
+    );
+    assert_eq!(
+        daemon
+            .metric_sum("upstream_discovery_writes_total{op=\"create\",result=\"success\"")
+            .await,
+        0.0
+    );
+
+    // A user adds health checks to a discovered Upstream; a later change of its Service keeps them.
+    let health = json!({"spec": {"healthChecks": [{"timeout": "1s", "interval": "10s", "httpHealthCheck": {"path": "/healthz"}}]}});
+    let name = format!("{ns}-stale-80");
+    upstreams
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("a-user".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&health),
+        )
+        .await
+        .expect("user patch");
+    patch_service(
+        admin,
+        &ns,
+        "stale",
+        json!({"metadata": {"annotations": {"a": "2"}}}),
+    )
+    .await;
+    let updated = wait_for("the Upstream to follow its Service", || async {
+        let upstream = upstreams.get(&name).await.ok()?;
+        (upstream.metadata.annotations.as_ref()?.get("a")? == "2").then_some(upstream)
+    })
+    .await;
+    assert_eq!(
+        updated.spec.other.get("healthChecks"),
+        Some(&health["spec"]["healthChecks"]),
+        "the user's field survives"
+    );
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn a_restart_with_nothing_changed_makes_zero_writes(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "restart", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let first = setup.start(&[]);
+    first.wait_ready().await;
+    for (name, annotations) in [
+        ("a", json!({})),
+        ("b", json!({"gloo.solo.io/h2_service": "true"})),
+        ("c", json!({"x": "y"})),
+    ] {
+        create_service(
+            admin,
+            &ns,
+            &service(
+                name,
+                &[("http", 80), ("admin", 9000)],
+                json!({"metadata": {"annotations": annotations}}),
+            ),
+        )
+        .await;
+    }
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["a", "b", "c"]).await;
+    first.wait_idle().await;
+    let writes = first.writes().await;
+    assert_eq!(writes, 6.0, "one write per Upstream");
+    assert_eq!(
+        first
+            .metric_sum("upstream_discovery_lag_seconds_count")
+            .await,
+        writes,
+        "a lag for every write"
+    );
+    let exit = first.terminate(EXIT_LIMIT);
+    eprintln!("SIGTERM to exit: {exit:?}");
+
+    // A short resync, to see that a periodic pass over unchanged Services writes nothing either.
+    let second = setup.start(&["--resync-interval", "1s"]);
+    second.wait_ready().await;
+    second.wait_idle().await;
+    let synced_at = second
+        .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
+        .await;
+    wait_for("two periodic resyncs", || async {
+        let now = second
+            .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
+            .await;
+        (now >= synced_at + 2.0).then_some(())
+    })
+    .await;
+    second.wait_idle().await;
+    assert_eq!(
+        second.writes().await,
+        0.0,
+        "nothing changed, nothing written"
+    );
+    assert_eq!(
+        second.metric_sum("upstream_discovery_writes_total").await,
+        0.0,
+        "not even an attempt"
+    );
+    second.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn service_mode_upstreams_are_collected_by_kubernetes_while_the_daemon_is_down(
+    env: Arc<TestEnv>,
+) {
+    let setup = Setup::new(env, "owner", true).await;
+    let (admin, ns) = (&setup.admin, setup.service_ns.clone());
+    let daemon = setup.start(&["--write-namespace-mode", "service"]);
+    daemon.wait_ready().await;
+    let created = create_service(
+        admin,
+        &ns,
+        &service("petstore", &[("http", 8080)], json!({})),
+    )
+    .await;
+    let settings = TranslateSettings {
+        write_namespace: WriteNamespace::ServiceNamespace,
+        global_annotations: BTreeMap::new(),
+    };
+    let upstreams = wait_for_exact_upstreams(admin, &settings, &ns, &ns, &["petstore"]).await;
+    let owners = upstreams[&format!("{ns}-petstore-8080")]
+        .metadata
+        .owner_references
+        .clone()
+        .expect("owner");
+    assert_eq!(owners[0].uid, created.metadata.uid.clone().expect("uid"));
+    daemon.terminate(EXIT_LIMIT);
+
+    Api::<Service>::namespaced(admin.clone(), &ns)
+        .delete("petstore", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let api = Api::<Upstream>::namespaced(admin.clone(), &ns);
+    wait_for("the controller manager to collect the Upstream", || async {
+        matches!(api.get_opt(&format!("{ns}-petstore-8080")).await, Ok(None)).then_some(())
+    })
+    .await;
+    setup.cleanup().await;
+}
+
+pub async fn only_the_leader_writes_and_a_follower_takes_over(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "leader", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let first = setup.start(&[]);
+    first.wait_ready().await;
+    wait_for("the first replica to lead", || async {
+        (first.metric_sum("upstream_discovery_is_leader").await == 1.0).then_some(())
+    })
+    .await;
+    let second = setup.start(&[]);
+    second.wait_ready().await;
+    create_service(admin, &ns, &service("one", &[("http", 80)], json!({}))).await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["one"]).await;
+    first.wait_idle().await;
+    assert_eq!(second.metric_sum("upstream_discovery_is_leader").await, 0.0);
+    assert_eq!(second.writes().await, 0.0, "a follower never writes");
+    assert_eq!(first.writes().await, 1.0);
+
+    first.kill();
+    let killed = Instant::now();
+    create_service(admin, &ns, &service("two", &[("http", 80)], json!({}))).await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["one", "two"]).await;
+    let takeover = killed.elapsed();
+    eprintln!("takeover after the leader was killed: {takeover:?}");
+    assert!(takeover <= Duration::from_secs(20), "took {takeover:?}");
+    assert_eq!(second.metric_sum("upstream_discovery_is_leader").await, 1.0);
+    second.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn readyz_waits_for_the_first_sync(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "ready", false).await;
+    let admin = setup.admin.clone();
+    // Without its Role the daemon cannot list Upstreams, so it cannot finish its first sync.
+    let bindings =
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &setup.write_ns);
+    let binding = bindings.get("upstream-discovery").await.expect("binding");
+    bindings
+        .delete("upstream-discovery", &DeleteParams::default())
+        .await
+        .expect("unbind");
+    let daemon = setup.start(&["--leader-elect", "false"]);
+    wait_for("/healthz", || async {
+        matches!(daemon.get("/healthz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    wait_for("a failed Upstream watch", || async {
+        (daemon
+            .metric_sum("upstream_discovery_watch_restarts_total{resource=\"upstreams\"}")
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        daemon.get("/readyz").await.map(|(status, _)| status),
+        Some(503),
+        "not ready before the first sync"
+    );
+
+    let mut binding = binding;
+    binding.metadata.resource_version = None;
+    binding.metadata.uid = None;
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("rebind");
+    daemon.wait_ready().await;
+    assert_eq!(
+        daemon.get("/readyz").await.map(|(status, _)| status),
+        Some(200)
+    );
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn dry_run_writes_nothing(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "dry", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let daemon = setup.start(&["--dry-run"]);
+    daemon.wait_ready().await;
+    create_service(
+        admin,
+        &ns,
+        &service("petstore", &[("http", 8080)], json!({})),
+    )
+    .await;
+    let name = format!("{ns}-petstore-8080");
+    wait_for("the dry-run log line", || async {
+        daemon
+            .logs()
+            .lines()
+            .any(|l| l.contains("dry run: would apply") && l.contains(&name))
+            .then_some(())
+    })
+    .await;
+    let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write)
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    assert!(
+        upstreams.items.is_empty(),
+        "dry run wrote {:?}",
+        upstreams.items
+    );
+    assert_eq!(daemon.writes().await, 0.0);
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "badann", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let daemon = setup.start(&[]);
+    daemon.wait_ready().await;
+    create_service(admin, &ns, &service("broken", &[("http", 80)], json!({
+        "metadata": {"annotations": {"gloo.solo.io/upstream_config": "{not json", "gloo.solo.io/h2_service": "sometimes"}},
+    })))
+    .await;
+    let upstreams =
+        wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["broken"]).await;
+    assert_eq!(
+        upstreams[&format!("{ns}-broken-80")].spec.use_http2,
+        None,
+        "the bad value is ignored"
+    );
+    let event = wait_for_event(admin, &ns, "broken", "InvalidAnnotation").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    wait_for("skipped_total for both bad annotations", || async {
+        let invalid = daemon
+            .metric_sum("upstream_discovery_skipped_total{reason=\"invalid_upstream_config\"}")
+            .await;
+        let boolean = daemon
+            .metric_sum("upstream_discovery_skipped_total{reason=\"invalid_boolean_annotation\"}")
+            .await;
+        (invalid == 1.0 && boolean == 1.0).then_some(())
+    })
+    .await;
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn switching_to_service_mode_moves_the_upstreams(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "switch", true).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    create_service(
+        admin,
+        &ns,
+        &service("petstore", &[("http", 8080)], json!({})),
+    )
+    .await;
+    let fixed = setup.start(&[]);
+    fixed.wait_ready().await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    fixed.terminate(EXIT_LIMIT);
+
+    let per_service = setup.start(&["--write-namespace-mode", "service"]);
+    per_service.wait_ready().await;
+    let beside = TranslateSettings {
+        write_namespace: WriteNamespace::ServiceNamespace,
+        global_annotations: BTreeMap::new(),
+    };
+    wait_for_exact_upstreams(admin, &beside, &ns, &ns, &["petstore"]).await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
+    per_service.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}
+
+pub async fn owned_upstreams_changed_or_deleted_by_hand_are_put_back(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "putback", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    let daemon = setup.start(&[]);
+    daemon.wait_ready().await;
+    create_service(
+        admin,
+        &ns,
+        &service("petstore", &[("http", 8080)], json!({})),
+    )
+    .await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write);
+    let name = format!("{ns}-petstore-8080");
+    let tamper = json!({"spec": {"kube": {"servicePort": 1234}}});
+    upstreams
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("someone".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&tamper),
+        )
+        .await
+        .expect("tamper");
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    let before = upstreams.get(&name).await.expect("get");
+    upstreams
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete by hand");
+    let back = wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    assert_ne!(back[&name].metadata.uid, before.metadata.uid, "re-created");
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}

@@ -1,0 +1,612 @@
+//! A fault-injecting HTTP proxy between the daemon and the API server (DESIGN.md §7).
+//!
+//! It listens on plain HTTP on `127.0.0.1:<free port>` and forwards every request (method,
+//! path and query, end-to-end headers, body) to the real API server through a `kube::Client`
+//! built from a token, normally the daemon's ServiceAccount token, so the daemon keeps exactly
+//! its own rights. Responses are streamed back as they come, so watches stay live.
+//!
+//! A test changes the proxy's behaviour at runtime through [`FaultProxy`]:
+//! - [`FaultProxy::inject`] a [`Rule`]: the next N requests (or all, until removed) matching a
+//!   method and substrings of the path and query get a [`Fault`] instead of (or, for a delay,
+//!   before) being forwarded;
+//! - [`FaultProxy::drop_watches`] ends every open watch stream abruptly, mid-body;
+//! - [`FaultProxy::requests`] and [`FaultProxy::count`] tell what the proxy saw, and when.
+//!
+//! Requests are forwarded as they come: the proxy's own client does not retry (kube-rs does by
+//! default), so what the daemon sees is what the API server (or the fault) answered.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::env::TestEnv;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What a matching request gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// An error answered by the proxy: `code` with a Kubernetes `Status` body, and with
+    /// `Retry-After` (header and `details.retryAfterSeconds`) when set.
+    Status {
+        code: u16,
+        reason: &'static str,
+        retry_after: Option<u32>,
+    },
+    /// For a watch: `200 OK`, one `ERROR` event carrying `410 Gone` (what the API server sends
+    /// when the resourceVersion is too old), then the end. A watcher must re-list.
+    WatchGone,
+    /// Wait, then forward.
+    Delay(Duration),
+}
+
+impl Fault {
+    /// `429 TooManyRequests` with `Retry-After: seconds`.
+    pub fn too_many_requests(seconds: u32) -> Self {
+        Fault::Status {
+            code: 429,
+            reason: "TooManyRequests",
+            retry_after: Some(seconds),
+        }
+    }
+
+    /// `500 InternalError`.
+    pub fn internal_error() -> Self {
+        Fault::Status {
+            code: 500,
+            reason: "InternalError",
+            retry_after: None,
+        }
+    }
+
+    /// `503 ServiceUnavailable` (no Retry-After).
+    pub fn unavailable() -> Self {
+        Fault::Status {
+            code: 503,
+            reason: "ServiceUnavailable",
+            retry_after: None,
+        }
+    }
+
+    /// `409 Conflict`, as for a stale resourceVersion.
+    pub fn conflict() -> Self {
+        Fault::Status {
+            code: 409,
+            reason: "Conflict",
+            retry_after: None,
+        }
+    }
+
+    /// `410 Gone` as an HTTP status (not as a watch event).
+    pub fn gone() -> Self {
+        Fault::Status {
+            code: 410,
+            reason: "Expired",
+            retry_after: None,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Fault::Status { code, .. } => code.to_string(),
+            Fault::WatchGone => "watch-gone".into(),
+            Fault::Delay(delay) => format!("delay {delay:?}"),
+        }
+    }
+}
+
+/// Which requests a fault applies to, and how many times.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// `None` matches any method.
+    method: Option<String>,
+    /// Every one must be a substring of the request's path and query.
+    contains: Vec<String>,
+    fault: Fault,
+    /// `None`: every matching request until the rule is removed.
+    remaining: Option<usize>,
+}
+
+impl Rule {
+    /// Every request with `method` (any, if empty) whose path and query contain each of
+    /// `contains`, until the rule is removed; see [`Rule::times`].
+    pub fn new(method: &str, contains: &[&str], fault: Fault) -> Self {
+        Self {
+            method: (!method.is_empty()).then(|| method.to_ascii_uppercase()),
+            contains: contains.iter().map(|s| s.to_string()).collect(),
+            fault,
+            remaining: None,
+        }
+    }
+
+    /// Only the next `n` matching requests.
+    pub fn times(mut self, n: usize) -> Self {
+        self.remaining = Some(n);
+        self
+    }
+
+    fn matches(&self, method: &str, path_and_query: &str) -> bool {
+        self.remaining != Some(0)
+            && self.method.as_deref().is_none_or(|m| m == method)
+            && self.contains.iter().all(|s| path_and_query.contains(s))
+    }
+}
+
+/// Identifies an injected rule, to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleId(u64);
+
+/// One request the proxy received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// When it arrived (before any delay).
+    pub at: Instant,
+    pub method: String,
+    /// Path and query, as sent.
+    pub path: String,
+    /// The resource (plural) named by the path, e.g. `upstreams`, `services`, `leases`.
+    pub resource: String,
+    /// The object's name, for requests on one object.
+    pub name: Option<String>,
+    /// `watch=` in the query.
+    pub watch: bool,
+    /// The client sent `Authorization: Bearer ...`.
+    pub bearer: bool,
+    /// The fault applied, if any (`"429"`, `"watch-gone"`, `"delay 2s"`, ...).
+    pub fault: Option<String>,
+}
+
+struct Shared {
+    rules: Vec<(RuleId, Rule)>,
+    next_rule: u64,
+    seen: Vec<Seen>,
+    /// Cancelled to drop every watch stream open at that moment; replaced after.
+    watches: CancellationToken,
+}
+
+/// A running proxy; stopped by [`FaultProxy::shutdown`] or when dropped.
+pub struct FaultProxy {
+    port: u16,
+    shared: Arc<Mutex<Shared>>,
+    open_watches: Arc<AtomicUsize>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to the test API server that authenticates with `token` (the daemon's
+    /// ServiceAccount token, so requests keep the daemon's rights).
+    pub async fn start(env: &TestEnv, token: &str) -> Self {
+        let kubeconfig = Kubeconfig::from_yaml(&env.kubeconfig_yaml(token)).expect("kubeconfig");
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("usable kubeconfig");
+        // Transparent: no retries of its own, and watches may stay quiet for minutes.
+        config.default_retry = false;
+        config.read_timeout = None;
+        let client = Client::try_from(config).expect("client");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let shared = Arc::new(Mutex::new(Shared {
+            rules: Vec::new(),
+            next_rule: 0,
+            seen: Vec::new(),
+            watches: CancellationToken::new(),
+        }));
+        let open_watches = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let state = Forwarder {
+            client,
+            shared: shared.clone(),
+            open_watches: open_watches.clone(),
+        };
+        let task = tokio::spawn(accept_loop(listener, state, stop.clone()));
+        Self {
+            port,
+            shared,
+            open_watches,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// The URL to give the daemon as its `server:`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a fault rule. The newest rule is tried first and the first that matches applies, so
+    /// a rule added on top of a standing one overrides it for the requests it matches.
+    pub fn inject(&self, rule: Rule) -> RuleId {
+        let mut shared = self.lock();
+        let id = RuleId(shared.next_rule);
+        shared.next_rule += 1;
+        shared.rules.push((id, rule));
+        id
+    }
+
+    /// Removes a rule (whether or not it is used up).
+    pub fn remove(&self, id: RuleId) {
+        self.lock().rules.retain(|(rule, _)| *rule != id);
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// How many more requests rule `id` applies to (`None`: unlimited or removed).
+    pub fn remaining(&self, id: RuleId) -> Option<usize> {
+        self.lock()
+            .rules
+            .iter()
+            .find(|(rule, _)| *rule == id)
+            .and_then(|(_, rule)| rule.remaining)
+    }
+
+    /// Ends every watch stream open now, abruptly (the chunked body stops without its end);
+    /// returns how many were open.
+    pub fn drop_watches(&self) -> usize {
+        let open = self.open_watches();
+        let old = std::mem::take(&mut self.lock().watches);
+        old.cancel();
+        open
+    }
+
+    /// Watch streams currently being relayed.
+    pub fn open_watches(&self) -> usize {
+        self.open_watches.load(Ordering::SeqCst)
+    }
+
+    /// Every request seen so far, in order of arrival.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.lock().seen.clone()
+    }
+
+    /// Requests seen with `method` on `resource` (e.g. `("PATCH", "upstreams")`).
+    pub fn count(&self, method: &str, resource: &str) -> usize {
+        self.lock()
+            .seen
+            .iter()
+            .filter(|seen| seen.method.eq_ignore_ascii_case(method) && seen.resource == resource)
+            .count()
+    }
+
+    /// Stops listening and cuts every connection (open watches end abruptly).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Clone)]
+struct Forwarder {
+    client: Client,
+    shared: Arc<Mutex<Shared>>,
+    open_watches: Arc<AtomicUsize>,
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Forwarder, stop: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.handle(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus those the
+/// proxy's client sets itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "content-length",
+];
+
+fn forwardable(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    let named_in_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    headers.iter().filter(move |(name, _)| {
+        !NOT_FORWARDED.contains(&name.as_str())
+            && !named_in_connection.iter().any(|n| n == name.as_str())
+    })
+}
+
+/// `(resource, name)` from an API path: `/api/v1/[namespaces/NS/]RES[/NAME[/SUB]]` or
+/// `/apis/GROUP/VERSION/[namespaces/NS/]RES[/NAME[/SUB]]`.
+fn resource_of(path: &str) -> (String, Option<String>) {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let rest = if rest.len() >= 3 && rest[0] == "namespaces" {
+        &rest[2..]
+    } else {
+        rest
+    };
+    (
+        rest.first().map(|s| s.to_string()).unwrap_or_default(),
+        rest.get(1).map(|s| s.to_string()),
+    )
+}
+
+type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    http_body_util::Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn status_body(code: u16, reason: &str, retry_after: Option<u32>) -> serde_json::Value {
+    let mut status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("injected by the fault proxy: {code} {reason}"),
+        "reason": reason,
+        "code": code,
+    });
+    if let Some(seconds) = retry_after {
+        status["details"] = json!({"retryAfterSeconds": seconds});
+    }
+    status
+}
+
+impl Forwarder {
+    async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let method = request.method().as_str().to_string();
+        let path = request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let watch = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("watch=")));
+        let (resource, name) = resource_of(request.uri().path());
+        let bearer = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+
+        let (fault, cancel_watch) = {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let fault = shared
+                .rules
+                .iter_mut()
+                .rev()
+                .find(|(_, rule)| rule.matches(&method, &path))
+                .map(|(_, rule)| {
+                    if let Some(n) = rule.remaining.as_mut() {
+                        *n -= 1;
+                    }
+                    rule.fault.clone()
+                });
+            shared.seen.push(Seen {
+                at: Instant::now(),
+                method: method.clone(),
+                path: path.clone(),
+                resource,
+                name,
+                watch,
+                bearer,
+                fault: fault.as_ref().map(Fault::label),
+            });
+            (fault, shared.watches.clone())
+        };
+
+        match fault {
+            Some(Fault::Status {
+                code,
+                reason,
+                retry_after,
+            }) => {
+                let mut response = Response::builder()
+                    .status(code)
+                    .header(header::CONTENT_TYPE, "application/json");
+                if let Some(seconds) = retry_after {
+                    response = response.header(header::RETRY_AFTER, seconds.to_string());
+                }
+                return response
+                    .body(full(status_body(code, reason, retry_after).to_string()))
+                    .expect("fault response");
+            }
+            Some(Fault::WatchGone) => {
+                let event = json!({"type": "ERROR", "object": status_body(410, "Expired", None)});
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(full(format!("{event}\n")))
+                    .expect("gone response");
+            }
+            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+            None => {}
+        }
+        self.forward(request, watch, cancel_watch).await
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        watch: bool,
+        cancel_watch: CancellationToken,
+    ) -> Response<ProxyBody> {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => return bad_gateway(&format!("reading the request body: {error}")),
+        };
+        let mut outgoing = Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        for (name, value) in forwardable(&parts.headers) {
+            outgoing = outgoing.header(name, value);
+        }
+        let outgoing = match outgoing.body(kube::client::Body::from(body)) {
+            Ok(outgoing) => outgoing,
+            Err(error) => return bad_gateway(&format!("building the request: {error}")),
+        };
+        let response = match self.client.send(outgoing).await {
+            Ok(response) => response,
+            Err(error) => return bad_gateway(&format!("forwarding: {error}")),
+        };
+        let (parts, body) = response.into_parts();
+        let mut reply = Response::builder().status(parts.status);
+        for (name, value) in forwardable(&parts.headers) {
+            reply = reply.header(name, value);
+        }
+        if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+            reply = reply.header(header::CONTENT_LENGTH, length);
+        }
+        let body: ProxyBody = if watch {
+            WatchBody::new(body, cancel_watch, self.open_watches.clone()).boxed_unsync()
+        } else {
+            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+        };
+        reply
+            .body(body)
+            .unwrap_or_else(|error| bad_gateway(&error.to_string()))
+    }
+}
+
+fn bad_gateway(message: &str) -> Response<ProxyBody> {
+    Response::builder()
+        .status(StatusCode::BAD_GATEWAY)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(status_body(502, "BadGateway", None).to_string()))
+        .unwrap_or_else(|_| Response::new(full(message.to_string())))
+}
+
+/// A relayed watch response that ends with an error (so hyper cuts the connection without
+/// the chunked terminator) once `cancelled` fires.
+struct WatchBody {
+    inner: kube::client::Body,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    open: Arc<AtomicUsize>,
+    done: bool,
+}
+
+impl WatchBody {
+    fn new(inner: kube::client::Body, token: CancellationToken, open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        Self {
+            inner,
+            cancelled: Box::pin(token.cancelled_owned()),
+            open,
+            done: false,
+        }
+    }
+}
+
+impl Drop for WatchBody {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Body for WatchBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err("watch dropped by the fault proxy".into())));
+        }
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// The requests in `seen` with `method` whose path and query contain `contains`, oldest first.
+pub fn matching<'a>(
+    seen: &'a [Seen],
+    method: &'a str,
+    contains: &'a str,
+) -> impl Iterator<Item = &'a Seen> + 'a {
+    seen.iter()
+        .filter(move |s| s.method.eq_ignore_ascii_case(method) && s.path.contains(contains))
+}
