@@ -133,15 +133,28 @@ mod tests {
         assert!(!fixed.namespaces);
 
         let listed = vec!["a".to_string(), "b".to_string()];
-        let per_service = WatchScopes::new(&listed, None, "gloo-system", &"team=x".parse().expect("valid"));
+        let per_service = WatchScopes::new(
+            &listed,
+            None,
+            "gloo-system",
+            &"team=x".parse().expect("valid"),
+        );
         assert_eq!(
             per_service.services,
             [Some("a".to_string()), Some("b".to_string())]
         );
-        let upstreams: Vec<Option<String>> =
-            ["a", "b", "gloo-system"].iter().map(|ns| Some(ns.to_string())).collect();
-        assert_eq!(per_service.upstreams, upstreams, "the old write namespace too, to collect what it holds");
+        let upstreams: Vec<Option<String>> = ["a", "b", "gloo-system"]
+            .iter()
+            .map(|ns| Some(ns.to_string()))
+            .collect();
+        assert_eq!(
+            per_service.upstreams, upstreams,
+            "the old write namespace too, to collect what it holds"
+        );
         assert!(per_service.namespaces);
-        assert_eq!(WatchScopes::new(&[], None, "gloo-system", &all).upstreams, [None]);
+        assert_eq!(
+            WatchScopes::new(&[], None, "gloo-system", &all).upstreams,
+            [None]
+        );
     }
 }
