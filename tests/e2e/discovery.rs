@@ -714,3 +714,41 @@ pub async fn owned_upstreams_changed_or_deleted_by_hand_are_put_back(env: Arc<Te
     daemon.terminate(EXIT_LIMIT);
     setup.cleanup().await;
 }
+
+pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
+    let setup = Setup::new(env, "nssel", false).await;
+    let (admin, ns, write) = (
+        &setup.admin,
+        setup.service_ns.clone(),
+        setup.write_ns.clone(),
+    );
+    create_service(
+        admin,
+        &ns,
+        &service("petstore", &[("http", 8080)], json!({})),
+    )
+    .await;
+    let daemon = setup.start(&["--namespace-selector", "discovery=enabled"]);
+    daemon.wait_ready().await;
+    daemon.wait_idle().await;
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
+
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone());
+    let label = |value: Option<&str>| json!({"metadata": {"labels": {"discovery": value}}});
+    namespaces
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(&label(Some("enabled"))),
+        )
+        .await
+        .expect("label");
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    namespaces
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label(None)))
+        .await
+        .expect("unlabel");
+    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
+    daemon.terminate(EXIT_LIMIT);
+    setup.cleanup().await;
+}

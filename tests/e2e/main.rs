@@ -69,6 +69,7 @@ fn main() {
         discovery::a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing,
         discovery::switching_to_service_mode_moves_the_upstreams,
         discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
+        discovery::a_namespace_selector_scopes_discovery,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
         faults::server_errors_are_retried_with_backoff_without_holding_up_others,
