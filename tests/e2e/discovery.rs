@@ -14,7 +14,7 @@ use upstream_discovery::translate::{translate_service, TranslateSettings, WriteN
 
 use crate::daemon::Setup;
 use crate::env::TestEnv;
-use crate::support::{wait_for, wait_until};
+use crate::support::{essence, wait_for, wait_for_exact_upstreams};
 
 /// SIGTERM must end the daemon within this.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
@@ -54,65 +54,6 @@ async fn patch_service(admin: &Client, namespace: &str, name: &str, patch: serde
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch service");
-}
-
-/// The comparable part of an Upstream: what discovery decides.
-fn essence(upstream: &Upstream) -> serde_json::Value {
-    json!({
-        "labels": upstream.metadata.labels,
-        "annotations": upstream.metadata.annotations,
-        "ownerReferences": upstream.metadata.owner_references,
-        "spec": upstream.spec,
-    })
-}
-
-/// Waits until the owned Upstreams in `namespace` are exactly what translation gives for the
-/// named Services (as they are now in the API server); returns them by name.
-async fn wait_for_exact_upstreams(
-    admin: &Client,
-    settings: &TranslateSettings,
-    service_ns: &str,
-    write_ns: &str,
-    services: &[&str],
-) -> BTreeMap<String, Upstream> {
-    let service_api = Api::<Service>::namespaced(admin.clone(), service_ns);
-    let upstream_api = Api::<Upstream>::namespaced(admin.clone(), write_ns);
-    let what = format!("Upstreams of {services:?} in {write_ns}");
-    let found = wait_until(&what, || async {
-        let mut expected = BTreeMap::new();
-        for name in services {
-            let service = service_api.get(name).await.map_err(|e| e.to_string())?;
-            for upstream in translate_service(&service, settings).upstreams {
-                expected.insert(
-                    upstream.metadata.name.clone().unwrap_or_default(),
-                    essence(&upstream),
-                );
-            }
-        }
-        let owned = upstream_api
-            .list(&ListParams::default().labels("discovered_by=kubernetesplugin"))
-            .await
-            .map_err(|e| e.to_string())?;
-        let actual: BTreeMap<String, serde_json::Value> = owned
-            .items
-            .iter()
-            .map(|u| (u.metadata.name.clone().unwrap_or_default(), essence(u)))
-            .collect();
-        if actual == expected {
-            Ok(owned.items)
-        } else {
-            Err(format!(
-                "expected {}\nactual {}",
-                json!(expected),
-                json!(actual)
-            ))
-        }
-    })
-    .await;
-    found
-        .into_iter()
-        .filter_map(|u| Some((u.metadata.name.clone()?, u)))
-        .collect()
 }
 
 fn settings(write_ns: &str) -> TranslateSettings {

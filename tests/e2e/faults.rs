@@ -1,7 +1,6 @@
 //! The daemon's failure paths (DESIGN.md §3, §7): the real binary talks to the API server
 //! through the fault proxy, which throttles, fails, conflicts, delays and drops watches.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 use upstream_discovery::crd::Upstream;
-use upstream_discovery::translate::{translate_service, TranslateSettings};
+use upstream_discovery::translate::TranslateSettings;
 
 use crate::daemon::{Daemon, Setup};
 use crate::env::TestEnv;
@@ -56,54 +55,23 @@ async fn delete_service(admin: &Client, namespace: &str, name: &str) {
         .unwrap_or_else(|e| panic!("delete service {name}: {e}"));
 }
 
-/// The comparable part of an Upstream: what discovery decides.
-fn essence(upstream: &Upstream) -> serde_json::Value {
-    json!({
-        "labels": upstream.metadata.labels,
-        "annotations": upstream.metadata.annotations,
-        "ownerReferences": upstream.metadata.owner_references,
-        "spec": upstream.spec,
-    })
-}
-
-/// What the owned Upstreams in `write_ns` should be for the named Services, as they are now
-/// in the API server, compared with what they are: `Ok` when equal, else the difference.
+/// What the owned Upstreams in `write_ns` should be (the default write mode), compared with
+/// what they are.
 async fn upstreams_match(
     admin: &Client,
     service_ns: &str,
     write_ns: &str,
     services: &[&str],
 ) -> Result<(), String> {
-    let settings = TranslateSettings::new(write_ns);
-    let service_api = Api::<Service>::namespaced(admin.clone(), service_ns);
-    let mut expected = BTreeMap::new();
-    for name in services {
-        let service = service_api.get(name).await.map_err(|e| e.to_string())?;
-        for upstream in translate_service(&service, &settings).upstreams {
-            expected.insert(
-                upstream.metadata.name.clone().unwrap_or_default(),
-                essence(&upstream),
-            );
-        }
-    }
-    let owned = Api::<Upstream>::namespaced(admin.clone(), write_ns)
-        .list(&ListParams::default().labels("discovered_by=kubernetesplugin"))
-        .await
-        .map_err(|e| e.to_string())?;
-    let actual: BTreeMap<String, serde_json::Value> = owned
-        .items
-        .iter()
-        .map(|u| (u.metadata.name.clone().unwrap_or_default(), essence(u)))
-        .collect();
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected {}\nactual {}",
-            json!(expected),
-            json!(actual)
-        ))
-    }
+    crate::support::upstreams_match(
+        admin,
+        &TranslateSettings::new(write_ns),
+        service_ns,
+        write_ns,
+        services,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Waits until the owned Upstreams are exactly those of `services`.
@@ -113,9 +81,12 @@ async fn wait_for_exact_upstreams(
     write_ns: &str,
     services: &[&str],
 ) {
-    wait_until(
-        &format!("exactly the Upstreams of {services:?} in {write_ns}"),
-        || upstreams_match(admin, service_ns, write_ns, services),
+    crate::support::wait_for_exact_upstreams(
+        admin,
+        &TranslateSettings::new(write_ns),
+        service_ns,
+        write_ns,
+        services,
     )
     .await;
 }

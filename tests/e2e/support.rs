@@ -4,9 +4,14 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use kube::api::ListParams;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
+use upstream_discovery::crd::Upstream;
+use upstream_discovery::translate::{translate_service, TranslateSettings};
 
 /// Generous: CI machines are slow and shared.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -137,4 +142,74 @@ pub async fn service_account_token(admin: &Client, namespace: &str, account: &st
         .and_then(|mut data| data.remove("token"))
         .expect("token in the secret");
     String::from_utf8(token.0).expect("utf-8 token")
+}
+
+/// The comparable part of an Upstream: what discovery decides.
+pub fn essence(upstream: &Upstream) -> serde_json::Value {
+    serde_json::json!({
+        "labels": upstream.metadata.labels,
+        "annotations": upstream.metadata.annotations,
+        "ownerReferences": upstream.metadata.owner_references,
+        "spec": upstream.spec,
+    })
+}
+
+/// Compares the owned Upstreams in `write_ns` with what translation gives for the named
+/// Services as they are now in the API server: the Upstreams when equal, else the difference.
+pub async fn upstreams_match(
+    admin: &Client,
+    settings: &TranslateSettings,
+    service_ns: &str,
+    write_ns: &str,
+    services: &[&str],
+) -> Result<Vec<Upstream>, String> {
+    let service_api = Api::<Service>::namespaced(admin.clone(), service_ns);
+    let mut expected = BTreeMap::new();
+    for name in services {
+        let service = service_api.get(name).await.map_err(|e| e.to_string())?;
+        for upstream in translate_service(&service, settings).upstreams {
+            expected.insert(
+                upstream.metadata.name.clone().unwrap_or_default(),
+                essence(&upstream),
+            );
+        }
+    }
+    let owned = Api::<Upstream>::namespaced(admin.clone(), write_ns)
+        .list(&ListParams::default().labels("discovered_by=kubernetesplugin"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let actual: BTreeMap<String, serde_json::Value> = owned
+        .items
+        .iter()
+        .map(|u| (u.metadata.name.clone().unwrap_or_default(), essence(u)))
+        .collect();
+    if actual == expected {
+        Ok(owned.items)
+    } else {
+        Err(format!(
+            "expected {}\nactual {}",
+            serde_json::json!(expected),
+            serde_json::json!(actual)
+        ))
+    }
+}
+
+/// Waits until the owned Upstreams in `write_ns` are exactly those of `services`; returns them
+/// by name.
+pub async fn wait_for_exact_upstreams(
+    admin: &Client,
+    settings: &TranslateSettings,
+    service_ns: &str,
+    write_ns: &str,
+    services: &[&str],
+) -> BTreeMap<String, Upstream> {
+    let what = format!("exactly the Upstreams of {services:?} in {write_ns}");
+    let found = wait_until(&what, || {
+        upstreams_match(admin, settings, service_ns, write_ns, services)
+    })
+    .await;
+    found
+        .into_iter()
+        .map(|u| (u.metadata.name.clone().unwrap_or_default(), u))
+        .collect()
 }
