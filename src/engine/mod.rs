@@ -9,6 +9,7 @@
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -240,16 +241,24 @@ impl Engine {
         if !self.state.synced() || !*self.leader.borrow() {
             return;
         }
-        let ready: Vec<ServiceKey> = self
-            .dirty
-            .keys()
-            .filter(|key| !self.in_flight.contains(*key) && !self.waiting.contains_key(*key))
-            .cloned()
-            .collect();
-        for key in ready {
-            if self.jobs.len() >= self.config.write_concurrency {
+        // Walk the dirty set in order from a cursor instead of copying it: with thousands of
+        // dirty Services (initial sync, resync) this runs after every finished job.
+        let mut cursor: Option<ServiceKey> = None;
+        while self.jobs.len() < self.config.write_concurrency {
+            let lower = match &cursor {
+                Some(previous) => Bound::Excluded(previous),
+                None => Bound::Unbounded,
+            };
+            let Some(key) = self
+                .dirty
+                .range::<ServiceKey, _>((lower, Bound::Unbounded))
+                .map(|(key, _)| key)
+                .find(|key| !self.in_flight.contains(*key) && !self.waiting.contains_key(*key))
+                .cloned()
+            else {
                 break;
-            }
+            };
+            cursor = Some(key.clone());
             let Some(changed_at) = self.dirty.remove(&key) else {
                 continue;
             };
