@@ -92,11 +92,47 @@ fn version_prints_the_crate_version() {
     );
 }
 
+/// Without a cluster to talk to, `run` stops at once with one error line saying why, rather
+/// than waiting or crashing.
 #[test]
-fn run_is_not_implemented_yet_and_says_so() {
-    let output = run(&["run"]);
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("not yet implemented"));
+fn run_without_a_cluster_fails_fast_and_says_why() {
+    let output = binary()
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(1));
+    let log = stderr(&output);
+    let line: serde_json::Value =
+        serde_json::from_str(log.trim()).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(line["level"], "ERROR");
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("cannot configure the Kubernetes client"),
+        "{error}"
+    );
+    assert!(error.contains("/nonexistent/kubeconfig"), "{error}");
+}
+
+#[test]
+fn run_refuses_bad_flags_with_usage_exit_code() {
+    for args in [
+        &["run", "--resync-interval", "soon"][..],
+        &["run", "--log-format", "xml"],
+        &["run", "--bogus"],
+    ] {
+        let output = run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains("error:"), "{args:?}");
+    }
 }
 
 #[test]
