@@ -6,6 +6,7 @@
 //! coalesce into one re-plan when the job ends. Failures are retried with capped exponential
 //! backoff and jitter (or the server's Retry-After); conflicts re-plan from fresh state.
 
+mod compact;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -285,7 +286,7 @@ impl Engine {
 
     /// Desired vs owned for one Service; reports bad annotations and blocked names.
     fn plan_for(&mut self, key: &ServiceKey) -> Vec<Action> {
-        let service = self.state.service_in_scope(key).cloned();
+        let service = self.state.service_in_scope(key);
         let translation = service
             .as_ref()
             .map(|s| translate_service(s, &self.config.translate))
@@ -414,7 +415,7 @@ impl Engine {
                     self.state.mark_foreign(name.clone());
                     self.state.wants(name.clone(), key.clone());
                     let note = format!("Upstream {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone");
-                    let service = self.state.service_in_scope(&key).cloned();
+                    let service = self.state.service_in_scope(&key);
                     self.report_blocked(&key, service.as_ref(), name, "not_owned", note);
                 }
                 Outcome::Conflict(name) => {

@@ -11,6 +11,8 @@ use kube::runtime::watcher;
 
 use crate::crd::{Upstream, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN};
 use crate::plan::ObservedUpstream;
+
+use super::compact::{CompactService, CompactUpstream};
 use crate::selector::LabelSelector;
 use crate::translate::LAST_APPLIED_ANNOTATION;
 
@@ -82,9 +84,9 @@ impl<K: Eq + std::hash::Hash + Clone> ListProgress<K> {
 /// The daemon's cache.
 #[derive(Debug)]
 pub struct State {
-    services: HashMap<ServiceKey, Service>,
+    services: HashMap<ServiceKey, CompactService>,
     service_lists: Vec<ListProgress<ServiceKey>>,
-    upstreams: HashMap<UpstreamKey, ObservedUpstream>,
+    upstreams: HashMap<UpstreamKey, CompactUpstream>,
     /// Upstreams without our label: their names are taken, their content is none of our business.
     foreign: HashSet<UpstreamKey>,
     /// The Service that wants each foreign name, so it is re-planned when the name frees up.
@@ -150,13 +152,15 @@ impl State {
     }
 
     /// The Service, when it exists and is in scope (its namespace matches the selector).
-    pub fn service_in_scope(&self, key: &ServiceKey) -> Option<&Service> {
+    pub fn service_in_scope(&self, key: &ServiceKey) -> Option<Service> {
         let service = self.services.get(key)?;
-        if self.namespace_selector.selects_all() {
-            return Some(service);
+        if !self.namespace_selector.selects_all() {
+            let labels = self.namespaces.get(&key.namespace)?;
+            if !self.namespace_selector.matches(labels) {
+                return None;
+            }
         }
-        let labels = self.namespaces.get(&key.namespace)?;
-        self.namespace_selector.matches(labels).then_some(service)
+        service.expand()
     }
 
     /// The owned Upstreams that point at this Service.
@@ -165,7 +169,7 @@ impl State {
             .get(key)
             .into_iter()
             .flatten()
-            .filter_map(|upstream| self.upstreams.get(upstream).cloned())
+            .filter_map(|upstream| self.upstreams.get(upstream)?.expand())
             .collect()
     }
 
@@ -177,7 +181,7 @@ impl State {
     pub fn owner_of(&self, key: &UpstreamKey) -> Option<ServiceKey> {
         self.upstreams
             .get(key)
-            .and_then(|observed| source_service(&observed.object))
+            .and_then(|cached| cached.source.clone())
     }
 
     /// A Service watch event; returns the Services whose Upstreams may need work.
@@ -196,7 +200,7 @@ impl State {
                     return Vec::new();
                 };
                 self.service_list(stream).saw(&key);
-                let service = compact_service(service);
+                let service = CompactService::new(&compact_service(service));
                 let changed = self.services.get(&key) != Some(&service);
                 self.services.insert(key.clone(), service);
                 if changed {
@@ -375,7 +379,8 @@ impl State {
         let Some(observed) = ObservedUpstream::from_upstream(upstream, FIELD_MANAGER) else {
             return affected;
         };
-        if let Some(service) = source_service(&observed.object) {
+        let cached = CompactUpstream::new(&observed);
+        if let Some(service) = cached.source.clone() {
             self.by_service
                 .entry(service.clone())
                 .or_default()
@@ -384,7 +389,7 @@ impl State {
                 affected.push(service);
             }
         }
-        self.upstreams.insert(key, observed);
+        self.upstreams.insert(key, cached);
         affected
     }
 
@@ -395,7 +400,7 @@ impl State {
         let Some(old) = self.upstreams.remove(key) else {
             return Vec::new();
         };
-        let Some(service) = source_service(&old.object) else {
+        let Some(service) = old.source else {
             return Vec::new();
         };
         if let Some(set) = self.by_service.get_mut(&service) {
@@ -438,15 +443,6 @@ pub fn is_owned(upstream: &Upstream) -> bool {
         .and_then(|labels| labels.get(DISCOVERED_BY_LABEL))
         .map(String::as_str)
         == Some(KUBERNETES_PLUGIN)
-}
-
-/// The Service named in an Upstream's `spec.kube`.
-fn source_service(object: &serde_json::Value) -> Option<ServiceKey> {
-    let kube = object.get("spec")?.get("kube")?;
-    Some(ServiceKey {
-        namespace: kube.get("serviceNamespace")?.as_str()?.to_string(),
-        name: kube.get("serviceName")?.as_str()?.to_string(),
-    })
 }
 
 /// Only what translation reads: a Service in the cache is a few hundred bytes, not kilobytes
