@@ -299,7 +299,7 @@ impl Engine {
                 continue;
             };
             let blocker = if self.state.is_foreign(&name) {
-                Some(("not_owned", format!("Upstream {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone")))
+                Some(("not_owned", not_owned_note(&name)))
             } else {
                 match self.state.owner_of(&name) {
                     Some(owner) if &owner != key => Some(("name_collision", format!("Upstream {name} is already discovered from Service {owner}: Gloo's naming gives both the same name; it is left to {owner}"))),
@@ -414,7 +414,7 @@ impl Engine {
                     );
                     self.state.mark_foreign(name.clone());
                     self.state.wants(name.clone(), key.clone());
-                    let note = format!("Upstream {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone");
+                    let note = not_owned_note(&name);
                     let service = self.state.service_in_scope(&key);
                     self.report_blocked(&key, service.as_ref(), name, "not_owned", note);
                 }
@@ -465,6 +465,12 @@ impl Engine {
         let handle = self.retries.insert(key.clone(), delay);
         self.waiting.insert(key, handle);
     }
+}
+
+fn not_owned_note(name: &UpstreamKey) -> String {
+    format!(
+        "Upstream {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone"
+    )
 }
 
 /// Capped exponential backoff with ±25 % jitter, so many failed Services do not retry in step.
