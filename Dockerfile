@@ -9,9 +9,9 @@
 # Docker (there is no Docker engine in CI), then checks that ENTRYPOINT names the binary it built.
 
 # ---- build ---------------------------------------------------------------------------------
-# Debian bookworm, like the runtime base, so the binary links against the same glibc. 1.89 is the
-# oldest Rust the locked dependencies (kube 5) accept.
-FROM rust:1.89.0-slim-bookworm AS build
+# Debian bookworm, like the runtime base, so the binary links against the same glibc. 1.94 is the
+# oldest Rust the locked dependencies (aws-sdk-lambda 1.156) accept.
+FROM rust:1.94.1-slim-bookworm AS build
 WORKDIR /src
 
 # Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock

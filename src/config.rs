@@ -84,6 +84,47 @@ pub struct RenderArgs {
     pub translation: TranslationArgs,
 }
 
+/// Function discovery mode, as Gloo's `discovery.fdsMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum FdsMode {
+    /// Gloo's default. For AWS Upstreams it behaves as BLACKLIST, as in Gloo.
+    #[default]
+    #[value(name = "WHITELIST")]
+    Whitelist,
+    /// Every Upstream unless it or its namespace is labelled
+    /// `discovery.solo.io/function_discovery=disabled`.
+    #[value(name = "BLACKLIST")]
+    Blacklist,
+    /// No function discovery at all.
+    #[value(name = "DISABLED")]
+    Disabled,
+}
+
+/// Flags of function discovery (AWS Lambda).
+#[derive(Debug, Clone, Args)]
+pub struct LambdaArgs {
+    /// Function discovery: WHITELIST, BLACKLIST or DISABLED (Gloo's `fdsMode`).
+    #[arg(long, value_enum, default_value_t = FdsMode::Whitelist, ignore_case = true)]
+    pub fds_mode: FdsMode,
+
+    /// How often each account and region is swept with ListFunctions.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub lambda_poll_interval: Duration,
+
+    /// Client-side limit on AWS API calls per second, per account and region (AWS allows 15).
+    #[arg(long, value_name = "RPS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lambda_api_rps: u32,
+
+    /// Also list aliases: `name:alias` entries with `qualifier: alias`.
+    #[arg(long)]
+    pub lambda_aliases: bool,
+
+    /// Most entries written to one Upstream's `lambdaFunctions`; the rest are left out with a
+    /// Warning Event. 2000 entries of the longest names AWS allows stay under 1 MiB.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lambda_max_functions: u32,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -137,6 +178,9 @@ pub struct RunArgs {
     /// Plan and log every write, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub lambda: LambdaArgs,
 
     /// Log level or filter (`info`, `debug`, `upstream_discovery=debug,kube=info`); RUST_LOG wins when set.
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -246,6 +290,38 @@ mod tests {
         assert!(args.watch_namespaces.is_empty());
         assert_eq!(args.metrics_addr.port(), 9091);
         assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.lambda.fds_mode, FdsMode::Whitelist);
+        assert_eq!(args.lambda.lambda_poll_interval, Duration::from_secs(30));
+        assert_eq!(args.lambda.lambda_api_rps, 5);
+        assert!(!args.lambda.lambda_aliases);
+        assert_eq!(args.lambda.lambda_max_functions, 2000);
+    }
+
+    #[test]
+    fn lambda_flags() {
+        let args = parse_run(&[
+            "--fds-mode=DISABLED",
+            "--lambda-poll-interval=2s",
+            "--lambda-api-rps=10",
+            "--lambda-aliases",
+            "--lambda-max-functions=7",
+        ])
+        .expect("valid");
+        assert_eq!(args.lambda.fds_mode, FdsMode::Disabled);
+        assert_eq!(args.lambda.lambda_poll_interval, Duration::from_secs(2));
+        assert_eq!(args.lambda.lambda_api_rps, 10);
+        assert!(args.lambda.lambda_aliases);
+        assert_eq!(args.lambda.lambda_max_functions, 7);
+        let blacklist = parse_run(&["--fds-mode", "blacklist"]).expect("case is ignored");
+        assert_eq!(blacklist.lambda.fds_mode, FdsMode::Blacklist);
+        for bad in [
+            &["--fds-mode", "SOMETIMES"][..],
+            &["--lambda-api-rps", "0"],
+            &["--lambda-poll-interval", "0s"],
+            &["--lambda-max-functions", "0"],
+        ] {
+            assert!(parse_run(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
