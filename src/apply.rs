@@ -10,10 +10,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 
-use crate::crd::Upstream;
+use crate::crd::{LambdaFunction, Upstream};
 use crate::engine::state::{is_owned, upstream_key, UpstreamKey, FIELD_MANAGER};
 use crate::metrics::WriteOp;
 use crate::plan::Action;
+
+/// The field manager of function discovery's writes: it owns `spec.aws.lambdaFunctions` only.
+pub const LAMBDA_FIELD_MANAGER: &str = "upstream-discovery-lambda";
 
 /// What became of one planned action.
 #[derive(Debug)]
@@ -87,6 +90,51 @@ impl Applier {
                 )
                 .await
             }
+        }
+    }
+
+    /// Writes `spec.aws.lambdaFunctions` of an aws Upstream (usually a user's) and nothing else:
+    /// a forced server-side apply under a field manager of its own, whose body holds only that
+    /// list, so every other field keeps its value and its manager. Guarded by the uid and
+    /// resourceVersion it was planned against: a deleted Upstream is never re-created, and a
+    /// changed one is re-planned (`Conflict`).
+    pub async fn apply_lambda_functions(
+        &self,
+        key: &UpstreamKey,
+        uid: &str,
+        resource_version: &str,
+        functions: &[LambdaFunction],
+    ) -> Outcome {
+        let body = serde_json::json!({
+            "apiVersion": "gloo.solo.io/v1",
+            "kind": "Upstream",
+            "metadata": {
+                "name": key.name,
+                "namespace": key.namespace,
+                "uid": uid,
+                "resourceVersion": resource_version,
+            },
+            "spec": {"aws": {"lambdaFunctions": functions}},
+        });
+        if self.dry_run {
+            tracing::info!(op = "update", upstream = %key, %body, "dry run: would apply");
+            return Outcome::DryRun;
+        }
+        self.limiter.until_ready().await;
+        let params = PatchParams::apply(LAMBDA_FIELD_MANAGER).force();
+        match self
+            .api(&key.namespace)
+            .patch(&key.name, &params, &Patch::Apply(&body))
+            .await
+        {
+            Ok(stored) => Outcome::Written {
+                op: WriteOp::Update,
+                upstream: Box::new(stored),
+            },
+            Err(error) if matches!(status_code(&error), Some(404 | 409)) => {
+                Outcome::Conflict(key.clone())
+            }
+            Err(error) => failed_from(WriteOp::Update, &error),
         }
     }
 

@@ -8,11 +8,12 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::Applier;
-use crate::config::{RunArgs, DEFAULT_WRITE_NAMESPACE};
+use crate::config::{FdsMode, RunArgs, DEFAULT_WRITE_NAMESPACE};
 use crate::engine::state::State;
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventSink;
 use crate::http::{self, Health};
+use crate::lambda::engine::{self as lambda_engine, LambdaConfig, LambdaEngine};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::source::{self, WatchScopes};
@@ -130,6 +131,21 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         resync_interval: args.resync_interval,
         write_concurrency: usize::try_from(args.write_concurrency).unwrap_or(1).max(1),
     };
+    // Function discovery: a loop of its own beside service discovery, sharing the writer (and
+    // its rate limit), the metrics, the Events and the leadership.
+    let lambda_task = (args.lambda.fds_mode != FdsMode::Disabled).then(|| {
+        let lambda = LambdaEngine::new(
+            LambdaConfig::from(&args.lambda),
+            client.clone(),
+            &scopes.services,
+            applier.clone(),
+            metrics.clone(),
+            events.clone(),
+            leadership.is_leader.clone(),
+        );
+        let inputs = lambda_engine::inputs(&client, &scopes.services);
+        tokio::spawn(lambda.run(inputs, shutdown.clone()))
+    });
     let engine = Engine::new(
         engine_config,
         state,
@@ -153,6 +169,9 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
 
     engine.run(inputs, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(task) = lambda_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
     leadership.release(RELEASE_TIMEOUT).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
     tracing::info!("stopped");

@@ -1,18 +1,56 @@
-//! Kubernetes Events on Services, where an operator looks (`kubectl describe svc`). Published
-//! from a task of their own so that a slow or failing Events API never holds up discovery.
+//! Kubernetes Events where an operator looks: on Services (`kubectl describe svc`) for service
+//! discovery, on aws Upstreams for function discovery. Published from a task of their own so
+//! that a slow or failing Events API never holds up discovery.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use tokio::sync::mpsc;
 
-use crate::engine::state::ServiceKey;
+use crate::engine::state::{ServiceKey, UpstreamKey};
 
-/// An Event to record on a Service.
+/// The object an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceEvent {
-    pub service: ServiceKey,
+pub struct Regarding {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
     pub uid: Option<String>,
+}
+
+impl Regarding {
+    pub fn service(key: &ServiceKey, uid: Option<String>) -> Self {
+        Self {
+            api_version: "v1",
+            kind: "Service",
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid,
+        }
+    }
+
+    pub fn upstream(key: &UpstreamKey, uid: Option<String>) -> Self {
+        Self {
+            api_version: "gloo.solo.io/v1",
+            kind: "Upstream",
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid,
+        }
+    }
+}
+
+impl std::fmt::Display for Regarding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// An Event to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    pub regarding: Regarding,
     pub warning: bool,
     /// PascalCase, from a fixed set.
     pub reason: &'static str,
@@ -22,7 +60,7 @@ pub struct ServiceEvent {
 /// Sends Events to the publishing task; never blocks (a full queue drops the Event and logs).
 #[derive(Clone)]
 pub struct EventSink {
-    sender: Option<mpsc::Sender<ServiceEvent>>,
+    sender: Option<mpsc::Sender<ObjectEvent>>,
 }
 
 impl EventSink {
@@ -33,7 +71,7 @@ impl EventSink {
 
     /// Starts the publishing task.
     pub fn start(client: Client, instance: String) -> Self {
-        let (sender, mut receiver) = mpsc::channel::<ServiceEvent>(1024);
+        let (sender, mut receiver) = mpsc::channel::<ObjectEvent>(1024);
         let reporter = Reporter {
             controller: "upstream-discovery".into(),
             instance: Some(instance),
@@ -41,12 +79,13 @@ impl EventSink {
         let recorder = Recorder::new(client, reporter);
         tokio::spawn(async move {
             while let Some(event) = receiver.recv().await {
+                let regarding = &event.regarding;
                 let reference = ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Service".into()),
-                    namespace: Some(event.service.namespace.clone()),
-                    name: Some(event.service.name.clone()),
-                    uid: event.uid.clone(),
+                    api_version: Some(regarding.api_version.into()),
+                    kind: Some(regarding.kind.into()),
+                    namespace: Some(regarding.namespace.clone()),
+                    name: Some(regarding.name.clone()),
+                    uid: regarding.uid.clone(),
                     ..Default::default()
                 };
                 let published = Event {
@@ -61,7 +100,7 @@ impl EventSink {
                     secondary: None,
                 };
                 if let Err(error) = recorder.publish(&published, &reference).await {
-                    tracing::warn!(service = %event.service, reason = event.reason, %error, "cannot record a Kubernetes Event");
+                    tracing::warn!(regarding = %event.regarding, reason = event.reason, %error, "cannot record a Kubernetes Event");
                 }
             }
         });
@@ -70,11 +109,11 @@ impl EventSink {
         }
     }
 
-    pub fn record(&self, event: ServiceEvent) {
+    pub fn record(&self, event: ObjectEvent) {
         if event.warning {
-            tracing::warn!(service = %event.service, reason = event.reason, "{}", event.note);
+            tracing::warn!(regarding = %event.regarding, reason = event.reason, "{}", event.note);
         } else {
-            tracing::info!(service = %event.service, reason = event.reason, "{}", event.note);
+            tracing::info!(regarding = %event.regarding, reason = event.reason, "{}", event.note);
         }
         if let Some(sender) = &self.sender {
             if sender.try_send(event).is_err() {

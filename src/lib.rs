@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod engine;
 pub mod events;
 pub mod http;
+pub mod lambda;
 pub mod leader;
 pub mod metrics;
 pub mod plan;

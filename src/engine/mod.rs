@@ -24,7 +24,7 @@ use tokio_util::time::{delay_queue, DelayQueue};
 
 use crate::apply::{Applier, Outcome};
 use crate::crd::Upstream;
-use crate::events::{EventSink, ServiceEvent};
+use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::http::Health;
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 use crate::plan::{self, Action};
@@ -338,9 +338,8 @@ impl Engine {
                 continue;
             }
             self.metrics.skipped(warning.reason());
-            self.events.record(ServiceEvent {
-                service: key.clone(),
-                uid: service.and_then(|s| s.metadata.uid.clone()),
+            self.events.record(ObjectEvent {
+                regarding: Regarding::service(key, service.and_then(|s| s.metadata.uid.clone())),
                 warning: true,
                 reason: "InvalidAnnotation",
                 note: warning.to_string(),
@@ -365,9 +364,8 @@ impl Engine {
             return;
         }
         self.metrics.skipped(reason);
-        self.events.record(ServiceEvent {
-            service: key.clone(),
-            uid: service.and_then(|s| s.metadata.uid.clone()),
+        self.events.record(ObjectEvent {
+            regarding: Regarding::service(key, service.and_then(|s| s.metadata.uid.clone())),
             warning: true,
             reason: if reason == "not_owned" {
                 "UpstreamNotOwned"

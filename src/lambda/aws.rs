@@ -1,0 +1,428 @@
+//! The AWS side of function discovery: one Lambda client per sweep key (credentials, role,
+//! region), a client-side rate limit per client, every call counted by operation and result,
+//! and errors sorted into what an operator can act on. The endpoint and the default
+//! credentials come from the SDK's usual environment (`AWS_ENDPOINT_URL`, web identity, …).
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error as StdError;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_lambda::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_lambda::config::retry::RetryConfig;
+use aws_sdk_lambda::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::types::FunctionVersion as VersionFilter;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::OnceCell;
+
+use super::functions::{FunctionAliases, FunctionVersion, Listing, LATEST};
+use super::target::{CredentialSource, SweepKey};
+use crate::metrics::{ApiResult, Metrics};
+
+/// Attempts per call, the first included: the SDK's standard retry (exponential backoff with
+/// jitter) absorbs a brief throttling; beyond that the sweep fails and is retried later.
+const MAX_ATTEMPTS: u32 = 3;
+const SESSION_NAME: &str = "upstream-discovery";
+
+/// Error codes AWS uses for "slow down".
+const THROTTLING_CODES: &[&str] = &[
+    "TooManyRequestsException",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "RequestThrottledException",
+];
+
+/// Error codes that mean the credentials were refused (wrong, expired or without rights).
+const REFUSED_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "AccessDeniedException",
+    "AccessDenied",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+];
+
+/// Why a sweep failed. Messages come from AWS or the SDK and never hold credential values.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SweepError {
+    #[error("AWS throttled {operation} ({code}); backing off")]
+    Throttled {
+        operation: &'static str,
+        code: String,
+    },
+    #[error("AWS refused the credentials for {operation} ({code}): {message}")]
+    CredentialsRefused {
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("no AWS credentials: {0}")]
+    NoCredentials(String),
+    #[error("{operation} failed: {message}")]
+    Api {
+        operation: &'static str,
+        message: String,
+    },
+}
+
+impl SweepError {
+    /// For `errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SweepError::Throttled { .. } => "lambda_throttled",
+            SweepError::CredentialsRefused { .. } => "lambda_credentials_refused",
+            SweepError::NoCredentials(_) => "lambda_no_credentials",
+            SweepError::Api { .. } => "lambda_api_error",
+        }
+    }
+
+    /// For the Warning Event on the Upstreams that share the sweep.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SweepError::Throttled { .. } => "LambdaThrottled",
+            SweepError::CredentialsRefused { .. } | SweepError::NoCredentials(_) => {
+                "LambdaCredentialsRefused"
+            }
+            SweepError::Api { .. } => "LambdaDiscoveryFailed",
+        }
+    }
+
+    fn from_sdk<E, R>(operation: &'static str, error: &SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        if let SdkError::ServiceError(service) = error {
+            let code = service.err().code().unwrap_or("Unknown").to_string();
+            let message = service.err().message().unwrap_or_default().to_string();
+            if THROTTLING_CODES.contains(&code.as_str()) {
+                return SweepError::Throttled { operation, code };
+            }
+            if REFUSED_CODES.contains(&code.as_str()) {
+                return SweepError::CredentialsRefused {
+                    operation,
+                    code,
+                    message,
+                };
+            }
+            return SweepError::Api {
+                operation,
+                message: format!("{code}: {message}"),
+            };
+        }
+        // Credentials are resolved before the request is sent, so their failure arrives as a
+        // dispatch or construction failure with the provider's error somewhere in the chain.
+        let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+        while let Some(current) = source {
+            if let Some(credentials) = current.downcast_ref::<CredentialsError>() {
+                return SweepError::from_credentials(operation, credentials);
+            }
+            source = current.source();
+        }
+        SweepError::Api {
+            operation,
+            message: aws_sdk_lambda::error::DisplayErrorContext(error).to_string(),
+        }
+    }
+
+    fn from_credentials(operation: &'static str, error: &CredentialsError) -> Self {
+        let message = aws_sdk_lambda::error::DisplayErrorContext(error).to_string();
+        match error {
+            CredentialsError::CredentialsNotLoaded(_) => SweepError::NoCredentials(message),
+            _ if THROTTLING_CODES.iter().any(|code| message.contains(code)) => {
+                SweepError::Throttled {
+                    operation: "AssumeRole",
+                    code: "Throttling".into(),
+                }
+            }
+            _ => SweepError::CredentialsRefused {
+                operation,
+                code: "CredentialsError".into(),
+                message,
+            },
+        }
+    }
+}
+
+/// One account and region: a client and its rate limit.
+#[derive(Clone)]
+pub struct Sweeper {
+    client: aws_sdk_lambda::Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+}
+
+impl Sweeper {
+    /// Lists every version of every function, and, with `aliases`, the aliases of functions
+    /// that are new or changed since `previous`.
+    pub async fn sweep(
+        &self,
+        previous: Option<&Listing>,
+        aliases: bool,
+    ) -> Result<Listing, SweepError> {
+        let mut listing = Listing {
+            versions: self.list_versions().await?,
+            aliases: BTreeMap::new(),
+        };
+        if aliases {
+            for name in listing.needing_aliases(previous) {
+                let last_modified = listing
+                    .versions
+                    .iter()
+                    .find(|v| v.name == name && v.version == LATEST)
+                    .map(|v| v.last_modified.clone())
+                    .unwrap_or_default();
+                let names = self.list_aliases(&name).await?;
+                listing.aliases.insert(
+                    name,
+                    FunctionAliases {
+                        last_modified,
+                        names,
+                    },
+                );
+            }
+            listing.keep_aliases_from(previous);
+        }
+        Ok(listing)
+    }
+
+    async fn list_versions(&self) -> Result<Vec<FunctionVersion>, SweepError> {
+        let mut pages = self
+            .client
+            .list_functions()
+            .function_version(VersionFilter::All)
+            .into_paginator()
+            .send();
+        let mut versions = Vec::new();
+        loop {
+            // The paginator sends the next request when polled, so waiting here spaces them.
+            self.limiter.until_ready().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let page = page.map_err(|e| SweepError::from_sdk("ListFunctions", &e))?;
+            versions.extend(page.functions().iter().filter_map(|f| {
+                Some(FunctionVersion {
+                    name: f.function_name()?.to_string(),
+                    version: f.version().unwrap_or(LATEST).to_string(),
+                    last_modified: f.last_modified().unwrap_or_default().to_string(),
+                })
+            }));
+        }
+        Ok(versions)
+    }
+
+    async fn list_aliases(&self, function: &str) -> Result<Vec<String>, SweepError> {
+        let mut pages = self
+            .client
+            .list_aliases()
+            .function_name(function)
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        loop {
+            self.limiter.until_ready().await;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            match page {
+                Ok(page) => names.extend(
+                    page.aliases()
+                        .iter()
+                        .filter_map(|a| a.name().map(str::to_string)),
+                ),
+                // Deleted since ListFunctions saw it: no aliases, and no error.
+                Err(SdkError::ServiceError(e)) if e.err().is_resource_not_found_exception() => {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(SweepError::from_sdk("ListAliases", &e)),
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Builds and keeps one [`Sweeper`] per sweep key; clones share the clients.
+#[derive(Clone)]
+pub struct Sweepers {
+    metrics: Metrics,
+    api_rps: NonZeroU32,
+    base: Arc<OnceCell<SdkConfig>>,
+    built: Arc<Mutex<HashMap<SweepKey, Sweeper>>>,
+}
+
+impl Sweepers {
+    pub fn new(metrics: Metrics, api_rps: NonZeroU32) -> Self {
+        Self {
+            metrics,
+            api_rps,
+            base: Arc::new(OnceCell::new()),
+            built: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn built(&self) -> MutexGuard<'_, HashMap<SweepKey, Sweeper>> {
+        self.built.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the clients of keys no longer in use (a rotated Secret is a new key).
+    pub fn retain(&self, keep: impl Fn(&SweepKey) -> bool) {
+        self.built().retain(|key, _| keep(key));
+    }
+
+    /// The sweeper of `key`, built on first use.
+    pub async fn get(&self, key: &SweepKey) -> Sweeper {
+        if let Some(sweeper) = self.built().get(key) {
+            return sweeper.clone();
+        }
+        let base = self.base.get_or_init(load_base_config).await.clone();
+        let sweeper = build(&base, key, &self.metrics, self.api_rps).await;
+        self.built().insert(key.clone(), sweeper.clone());
+        sweeper
+    }
+}
+
+/// The SDK's environment, loaded once, on the first aws Upstream. The region is only the
+/// default for STS (web identity); each client sets the Upstream's own. Set here so that
+/// loading never waits on the instance metadata service.
+async fn load_base_config() -> SdkConfig {
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|r| !r.is_empty()))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .load()
+        .await
+}
+
+async fn build(base: &SdkConfig, key: &SweepKey, metrics: &Metrics, rps: NonZeroU32) -> Sweeper {
+    let region = Region::new(key.region.clone());
+    let source: Option<SharedCredentialsProvider> = match &key.credentials {
+        CredentialSource::DefaultChain => None,
+        CredentialSource::Static(keys) => Some(SharedCredentialsProvider::new(Credentials::new(
+            keys.access_key_id.clone(),
+            keys.secret_access_key.clone(),
+            keys.session_token.clone(),
+            None,
+            "kubernetes-secret",
+        ))),
+    };
+    let credentials = match (&key.role_arn, source) {
+        (Some(role), source) => {
+            let builder = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+                .session_name(SESSION_NAME)
+                .region(region.clone())
+                .configure(base);
+            let provider = match source {
+                Some(source) => builder.build_from_provider(source).await,
+                None => builder.build().await,
+            };
+            Some(SharedCredentialsProvider::new(CountedAssumeRole {
+                inner: provider,
+                metrics: metrics.clone(),
+            }))
+        }
+        (None, source) => source,
+    };
+    let mut config = aws_sdk_lambda::config::Builder::from(base)
+        .region(region)
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .interceptor(CallCounter {
+            metrics: metrics.clone(),
+        });
+    if let Some(credentials) = credentials {
+        config = config.credentials_provider(credentials);
+    }
+    Sweeper {
+        client: aws_sdk_lambda::Client::from_conf(config.build()),
+        limiter: Arc::new(RateLimiter::direct(
+            Quota::per_second(rps).allow_burst(NonZeroU32::MIN),
+        )),
+    }
+}
+
+/// Counts every attempt (retries included) in `lambda_api_calls_total`.
+#[derive(Debug)]
+struct CallCounter {
+    metrics: Metrics,
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = match cfg.load::<Metadata>().map(Metadata::name) {
+            Some("ListFunctions") => "ListFunctions",
+            Some("ListAliases") => "ListAliases",
+            Some("ListVersionsByFunction") => "ListVersionsByFunction",
+            _ => "Other",
+        };
+        let result = match context.response() {
+            Some(response) if response.status().is_success() => ApiResult::Success,
+            Some(response) => {
+                let code = response
+                    .headers()
+                    .get("x-amzn-errortype")
+                    .unwrap_or_default();
+                if response.status().as_u16() == 429
+                    || THROTTLING_CODES.iter().any(|c| code.starts_with(c))
+                {
+                    ApiResult::Throttled
+                } else {
+                    ApiResult::Error
+                }
+            }
+            None => ApiResult::Error,
+        };
+        self.metrics.lambda_api_call(operation, result);
+        Ok(())
+    }
+}
+
+/// Counts AssumeRole calls; the client's identity cache calls it only when the assumed
+/// credentials near expiry.
+#[derive(Debug)]
+struct CountedAssumeRole {
+    inner: aws_config::sts::AssumeRoleProvider,
+    metrics: Metrics,
+}
+
+impl ProvideCredentials for CountedAssumeRole {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let result = self.inner.provide_credentials().await;
+            let outcome = match &result {
+                Ok(_) => ApiResult::Success,
+                Err(error) => {
+                    let text = aws_sdk_lambda::error::DisplayErrorContext(error).to_string();
+                    if THROTTLING_CODES.iter().any(|code| text.contains(code)) {
+                        ApiResult::Throttled
+                    } else {
+                        ApiResult::Error
+                    }
+                }
+            };
+            self.metrics.lambda_api_call("AssumeRole", outcome);
+            result
+        })
+    }
+}

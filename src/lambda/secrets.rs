@@ -1,0 +1,102 @@
+//! Watches exactly the Secrets that aws Upstreams name, one field-selected watch each, so a
+//! rotated Secret is used at the next sweep and no other Secret is ever read into memory.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::target::{keys_from_secret, SecretKey, StaticKeys};
+
+/// What a Secret watch learnt.
+#[derive(Debug)]
+pub enum SecretUpdate {
+    /// The Secret exists: its credentials, or the keys it lacks.
+    Present(SecretKey, Result<StaticKeys, Vec<&'static str>>),
+    /// The Secret does not exist (after a complete list, or deleted).
+    Missing(SecretKey),
+    /// The watch failed (it is retried with backoff); the message never holds Secret data.
+    WatchError(SecretKey, String),
+}
+
+/// The running watches, one per Secret in use.
+pub struct SecretWatches {
+    client: Client,
+    sender: mpsc::UnboundedSender<SecretUpdate>,
+    running: HashMap<SecretKey, AbortHandle>,
+}
+
+impl SecretWatches {
+    pub fn new(client: Client) -> (Self, mpsc::UnboundedReceiver<SecretUpdate>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (
+            Self {
+                client,
+                sender,
+                running: HashMap::new(),
+            },
+            receiver,
+        )
+    }
+
+    /// Watches exactly `wanted`: starts the new ones, stops the rest.
+    pub fn set(&mut self, wanted: &BTreeSet<SecretKey>) {
+        self.running.retain(|key, handle| {
+            let keep = wanted.contains(key);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for key in wanted {
+            if !self.running.contains_key(key) {
+                let handle = tokio::spawn(watch_one(
+                    self.client.clone(),
+                    key.clone(),
+                    self.sender.clone(),
+                ))
+                .abort_handle();
+                self.running.insert(key.clone(), handle);
+            }
+        }
+    }
+}
+
+impl Drop for SecretWatches {
+    fn drop(&mut self) {
+        for handle in self.running.values() {
+            handle.abort();
+        }
+    }
+}
+
+async fn watch_one(client: Client, key: SecretKey, sender: mpsc::UnboundedSender<SecretUpdate>) {
+    let api: Api<Secret> = Api::namespaced(client, &key.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut listed = false;
+    while let Some(event) = events.next().await {
+        let update = match event {
+            Ok(watcher::Event::Init) => {
+                listed = false;
+                continue;
+            }
+            Ok(watcher::Event::InitApply(secret) | watcher::Event::Apply(secret)) => {
+                listed = true;
+                SecretUpdate::Present(key.clone(), keys_from_secret(secret.data.as_ref()))
+            }
+            Ok(watcher::Event::InitDone) if listed => continue,
+            Ok(watcher::Event::InitDone | watcher::Event::Delete(_)) => {
+                SecretUpdate::Missing(key.clone())
+            }
+            Err(error) => SecretUpdate::WatchError(key.clone(), error.to_string()),
+        };
+        if sender.send(update).is_err() {
+            return;
+        }
+    }
+}

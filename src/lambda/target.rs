@@ -1,0 +1,279 @@
+//! What function discovery keeps of an Upstream with `spec.aws`, and the credentials it names:
+//! pure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use k8s_openapi::ByteString;
+
+use crate::crd::{LambdaFunction, Upstream};
+use crate::engine::state::UpstreamKey;
+
+use super::selection::FUNCTION_DISCOVERY_LABEL;
+
+/// Annotation on an aws Upstream: a regular expression the function names must match.
+pub const FUNCTION_FILTER_ANNOTATION: &str = "upstream-discovery.io/lambda-function-filter";
+
+/// Keys of the credentials Secret, as Gloo reads them.
+pub const ACCESS_KEY_ID: &str = "aws_access_key_id";
+pub const SECRET_ACCESS_KEY: &str = "aws_secret_access_key";
+pub const SESSION_TOKEN: &str = "aws_session_token";
+
+/// A Secret, by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SecretKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An Upstream with `spec.aws`, trimmed to what function discovery reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsTarget {
+    pub key: UpstreamKey,
+    pub uid: String,
+    pub resource_version: String,
+    /// The value of `discovery.solo.io/function_discovery` on the Upstream.
+    pub discovery_label: Option<String>,
+    /// The function-name filter annotation, as written.
+    pub filter: Option<String>,
+    pub region: Option<String>,
+    pub secret: Option<SecretKey>,
+    pub role_arn: Option<String>,
+    /// `spec.aws.lambdaFunctions` as stored.
+    pub functions: Option<Vec<LambdaFunction>>,
+}
+
+impl AwsTarget {
+    /// `None` for an Upstream without `spec.aws` (or without name, namespace or uid).
+    pub fn from_upstream(upstream: &Upstream) -> Option<Self> {
+        let aws = upstream.spec.aws.as_ref()?;
+        let meta = &upstream.metadata;
+        let key = UpstreamKey {
+            namespace: meta.namespace.clone()?,
+            name: meta.name.clone()?,
+        };
+        let secret = aws.secret_ref.as_ref().map(|r| SecretKey {
+            // Gloo requires the namespace; an empty one most likely means "beside the Upstream".
+            namespace: if r.namespace.is_empty() {
+                key.namespace.clone()
+            } else {
+                r.namespace.clone()
+            },
+            name: r.name.clone(),
+        });
+        Some(Self {
+            uid: meta.uid.clone()?,
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            discovery_label: label(meta.labels.as_ref(), FUNCTION_DISCOVERY_LABEL),
+            filter: label(meta.annotations.as_ref(), FUNCTION_FILTER_ANNOTATION),
+            region: aws.region.clone().filter(|r| !r.is_empty()),
+            secret,
+            role_arn: aws.role_arn.clone().filter(|r| !r.is_empty()),
+            functions: aws.lambda_functions.clone(),
+            key,
+        })
+    }
+}
+
+fn label(map: Option<&BTreeMap<String, String>>, key: &str) -> Option<String> {
+    map.and_then(|m| m.get(key)).cloned()
+}
+
+/// Static credentials from a Secret. Never printed: `Debug` shows only the access key's last
+/// four characters, which AWS's own consoles show too.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct StaticKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tail: String = self
+            .access_key_id
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        write!(f, "StaticKeys(…{tail})")
+    }
+}
+
+/// Reads the credentials out of a Secret's data; on failure, the names of the missing keys.
+/// Values are trimmed: a Secret made from a file often ends in a newline.
+pub fn keys_from_secret(
+    data: Option<&BTreeMap<String, ByteString>>,
+) -> Result<StaticKeys, Vec<&'static str>> {
+    let value = |key: &str| {
+        data.and_then(|d| d.get(key))
+            .map(|bytes| String::from_utf8_lossy(&bytes.0).trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match (value(ACCESS_KEY_ID), value(SECRET_ACCESS_KEY)) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok(StaticKeys {
+            access_key_id,
+            secret_access_key,
+            session_token: value(SESSION_TOKEN),
+        }),
+        (id, secret) => Err([
+            id.is_none().then_some(ACCESS_KEY_ID),
+            secret.is_none().then_some(SECRET_ACCESS_KEY),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()),
+    }
+}
+
+/// Where a sweep's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CredentialSource {
+    /// The SDK's default chain: environment, web identity token (IRSA), instance role.
+    DefaultChain,
+    /// Keys from a Secret; two Secrets with the same keys share sweeps.
+    Static(StaticKeys),
+}
+
+/// One ListFunctions sweep is made per distinct key and shared by every Upstream that has it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SweepKey {
+    pub credentials: CredentialSource,
+    pub role_arn: Option<String>,
+    pub region: String,
+}
+
+impl SweepKey {
+    /// A short label for logs: region, role and the kind of credentials, never their values.
+    pub fn describe(&self) -> String {
+        let credentials = match &self.credentials {
+            CredentialSource::DefaultChain => "default chain".to_string(),
+            CredentialSource::Static(keys) => format!("{keys:?}"),
+        };
+        match &self.role_arn {
+            Some(role) => format!("{} as {role} ({credentials})", self.region),
+            None => format!("{} ({credentials})", self.region),
+        }
+    }
+
+    /// A stable number for this key within the process (no credential value in it).
+    pub fn fingerprint(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AwsUpstream, ResourceRef, UpstreamSpec};
+
+    fn upstream(aws: Option<AwsUpstream>) -> Upstream {
+        let mut upstream = Upstream::new(
+            "fns",
+            UpstreamSpec {
+                aws,
+                ..Default::default()
+            },
+        );
+        upstream.metadata.namespace = Some("team".into());
+        upstream.metadata.uid = Some("u1".into());
+        upstream.metadata.resource_version = Some("7".into());
+        upstream
+    }
+
+    #[test]
+    fn only_aws_upstreams_are_targets() {
+        assert_eq!(AwsTarget::from_upstream(&upstream(None)), None);
+        let target = AwsTarget::from_upstream(&upstream(Some(AwsUpstream {
+            region: Some("eu-west-1".into()),
+            secret_ref: Some(ResourceRef {
+                name: "aws".into(),
+                namespace: String::new(),
+            }),
+            role_arn: Some(String::new()),
+            ..Default::default()
+        })))
+        .expect("an aws Upstream");
+        assert_eq!(target.key.to_string(), "team/fns");
+        assert_eq!(target.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            target.secret,
+            Some(SecretKey {
+                namespace: "team".into(),
+                name: "aws".into()
+            }),
+            "an empty namespace means the Upstream's own"
+        );
+        assert_eq!(target.role_arn, None, "an empty role is no role");
+        assert_eq!(target.resource_version, "7");
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn secrets_give_keys_or_say_what_is_missing() {
+        let keys = keys_from_secret(Some(&data(&[
+            ("aws_access_key_id", "AKIDEXAMPLE1234\n"),
+            ("aws_secret_access_key", "s3cr3t"),
+        ])))
+        .expect("complete");
+        assert_eq!(keys.access_key_id, "AKIDEXAMPLE1234");
+        assert_eq!(keys.session_token, None);
+        assert_eq!(
+            keys_from_secret(Some(&data(&[
+                ("accessKey", "x"),
+                ("aws_secret_access_key", "y")
+            ]))),
+            Err(vec![ACCESS_KEY_ID])
+        );
+        assert_eq!(
+            keys_from_secret(None),
+            Err(vec![ACCESS_KEY_ID, SECRET_ACCESS_KEY])
+        );
+        assert_eq!(
+            keys_from_secret(Some(&data(&[
+                ("aws_access_key_id", " "),
+                ("aws_secret_access_key", "y")
+            ]))),
+            Err(vec![ACCESS_KEY_ID]),
+            "blank is missing"
+        );
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_or_descriptions() {
+        let keys = StaticKeys {
+            access_key_id: "AKIDEXAMPLE1234".into(),
+            secret_access_key: "very-secret".into(),
+            session_token: Some("token-value".into()),
+        };
+        let key = SweepKey {
+            credentials: CredentialSource::Static(keys.clone()),
+            role_arn: None,
+            region: "eu-west-1".into(),
+        };
+        for text in [format!("{keys:?}"), format!("{key:?}"), key.describe()] {
+            assert!(!text.contains("very-secret"), "{text}");
+            assert!(!text.contains("token-value"), "{text}");
+            assert!(!text.contains("AKIDEXAMPLE"), "{text}");
+        }
+        assert!(key.describe().contains("1234"));
+    }
+}
