@@ -17,9 +17,8 @@ const MANIFESTS: &str = "deploy/manifests/upstream-discovery.yaml";
 /// namespace.
 const RELEASE: &str = "upstream-discovery";
 const NAMESPACE: &str = "gloo-system";
-/// Flags the chart passes only with function discovery on, before the daemon has them.
-const RESERVED_FLAGS: &[&str] = &[
-    "--fds-mode",
+/// Flags the chart passes only with function discovery on (`--fds-mode` it always passes).
+const LAMBDA_FLAGS: &[&str] = &[
     "--lambda-poll-interval",
     "--lambda-api-rps",
     "--lambda-aliases",
@@ -184,6 +183,8 @@ fn sorted(verbs: &[&str]) -> Vec<String> {
 const UPSTREAM_VERBS: &[&str] = &[
     "get", "list", "watch", "create", "update", "patch", "delete",
 ];
+/// Function discovery reads Upstreams and server-side applies their `spec.aws.lambdaFunctions`.
+const FDS_UPSTREAM_VERBS: &[&str] = &["get", "list", "watch", "patch"];
 
 /// The long flags `upstream-discovery run --help` documents.
 fn daemon_flags() -> Vec<String> {
@@ -202,14 +203,14 @@ fn daemon_flags() -> Vec<String> {
         .collect()
 }
 
-/// Every flag the chart renders is one the daemon knows (or a reserved Lambda flag).
+/// Every flag the chart renders is one the daemon knows.
 fn assert_daemon_knows(args: &[String]) {
     let known = daemon_flags();
     assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
     for arg in &args[1..] {
         let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
         assert!(
-            known.iter().any(|k| k == flag) || RESERVED_FLAGS.contains(&flag),
+            known.iter().any(|k| k == flag),
             "the chart passes {arg}, which `upstream-discovery run` does not take"
         );
     }
@@ -230,6 +231,8 @@ fn helm_lint_passes_strictly() {
         "replicas=3",
         "discovery.enabled=false",
         "discovery.fdsMode=BLACKLIST",
+        "discovery.fdsMode=DISABLED",
+        "discovery.watchNamespaces={shop,payments}",
         "metrics.serviceMonitor.enabled=true",
     ] {
         let output = run(Command::new(helm()).args(["lint", "--strict", CHART, "--set", set]));
@@ -356,11 +359,17 @@ fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() 
             "--lease-name=ud-upstream-discovery",
             "--log-level=info",
             "--log-format=json",
+            "--fds-mode=WHITELIST",
+            "--lambda-poll-interval=30s",
+            "--lambda-api-rps=5",
+            "--lambda-max-functions=2000",
         ]
     );
     assert_daemon_knows(&args);
 
-    // RBAC: reads cluster-wide, Upstreams in the write namespace only, no Secrets.
+    // RBAC: reads cluster-wide; every Upstream right in the write namespace only; function
+    // discovery (on by default, every namespace watched) reads Secrets and reads and patches
+    // Upstreams everywhere, never creates, updates or deletes them.
     let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
     assert_eq!(
         grants(cluster_role, "", "services"),
@@ -378,9 +387,15 @@ fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() 
         grants(cluster_role, "events.k8s.io", "events"),
         sorted(&["create", "patch"])
     );
-    assert!(grants(cluster_role, "gloo.solo.io", "upstreams").is_empty());
-    assert!(grants(cluster_role, "", "secrets").is_empty());
-    assert_eq!(rules(cluster_role).len(), 4, "{:?}", rules(cluster_role));
+    assert_eq!(
+        grants(cluster_role, "gloo.solo.io", "upstreams"),
+        sorted(FDS_UPSTREAM_VERBS)
+    );
+    assert_eq!(
+        grants(cluster_role, "", "secrets"),
+        sorted(&["get", "list", "watch"])
+    );
+    assert_eq!(rules(cluster_role).len(), 6, "{:?}", rules(cluster_role));
     let upstreams = find(&docs, "Role", "ud-upstream-discovery-upstreams");
     assert_eq!(str_at(upstreams, "metadata.namespace"), "edge");
     assert_eq!(
@@ -408,23 +423,164 @@ fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() 
 
 #[test]
 fn service_mode_grants_upstreams_cluster_wide_instead_of_in_one_namespace() {
-    let docs = template(&["--set", "discovery.writeNamespaceMode=service"]);
+    // Watched namespaces too: the ClusterRole covers them, no function-discovery Role is added.
+    for extra in [
+        &[][..],
+        &["--set", "discovery.watchNamespaces={shop,payments}"][..],
+    ] {
+        let mut args = vec!["--set", "discovery.writeNamespaceMode=service"];
+        args.extend_from_slice(extra);
+        let docs = template(&args);
+        let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
+        assert_eq!(
+            grants(cluster_role, "gloo.solo.io", "upstreams"),
+            sorted(UPSTREAM_VERBS),
+            "one Upstream rule, the full one, with function discovery on: {:?}",
+            rules(cluster_role)
+        );
+        assert_eq!(
+            grants(cluster_role, "", "secrets"),
+            sorted(&["get", "list", "watch"])
+        );
+        assert_eq!(rules(cluster_role).len(), 6, "{:?}", rules(cluster_role));
+        // Only the leader-election Role is left.
+        assert_eq!(count(&docs, "Role"), 1, "{extra:?}: {:?}", kinds(&docs));
+        assert_eq!(count(&docs, "RoleBinding"), 1, "{extra:?}");
+        find(&docs, "Role", "ud-upstream-discovery-leader-election");
+        let args = rendered_args(&docs);
+        assert!(
+            args.contains(&"--write-namespace-mode=service".to_string()),
+            "{args:?}"
+        );
+        assert!(!args.iter().any(|a| a.starts_with("--write-namespace=")));
+        assert_daemon_knows(&args);
+    }
+
+    // Without function discovery: no Secrets, the same Upstream rights.
+    let docs = template(&[
+        "--set",
+        "discovery.writeNamespaceMode=service",
+        "--set",
+        "discovery.fdsMode=DISABLED",
+    ]);
     let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
     assert_eq!(
         grants(cluster_role, "gloo.solo.io", "upstreams"),
         sorted(UPSTREAM_VERBS)
     );
     assert!(grants(cluster_role, "", "secrets").is_empty());
-    // Only the leader-election Role is left.
-    assert_eq!(count(&docs, "Role"), 1);
-    find(&docs, "Role", "ud-upstream-discovery-leader-election");
-    let args = rendered_args(&docs);
+}
+
+#[test]
+fn function_discovery_with_watched_namespaces_reads_and_patches_upstreams_only_there() {
+    let docs = template(&["--set", "discovery.watchNamespaces={a,b}"]);
+    assert!(rendered_args(&docs).contains(&"--fds-mode=WHITELIST".to_string()));
+    // Not cluster-wide: no Upstream rule in the ClusterRole; Secrets still anywhere (the
+    // secretRef of an Upstream may name any namespace).
+    let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
     assert!(
-        args.contains(&"--write-namespace-mode=service".to_string()),
-        "{args:?}"
+        grants(cluster_role, "gloo.solo.io", "upstreams").is_empty(),
+        "{:?}",
+        rules(cluster_role)
     );
-    assert!(!args.iter().any(|a| a.starts_with("--write-namespace=")));
-    assert_daemon_knows(&args);
+    assert_eq!(
+        grants(cluster_role, "", "secrets"),
+        sorted(&["get", "list", "watch"])
+    );
+    let in_namespace = |kind: &str, namespace: &str| -> Vec<Value> {
+        docs.iter()
+            .filter(|d| {
+                str_at(d, "kind") == kind
+                    && str_at(d, "metadata.name") == "ud-upstream-discovery-function-discovery"
+                    && str_at(d, "metadata.namespace") == namespace
+            })
+            .cloned()
+            .collect()
+    };
+    for namespace in ["a", "b"] {
+        let roles = in_namespace("Role", namespace);
+        assert_eq!(
+            roles.len(),
+            1,
+            "one Role in {namespace}: {:?}",
+            kinds(&docs)
+        );
+        assert_eq!(
+            grants(&roles[0], "gloo.solo.io", "upstreams"),
+            sorted(FDS_UPSTREAM_VERBS)
+        );
+        assert_eq!(rules(&roles[0]).len(), 1);
+        let bindings = in_namespace("RoleBinding", namespace);
+        assert_eq!(bindings.len(), 1, "one RoleBinding in {namespace}");
+        let binding = &bindings[0];
+        assert_eq!(str_at(binding, "roleRef.kind"), "Role");
+        assert_eq!(
+            str_at(binding, "roleRef.name"),
+            "ud-upstream-discovery-function-discovery"
+        );
+        assert_eq!(str_at(binding, "subjects.0.name"), "ud-upstream-discovery");
+        assert_eq!(str_at(binding, "subjects.0.namespace"), "edge");
+    }
+    // The write namespace keeps its own Role, every right.
+    let upstreams = find(&docs, "Role", "ud-upstream-discovery-upstreams");
+    assert_eq!(str_at(upstreams, "metadata.namespace"), "edge");
+    assert_eq!(
+        grants(upstreams, "gloo.solo.io", "upstreams"),
+        sorted(UPSTREAM_VERBS)
+    );
+    assert_eq!(count(&docs, "Role"), 4, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "RoleBinding"), 4, "{:?}", kinds(&docs));
+
+    // A watched namespace that is the write namespace gets no second Role: the write
+    // namespace's one already grants every right there.
+    let docs = template(&[
+        "--set",
+        "discovery.watchNamespaces={a,edge}",
+        "--set",
+        "discovery.writeNamespace=edge",
+    ]);
+    let names: Vec<(String, String)> = docs
+        .iter()
+        .filter(|d| str_at(d, "kind") == "Role")
+        .map(|d| {
+            (
+                str_at(d, "metadata.namespace").to_string(),
+                str_at(d, "metadata.name").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("edge".into(), "ud-upstream-discovery-upstreams".into()),
+            (
+                "a".into(),
+                "ud-upstream-discovery-function-discovery".into()
+            ),
+            (
+                "edge".into(),
+                "ud-upstream-discovery-leader-election".into()
+            ),
+        ],
+        "{names:?}"
+    );
+    assert_eq!(count(&docs, "RoleBinding"), 3);
+
+    // DISABLED: no function-discovery Role, nothing beyond the write namespace.
+    let docs = template(&[
+        "--set",
+        "discovery.watchNamespaces={a,b}",
+        "--set",
+        "discovery.fdsMode=DISABLED",
+    ]);
+    assert_eq!(count(&docs, "Role"), 2, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "RoleBinding"), 2);
+    assert!(docs
+        .iter()
+        .all(|d| !str_at(d, "metadata.name").ends_with("-function-discovery")));
+    let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
+    assert!(grants(cluster_role, "gloo.solo.io", "upstreams").is_empty());
+    assert!(grants(cluster_role, "", "secrets").is_empty());
 }
 
 #[test]
@@ -486,19 +642,21 @@ fn discovery_disabled_renders_nothing_but_the_crd() {
 }
 
 #[test]
-fn lambda_with_irsa_reads_secrets_and_passes_the_reserved_lambda_flags() {
+fn lambda_with_irsa_reads_secrets_and_passes_the_lambda_flags() {
     let role_arn = "arn:aws:iam::123456789012:role/lambda-discovery";
     let docs = template(&[
         "--set",
-        "discovery.fdsMode=WHITELIST",
+        "discovery.fdsMode=BLACKLIST",
         "--set",
         &format!("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={role_arn}"),
         "--set",
         "discovery.lambda.pollInterval=1m",
         "--set",
+        "discovery.lambda.apiRps=10",
+        "--set",
         "discovery.lambda.aliases=true",
         "--set",
-        "discovery.lambda.maxFunctions=2000",
+        "discovery.lambda.maxFunctions=500",
         "--set-json",
         r#"extraEnv=[{"name":"AWS_REGION","value":"eu-west-1"}]"#,
     ]);
@@ -515,27 +673,52 @@ fn lambda_with_irsa_reads_secrets_and_passes_the_reserved_lambda_flags() {
         grants(cluster_role, "", "secrets"),
         sorted(&["get", "list", "watch"])
     );
+    assert_eq!(
+        grants(cluster_role, "gloo.solo.io", "upstreams"),
+        sorted(FDS_UPSTREAM_VERBS)
+    );
     let args = rendered_args(&docs);
     let tail: Vec<&str> = args[args.len() - 5..].iter().map(String::as_str).collect();
     assert_eq!(
         tail,
         [
-            "--fds-mode=WHITELIST",
+            "--fds-mode=BLACKLIST",
             "--lambda-poll-interval=1m",
-            "--lambda-api-rps=5",
+            "--lambda-api-rps=10",
             "--lambda-aliases",
-            "--lambda-max-functions=2000"
+            "--lambda-max-functions=500"
         ]
     );
     assert_daemon_knows(&args);
     let env = at(container(&docs), "env.2");
     assert_eq!(str_at(env, "name"), "AWS_REGION");
 
-    // DISABLED (the default) passes none of them and grants no Secrets.
+    // maxFunctions null: the flag is left out, the daemon's default applies.
+    let docs = template(&["--set", "discovery.lambda.maxFunctions=null"]);
+    let args = rendered_args(&docs);
+    assert!(args.contains(&"--lambda-api-rps=5".to_string()), "{args:?}");
+    assert!(
+        !args_contain_any(&args, &["--lambda-max-functions"]),
+        "{args:?}"
+    );
+
+    // DISABLED is passed (the daemon's default is WHITELIST), without the Lambda flags, and
+    // grants no Secrets and no Upstreams outside the write namespace.
     let docs = template(&["--set", "discovery.fdsMode=DISABLED"]);
-    assert!(!args_contain_any(&rendered_args(&docs), RESERVED_FLAGS));
+    let args = rendered_args(&docs);
+    assert_eq!(
+        args.iter().filter(|a| a.starts_with("--fds-mode")).count(),
+        1,
+        "{args:?}"
+    );
+    assert_eq!(args.last().map(String::as_str), Some("--fds-mode=DISABLED"));
+    assert!(!args_contain_any(&args, LAMBDA_FLAGS), "{args:?}");
+    assert_daemon_knows(&args);
     let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
     assert!(grants(cluster_role, "", "secrets").is_empty());
+    assert!(grants(cluster_role, "gloo.solo.io", "upstreams").is_empty());
+    assert_eq!(rules(cluster_role).len(), 4, "{:?}", rules(cluster_role));
+    assert_eq!(count(&docs, "Role"), 2, "{:?}", kinds(&docs));
 }
 
 fn args_contain_any(args: &[String], flags: &[&str]) -> bool {
@@ -578,6 +761,16 @@ fn every_daemon_flag_has_a_value() {
         "--set",
         "metrics.port=9100",
         "--set",
+        "discovery.fdsMode=BLACKLIST",
+        "--set",
+        "discovery.lambda.pollInterval=2m",
+        "--set",
+        "discovery.lambda.apiRps=3",
+        "--set",
+        "discovery.lambda.aliases=true",
+        "--set",
+        "discovery.lambda.maxFunctions=100",
+        "--set",
         "extraArgs={--write-concurrency=4}",
     ]);
     let args = rendered_args(&docs);
@@ -602,6 +795,11 @@ fn every_daemon_flag_has_a_value() {
             "--dry-run",
             "--log-level=upstream_discovery=debug,kube=info",
             "--log-format=text",
+            "--fds-mode=BLACKLIST",
+            "--lambda-poll-interval=2m",
+            "--lambda-api-rps=3",
+            "--lambda-aliases",
+            "--lambda-max-functions=100",
             "--write-concurrency=4",
         ]
     );
@@ -742,6 +940,15 @@ fn values_schema_rejects_misspelt_and_mistyped_values_with_the_path() {
             "at '/discovery/writeNamespaceMode'",
         ),
         ("discovery.fdsMode=ENABLED", "at '/discovery/fdsMode'"),
+        ("discovery.fdsMode=whitelist", "at '/discovery/fdsMode'"),
+        (
+            "discovery.lambda.maxFunctions=0",
+            "at '/discovery/lambda/maxFunctions'",
+        ),
+        (
+            "discovery.lambda.pollInterval=often",
+            "at '/discovery/lambda/pollInterval'",
+        ),
         (
             "discovery.resyncInterval=soon",
             "at '/discovery/resyncInterval'",

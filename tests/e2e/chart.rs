@@ -160,6 +160,10 @@ impl Release {
 const UPSTREAM_VERBS: [&str; 7] = [
     "get", "list", "watch", "create", "update", "patch", "delete",
 ];
+/// Function discovery reads Upstreams and server-side applies their `spec.aws.lambdaFunctions`.
+const FDS_UPSTREAM_VERBS: [&str; 4] = ["get", "list", "watch", "patch"];
+/// What function discovery never does to an Upstream outside the write namespace.
+const NOT_FDS_UPSTREAM_VERBS: [&str; 3] = ["create", "update", "delete"];
 
 pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_needs(
     env: Arc<TestEnv>,
@@ -169,6 +173,9 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     let namespace = fresh_namespace(&admin, "chart").await;
     let other = fresh_namespace(&admin, "chart-o").await;
     let release = Release::render(&env, &namespace, &[]);
+    // The same release with function discovery off, applied over it below. Rendered first:
+    // `helm template --dry-run=server` refuses objects that exist without Helm's annotations.
+    let disabled = Release::render(&env, &namespace, &["--set", "discovery.fdsMode=DISABLED"]);
     release.apply();
     let applied = env.kubectl(&[
         "get",
@@ -198,6 +205,7 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     }
     let ns = Some(namespace.as_str());
     let elsewhere = Some(other.as_str());
+    // Rights that do not depend on function discovery.
     let mut allowed = vec![
         ("get", "services", None),
         ("list", "services", None),
@@ -216,13 +224,10 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     for verb in UPSTREAM_VERBS {
         allowed.push((verb, "upstreams.gloo.solo.io", ns));
     }
-    release.assert_rights(true, &allowed);
-
     let mut refused = vec![
-        ("list", "upstreams.gloo.solo.io", None),
-        ("get", "secrets", ns),
-        ("list", "secrets", ns),
-        ("watch", "secrets", None),
+        ("create", "secrets", ns),
+        ("update", "secrets", elsewhere),
+        ("delete", "secrets", elsewhere),
         ("create", "services", elsewhere),
         ("update", "services", elsewhere),
         ("delete", "namespaces", None),
@@ -236,12 +241,50 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
             None,
         ),
     ];
-    for verb in UPSTREAM_VERBS {
+    for verb in NOT_FDS_UPSTREAM_VERBS {
         refused.push((verb, "upstreams.gloo.solo.io", elsewhere));
+        refused.push((verb, "upstreams.gloo.solo.io", None));
     }
+
+    // Function discovery on (WHITELIST, the default) watching every namespace: Secrets read
+    // anywhere, Upstreams read and patched anywhere.
+    let mut fds_allowed = vec![
+        ("get", "secrets", ns),
+        ("get", "secrets", elsewhere),
+        ("list", "secrets", None),
+        ("watch", "secrets", None),
+    ];
+    for verb in FDS_UPSTREAM_VERBS {
+        fds_allowed.push((verb, "upstreams.gloo.solo.io", elsewhere));
+        fds_allowed.push((verb, "upstreams.gloo.solo.io", None));
+    }
+    release.assert_rights(true, &allowed);
+    release.assert_rights(true, &fds_allowed);
     release.assert_rights(false, &refused);
 
-    release.delete();
+    // The same release with fdsMode=DISABLED, applied over it: none of those.
+    assert_eq!(disabled.fullname, release.fullname);
+    let args =
+        disabled.find("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    let args: Vec<&str> = args
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--fds-mode=DISABLED"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--lambda-")), "{args:?}");
+    disabled.apply();
+    // The authorizer's cache follows the ClusterRole a moment later.
+    wait_for("the ClusterRole without function discovery", || async {
+        (!disabled.can_i("list", "secrets", None)).then_some(())
+    })
+    .await;
+    release.assert_rights(true, &allowed);
+    release.assert_rights(false, &fds_allowed);
+    release.assert_rights(false, &refused);
+
+    disabled.delete();
     delete_namespace(&admin, &other).await;
     delete_namespace(&admin, &namespace).await;
 }
@@ -261,7 +304,7 @@ pub async fn service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_
             "--set",
             "discovery.writeNamespaceMode=service",
             "--set",
-            "discovery.fdsMode=WHITELIST",
+            "discovery.fdsMode=BLACKLIST",
             "--set",
             "replicas=3",
             "--set",
@@ -326,15 +369,42 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     install_crd(&admin).await;
     let write_ns = fresh_namespace(&admin, "chart-w").await;
     let service_ns = fresh_namespace(&admin, "chart-s").await;
+    // A second watched namespace, with no Service: function discovery's Role is there too.
+    let quiet_ns = fresh_namespace(&admin, "chart-q").await;
     let release = Release::render(
         &env,
         &write_ns,
         &[
             "--set",
-            &format!("discovery.watchNamespaces={{{service_ns}}}"),
+            &format!("discovery.watchNamespaces={{{service_ns},{quiet_ns}}}"),
         ],
     );
     release.apply();
+
+    // Function discovery (on by default) reads and patches Upstreams in the watched namespaces
+    // only, every right stays in the write namespace, Secrets are read anywhere.
+    let mut allowed = vec![
+        ("get", "secrets", Some(service_ns.as_str())),
+        ("list", "secrets", None),
+        ("watch", "secrets", None),
+    ];
+    let mut refused = vec![
+        ("list", "upstreams.gloo.solo.io", None),
+        ("patch", "upstreams.gloo.solo.io", Some("default")),
+    ];
+    for watched in [service_ns.as_str(), quiet_ns.as_str()] {
+        for verb in FDS_UPSTREAM_VERBS {
+            allowed.push((verb, "upstreams.gloo.solo.io", Some(watched)));
+        }
+        for verb in NOT_FDS_UPSTREAM_VERBS {
+            refused.push((verb, "upstreams.gloo.solo.io", Some(watched)));
+        }
+    }
+    for verb in UPSTREAM_VERBS {
+        allowed.push((verb, "upstreams.gloo.solo.io", Some(write_ns.as_str())));
+    }
+    release.assert_rights(true, &allowed);
+    release.assert_rights(false, &refused);
 
     // The Deployment's container: its arguments and the downward-API environment.
     let deployment = release.find("Deployment");
@@ -366,7 +436,8 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
         .iter()
         .map(|a| a.as_str().expect("string").to_string())
         .collect();
-    assert!(chart_args.contains(&format!("--watch-namespaces={service_ns}")));
+    assert!(chart_args.contains(&format!("--watch-namespaces={service_ns},{quiet_ns}")));
+    assert!(chart_args.contains(&"--fds-mode=WHITELIST".to_string()));
     // The harness picks a free loopback port and JSON logs for every daemon it starts; the
     // chart's --metrics-addr (0.0.0.0:9091) and --log-format are replaced by those.
     let args: Vec<String> = chart_args
@@ -427,6 +498,7 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     daemon.terminate(Duration::from_secs(10));
 
     release.delete();
+    delete_namespace(&admin, &quiet_ns).await;
     delete_namespace(&admin, &service_ns).await;
     delete_namespace(&admin, &write_ns).await;
 }

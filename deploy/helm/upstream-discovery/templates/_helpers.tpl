@@ -48,7 +48,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "upstream-discovery.fullname" .) .Values.discovery.leaderElection.leaseName -}}
 {{- end -}}
 
-{{/* "true" when function discovery (Lambda) is on. */}}
+{{/* "true" when function discovery (AWS Lambda) is on: fdsMode is not DISABLED. */}}
 {{- define "upstream-discovery.fds" -}}
 {{- if ne .Values.discovery.fdsMode "DISABLED" -}}true{{- end -}}
 {{- end -}}
@@ -95,9 +95,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 - {{ printf "--log-level=%s" $d.logLevel | toJson }}
 - {{ printf "--log-format=%s" $d.logFormat | toJson }}
-{{- if include "upstream-discovery.fds" . }}
-{{- /* Reserved for function discovery (the Lambda issue): passed only when it is on. */}}
+{{- /* Always passed: the daemon's default is WHITELIST, so DISABLED has to be said. */}}
 - {{ printf "--fds-mode=%s" $d.fdsMode | toJson }}
+{{- if include "upstream-discovery.fds" . }}
 - {{ printf "--lambda-poll-interval=%s" $d.lambda.pollInterval | toJson }}
 - {{ printf "--lambda-api-rps=%d" (int $d.lambda.apiRps) | toJson }}
 {{- if $d.lambda.aliases }}
