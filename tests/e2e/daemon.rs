@@ -35,7 +35,9 @@ pub struct Setup {
 impl Setup {
     /// Namespaces, a ServiceAccount, and RBAC as the chart grants it: read Services and
     /// Namespaces, record Events, full rights on Upstreams in the write namespace only (or
-    /// everywhere with `upstreams_cluster_wide`, as in `service` mode), Leases in its namespace.
+    /// everywhere with `upstreams_cluster_wide`, as in `service` mode), Leases in its namespace;
+    /// and for function discovery (on by default), read Secrets and read and patch Upstreams in
+    /// the watched namespace.
     pub async fn new(env: Arc<TestEnv>, purpose: &str, upstreams_cluster_wide: bool) -> Self {
         let admin = env.admin_client().await;
         install_crd(&admin).await;
@@ -56,6 +58,7 @@ impl Setup {
         let mut cluster_rules = vec![
             json!({"apiGroups": [""], "resources": ["services", "namespaces"], "verbs": ["get", "list", "watch"]}),
             json!({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
+            json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}),
         ];
         if upstreams_cluster_wide {
             cluster_rules.push(upstream_rule.clone());
@@ -89,6 +92,22 @@ impl Setup {
             "subjects": subject,
         }))
         .await;
+
+        if !upstreams_cluster_wide {
+            let function_discovery = json!([{"apiGroups": ["gloo.solo.io"], "resources": ["upstreams"],
+                "verbs": ["get", "list", "watch", "patch"]}]);
+            create(
+                Api::<Role>::namespaced(admin.clone(), &service_ns),
+                json!({"metadata": {"name": "upstream-discovery-functions"}, "rules": function_discovery}),
+            )
+            .await;
+            create(Api::<RoleBinding>::namespaced(admin.clone(), &service_ns), json!({
+                "metadata": {"name": "upstream-discovery-functions"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "upstream-discovery-functions"},
+                "subjects": subject,
+            }))
+            .await;
+        }
 
         let token = service_account_token(&admin, &write_ns, "upstream-discovery").await;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -129,6 +148,11 @@ impl Setup {
     /// namespace, with `extra` flags.
     pub fn start(&self, extra: &[&str]) -> Daemon {
         Daemon::start(&self.kubeconfig, &self.write_ns, &self.run_args(extra))
+    }
+
+    /// Like [`Setup::start`], with environment variables (e.g. `AWS_ENDPOINT_URL`).
+    pub fn start_with_env(&self, extra: &[&str], env: &[(String, String)]) -> Daemon {
+        Daemon::start_with_env(&self.kubeconfig, &self.write_ns, &self.run_args(extra), env)
     }
 
     fn run_args(&self, extra: &[&str]) -> Vec<String> {
@@ -180,10 +204,34 @@ fn free_port() -> u16 {
 
 impl Daemon {
     pub fn start(kubeconfig: &std::path::Path, namespace: &str, args: &[String]) -> Self {
+        Self::start_with_env(kubeconfig, namespace, args, &[])
+    }
+
+    /// Like [`Daemon::start`], with `env` added to an environment cleared of every `AWS_*`
+    /// variable of the test run (and of the instance metadata service), so that function
+    /// discovery sees only what the test gives it.
+    pub fn start_with_env(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("daemon.log");
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_upstream-discovery"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        let nowhere = dir.path().join("no-such-file");
+        command
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", &nowhere)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let child = command
             .args(args)
             .args([
                 "--metrics-addr",

@@ -61,18 +61,7 @@ fn settings(write_ns: &str) -> TranslateSettings {
 }
 
 async fn wait_for_event(admin: &Client, namespace: &str, service: &str, reason: &str) -> Event {
-    let events = Api::<Event>::namespaced(admin.clone(), namespace);
-    wait_for(
-        &format!("a {reason} Event on Service {service}"),
-        || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items.into_iter().find(|event| {
-                event.involved_object.name.as_deref() == Some(service)
-                    && event.reason.as_deref() == Some(reason)
-            })
-        },
-    )
-    .await
+    crate::support::wait_for_event(admin, namespace, "Service", service, reason).await
 }
 
 pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>) {

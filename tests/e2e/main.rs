@@ -1,6 +1,9 @@
 //! End-to-end tests against real servers (DESIGN.md §7): one environment for the whole run,
 //! started on first use and stopped by PID when the run ends, each test in its own namespaces.
 
+mod aws_fixture;
+mod aws_proxy;
+mod aws_selftest;
 mod chart;
 mod daemon;
 mod discovery;
@@ -8,6 +11,7 @@ mod env;
 mod environment;
 mod fault_proxy;
 mod faults;
+mod lambda;
 mod support;
 
 use std::future::Future;
@@ -76,9 +80,17 @@ fn main() {
         faults::a_conflict_makes_the_daemon_replan,
         faults::dropped_watches_are_reestablished_and_a_relist_collects,
         faults::a_service_deleted_during_its_write_is_collected,
+        lambda::functions_of_an_account_are_listed_in_gloo_order,
+        lambda::the_list_follows_changes_and_an_unchanged_account_writes_nothing,
+        lambda::upstreams_on_one_account_share_a_sweep,
+        lambda::credential_problems_and_throttling_are_reported_and_lose_nothing,
+        lambda::web_identity_and_assumed_roles_work,
+        lambda::opted_out_upstreams_are_left_alone,
+        lambda::aliases_are_listed_for_changed_functions_only,
         chart::default_values_apply_server_side_and_grant_only_what_the_daemon_needs,
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
+        aws_selftest::the_lambda_proxy_pages_and_injects_faults,
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(Ok(env)) = ENV.get() {

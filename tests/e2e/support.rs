@@ -213,3 +213,23 @@ pub async fn wait_for_exact_upstreams(
         .map(|u| (u.metadata.name.clone().unwrap_or_default(), u))
         .collect()
 }
+
+/// Waits for an Event with `reason` about the object `kind` `namespace`/`name`.
+pub async fn wait_for_event(
+    admin: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(admin.clone(), namespace);
+    wait_for(&format!("a {reason} Event on {kind} {name}"), || async {
+        let list = events.list(&kube::api::ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|event| {
+            event.involved_object.kind.as_deref() == Some(kind)
+                && event.involved_object.name.as_deref() == Some(name)
+                && event.reason.as_deref() == Some(reason)
+        })
+    })
+    .await
+}

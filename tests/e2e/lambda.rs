@@ -1,0 +1,785 @@
+//! Function discovery (issue 4) end to end: the real daemon, as its ServiceAccount, against the
+//! API server and moto, through the paging and fault-injecting proxy. Each test has its own
+//! AWS region, since moto is shared by the tests running side by side.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+use upstream_discovery::crd::{LambdaFunction, Upstream};
+
+use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
+use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
+use crate::daemon::{Daemon, Setup};
+use crate::env::TestEnv;
+use crate::support::{wait_for, wait_for_event, wait_until};
+
+/// Short, so the tests see several sweeps; the default is 30 s.
+const POLL: &str = "2s";
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+const SECRET: &str = "aws-credentials";
+
+/// A test's namespaces and daemon identity, its moto region and its proxy.
+struct Rig {
+    setup: Setup,
+    moto: Moto,
+    proxy: LambdaProxy,
+}
+
+impl Rig {
+    async fn new(env: Arc<TestEnv>, purpose: &str, region: &str) -> Self {
+        let moto = Moto::new(&env, region).await;
+        moto.clean_region().await;
+        let proxy = LambdaProxy::start(env.get("MOTO_URL")).await;
+        let setup = Setup::new(env, purpose, false).await;
+        Self { setup, moto, proxy }
+    }
+
+    fn admin(&self) -> &Client {
+        &self.setup.admin
+    }
+
+    fn ns(&self) -> &str {
+        &self.setup.service_ns
+    }
+
+    fn region(&self) -> &str {
+        self.moto.region()
+    }
+
+    /// The daemon, with AWS's endpoint pointed at the proxy and `extra` flags.
+    fn start(&self, extra: &[&str], env: &[(&str, String)]) -> Daemon {
+        let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.proxy.url())];
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let mut flags = extra.to_vec();
+        if !flags.contains(&"--lambda-poll-interval") {
+            flags.extend(["--lambda-poll-interval", POLL]);
+        }
+        self.setup.start_with_env(&flags, &vars)
+    }
+
+    async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "stringData": data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        }))
+        .expect("secret");
+        Api::<Secret>::namespaced(self.admin().clone(), self.ns())
+            .patch(
+                name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&secret_with_kind(secret)),
+            )
+            .await
+            .expect("apply secret");
+    }
+
+    async fn test_secret(&self) {
+        self.secret(
+            SECRET,
+            &[
+                ("aws_access_key_id", TEST_ACCESS_KEY_ID),
+                ("aws_secret_access_key", TEST_SECRET_ACCESS_KEY),
+            ],
+        )
+        .await;
+    }
+
+    /// Creates an aws Upstream as a user would, with `aws` merged into its `spec.aws`.
+    async fn upstream(&self, name: &str, aws: Value, metadata: Value) {
+        let mut spec_aws = json!({"region": self.region()});
+        merge(&mut spec_aws, aws);
+        let mut object = json!({
+            "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+            "metadata": {"name": name},
+            "spec": {"aws": spec_aws},
+        });
+        merge(&mut object["metadata"], metadata);
+        let upstream: Upstream = serde_json::from_value(object).expect("upstream");
+        self.upstreams()
+            .create(&PostParams::default(), &upstream)
+            .await
+            .expect("create upstream");
+    }
+
+    fn upstreams(&self) -> Api<Upstream> {
+        Api::namespaced(self.admin().clone(), self.ns())
+    }
+
+    async fn functions(&self, name: &str) -> Option<Vec<LambdaFunction>> {
+        self.upstreams()
+            .get(name)
+            .await
+            .ok()
+            .and_then(|u| u.spec.aws)
+            .and_then(|aws| aws.lambda_functions)
+    }
+
+    /// Waits until the Upstream holds exactly `expected`, in order.
+    async fn wait_for_functions(&self, name: &str, expected: &[LambdaFunction], daemon: &Daemon) {
+        wait_until(&format!("lambdaFunctions of {name}"), || async {
+            let got = self.functions(name).await;
+            if got.as_deref() == Some(expected) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "want {} entries, have {:?} entries\nfirst wanted: {:?}\ndaemon log tail:\n{}",
+                    expected.len(),
+                    got.as_ref().map(Vec::len),
+                    expected.first(),
+                    tail(&daemon.logs(), 15)
+                ))
+            }
+        })
+        .await;
+    }
+
+    /// What the Upstream should hold: every version of every function in the region (and
+    /// `aliases`), sorted byte-wise by logicalName.
+    async fn expected(&self, filter: impl Fn(&str) -> bool) -> Vec<LambdaFunction> {
+        let mut entries: Vec<LambdaFunction> = self
+            .moto
+            .list_all_versions()
+            .await
+            .into_iter()
+            .filter(|(name, _)| filter(name))
+            .map(|(name, version)| entry(&name, &version))
+            .collect();
+        entries.sort_by(|a, b| a.logical_name.as_bytes().cmp(b.logical_name.as_bytes()));
+        entries
+    }
+
+    async fn cleanup(self) {
+        self.proxy.shutdown().await;
+        self.moto.clean_region().await;
+        self.setup.cleanup().await;
+    }
+}
+
+fn secret_with_kind(secret: Secret) -> Value {
+    let mut value = serde_json::to_value(secret).expect("secret");
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Secret");
+    value
+}
+
+fn entry(name: &str, version: &str) -> LambdaFunction {
+    LambdaFunction {
+        lambda_function_name: name.to_string(),
+        qualifier: version.to_string(),
+        logical_name: if version == "$LATEST" {
+            name.to_string()
+        } else {
+            format!("{name}:{version}")
+        },
+    }
+}
+
+fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch,
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn function_names(count: usize) -> Vec<String> {
+    // Mixed case and digits, so byte-wise order is not the creation order.
+    (0..count)
+        .map(|i| match i % 3 {
+            0 => format!("orders-{i:03}"),
+            1 => format!("Billing-{i:03}"),
+            _ => format!("auth_{i:03}"),
+        })
+        .collect()
+}
+
+async fn metric(daemon: &Daemon, name: &str) -> f64 {
+    daemon.metrics().await.get(name).copied().unwrap_or(0.0)
+}
+
+async fn lambda_writes(daemon: &Daemon) -> f64 {
+    daemon
+        .metric_sum(
+            "upstream_discovery_writes_total{op=\"update\",result=\"success\",source=\"lambda\"}",
+        )
+        .await
+}
+
+/// 120 functions, ten with published versions: the Upstream gets every `$LATEST` and version
+/// in Gloo's order, through a sweep that crosses pages; the user's own fields stay.
+pub async fn functions_of_an_account_are_listed_in_gloo_order(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-list", "eu-north-1").await;
+    let names = function_names(120);
+    rig.moto.create_functions(&names).await;
+    for name in names.iter().take(10) {
+        rig.moto.publish_version(name).await;
+    }
+    rig.moto.publish_version(&names[0]).await;
+    rig.test_secret().await;
+    rig.upstream(
+        "lambdas",
+        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()},
+               "destinationOverrides": {"invocationStyle": "ASYNC"},
+               "awsAccountId": "123456789012"}),
+        json!({"labels": {"team": "payments"}, "annotations": {"owner": "alice"}}),
+    )
+    .await;
+
+    let daemon = rig.start(&[], &[]);
+    let expected = rig.expected(|_| true).await;
+    assert_eq!(expected.len(), 131, "120 $LATEST and 11 versions in moto");
+    rig.wait_for_functions("lambdas", &expected, &daemon).await;
+
+    // One sweep is 3 pages of at most 50 (131 entries): pagination crossed twice.
+    let calls = rig.proxy.requests();
+    let pages: Vec<_> = calls
+        .iter()
+        .filter(|c| c.operation == "ListFunctions" && c.region == rig.region())
+        .collect();
+    assert!(pages.len() >= 3, "{} ListFunctions calls", pages.len());
+    let sweep = &pages[..3];
+    println!(
+        "one sweep of 120 functions (131 entries): {} ListFunctions calls, {:?} from first to last answer",
+        sweep.len(),
+        sweep[2].at.duration_since(sweep[0].at)
+    );
+
+    let stored = rig.upstreams().get("lambdas").await.expect("upstream");
+    let aws = stored.spec.aws.as_ref().expect("aws");
+    assert_eq!(
+        aws.other.get("destinationOverrides"),
+        Some(&json!({"invocationStyle": "ASYNC"}))
+    );
+    assert_eq!(aws.other.get("awsAccountId"), Some(&json!("123456789012")));
+    assert_eq!(
+        aws.secret_ref.as_ref().map(|r| r.name.as_str()),
+        Some(SECRET)
+    );
+    let labels = stored.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
+    assert!(
+        !labels.contains_key("discovered_by"),
+        "a user's Upstream is not taken over"
+    );
+    assert_eq!(
+        stored
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("owner"))
+            .map(String::as_str),
+        Some("alice")
+    );
+    // Our manager owns lambdaFunctions and nothing else.
+    let ours: Vec<Value> = stored
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some("upstream-discovery-lambda"))
+        .map(|m| {
+            m.fields_v1
+                .as_ref()
+                .map(|f| f.0.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{:?}", stored.metadata.managed_fields);
+    assert_eq!(
+        ours[0],
+        json!({"f:spec": {"f:aws": {"f:lambdaFunctions": {}}}}),
+        "the field manager owns only spec.aws.lambdaFunctions"
+    );
+    assert_eq!(
+        metric(
+            &daemon,
+            &format!(
+                "upstream_discovery_lambda_functions{{namespace=\"{}\",upstream=\"lambdas\"}}",
+                rig.ns()
+            )
+        )
+        .await,
+        131.0
+    );
+    assert!(
+        metric(
+            &daemon,
+            "upstream_discovery_last_sync_timestamp_seconds{source=\"lambda\"}"
+        )
+        .await
+            > 0.0
+    );
+    assert!(
+        daemon
+            .metric_sum("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"success\"}")
+            .await
+            >= 3.0
+    );
+    assert_eq!(
+        daemon
+            .metric_sum("upstream_discovery_lag_seconds_count{source=\"lambda\"}")
+            .await,
+        lambda_writes(&daemon).await,
+        "one lag sample per write"
+    );
+    drop(daemon);
+    rig.cleanup().await;
+}
+
+/// The list follows a new function, a published version and a deleted function within two
+/// poll intervals, and an unchanged account makes no writes over several sweeps.
+pub async fn the_list_follows_changes_and_an_unchanged_account_writes_nothing(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-follow", "eu-south-1").await;
+    rig.moto
+        .create_functions(&["alpha".into(), "beta".into()])
+        .await;
+    rig.test_secret().await;
+    rig.upstream(
+        "lambdas",
+        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}}),
+        json!({}),
+    )
+    .await;
+    let daemon = rig.start(&[], &[]);
+    rig.wait_for_functions("lambdas", &rig.expected(|_| true).await, &daemon)
+        .await;
+
+    // Idle: several sweeps, zero writes.
+    let writes = lambda_writes(&daemon).await;
+    let sweeps_before = rig.proxy.count_in("ListFunctions", rig.region());
+    wait_for("three more sweeps", || async {
+        (rig.proxy.count_in("ListFunctions", rig.region()) >= sweeps_before + 3).then_some(())
+    })
+    .await;
+    assert_eq!(lambda_writes(&daemon).await, writes, "no change, no write");
+
+    for (what, change) in [
+        ("a new function", 0),
+        ("a published version", 1),
+        ("a deleted function", 2),
+    ] {
+        match change {
+            0 => rig.moto.create_function("gamma").await,
+            1 => {
+                rig.moto.publish_version("alpha").await;
+            }
+            _ => rig.moto.delete_function("beta").await,
+        }
+        let changed = Instant::now();
+        let expected = rig.expected(|_| true).await;
+        rig.wait_for_functions("lambdas", &expected, &daemon).await;
+        let took = changed.elapsed();
+        println!("{what}: in the Upstream after {took:?}");
+        assert!(
+            took <= POLL_INTERVAL * 2 + Duration::from_secs(2),
+            "{what} took {took:?}, more than two poll intervals"
+        );
+    }
+    assert_eq!(
+        lambda_writes(&daemon).await,
+        writes + 3.0,
+        "one write per change"
+    );
+    drop(daemon);
+    rig.cleanup().await;
+}
+
+/// Upstreams on the same account and region share one sweep; another region has its own. The
+/// filter annotation narrows one list, the cap cuts another with an Event.
+pub async fn upstreams_on_one_account_share_a_sweep(env: Arc<TestEnv>) {
+    let rig = Rig::new(env.clone(), "fn-share", "ap-northeast-3").await;
+    let other = Moto::new(&env, "sa-east-1").await;
+    other.clean_region().await;
+    rig.moto.create_functions(&function_names(5)).await;
+    other.create_function("elsewhere").await;
+    rig.test_secret().await;
+    let secret = json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}});
+    rig.upstream("all", secret.clone(), json!({})).await;
+    rig.upstream(
+        "orders-only",
+        secret.clone(),
+        json!({"annotations": {"upstream-discovery.io/lambda-function-filter": "^orders-"}}),
+    )
+    .await;
+    rig.upstream("third", secret.clone(), json!({})).await;
+    let mut elsewhere = secret.clone();
+    elsewhere["region"] = json!("sa-east-1");
+    rig.upstream("elsewhere", elsewhere, json!({})).await;
+
+    // A long poll interval: only the first sweep of each account and region happens.
+    let daemon = rig.start(
+        &[
+            "--lambda-poll-interval",
+            "1h",
+            "--lambda-max-functions",
+            "4",
+        ],
+        &[],
+    );
+    let all = rig.expected(|_| true).await;
+    assert_eq!(all.len(), 5);
+    rig.wait_for_functions("all", &all[..4], &daemon).await;
+    rig.wait_for_functions("third", &all[..4], &daemon).await;
+    rig.wait_for_functions(
+        "orders-only",
+        &rig.expected(|name| name.starts_with("orders-")).await,
+        &daemon,
+    )
+    .await;
+    rig.wait_for_functions("elsewhere", &[entry("elsewhere", "$LATEST")], &daemon)
+        .await;
+    assert_eq!(
+        rig.proxy.count_in("ListFunctions", rig.region()),
+        1,
+        "three Upstreams, one account and region: one sweep"
+    );
+    assert_eq!(rig.proxy.count_in("ListFunctions", "sa-east-1"), 1);
+
+    let capped = wait_for_event(
+        rig.admin(),
+        rig.ns(),
+        "Upstream",
+        "all",
+        "LambdaFunctionsCapped",
+    )
+    .await;
+    assert!(
+        capped
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("1 of 5"),
+        "{:?}",
+        capped.message
+    );
+    drop(daemon);
+    other.clean_region().await;
+    rig.cleanup().await;
+}
+
+/// A missing Secret, a Secret without the keys, refused credentials and throttling each give
+/// an Event, a metric and a retry, and lose nothing: the list stays as it was until it can be
+/// listed again.
+pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-faults", "ca-central-1").await;
+    rig.moto
+        .create_functions(&["one".into(), "two".into()])
+        .await;
+    let previous =
+        json!([{"lambdaFunctionName": "old", "qualifier": "$LATEST", "logicalName": "old"}]);
+    rig.upstream(
+        "no-secret",
+        json!({"secretRef": {"name": "nowhere", "namespace": rig.ns()}, "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    rig.secret(
+        "wrong-keys",
+        &[("accessKey", TEST_ACCESS_KEY_ID), ("secretKey", "x")],
+    )
+    .await;
+    rig.upstream(
+        "wrong-keys",
+        json!({"secretRef": {"name": "wrong-keys", "namespace": rig.ns()}, "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    rig.secret(
+        "refused",
+        &[
+            ("aws_access_key_id", "AKIDREFUSED000000001"),
+            ("aws_secret_access_key", "x"),
+        ],
+    )
+    .await;
+    rig.upstream(
+        "refused",
+        json!({"secretRef": {"name": "refused", "namespace": rig.ns()}, "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    rig.test_secret().await;
+    rig.upstream(
+        "throttled",
+        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}, "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    let refused = rig.proxy.inject(
+        AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id("AKIDREFUSED000000001"),
+    );
+    // More than the SDK's three attempts: the sweep fails, then succeeds on a later retry.
+    let throttle = rig.proxy.inject(
+        AwsRule::new("ListFunctions", AwsFault::TooManyRequests)
+            .access_key_id(TEST_ACCESS_KEY_ID)
+            .times(4),
+    );
+    let daemon = rig.start(&[], &[]);
+
+    for (upstream, reason) in [
+        ("no-secret", "LambdaCredentialsMissing"),
+        ("wrong-keys", "LambdaCredentialsMissing"),
+        ("refused", "LambdaCredentialsRefused"),
+        ("throttled", "LambdaThrottled"),
+    ] {
+        let event = wait_for_event(rig.admin(), rig.ns(), "Upstream", upstream, reason).await;
+        let message = event.message.unwrap_or_default();
+        assert_eq!(event.type_.as_deref(), Some("Warning"), "{message}");
+        for secret in [TEST_SECRET_ACCESS_KEY, "AKIDREFUSED000000001"] {
+            assert!(!message.contains(secret), "{message}");
+        }
+    }
+    // Throttling is absorbed by retries: the list arrives once the fault is spent.
+    let expected = rig.expected(|_| true).await;
+    rig.wait_for_functions("throttled", &expected, &daemon)
+        .await;
+    assert_eq!(rig.proxy.remaining(throttle), Some(0));
+    let metrics = daemon.metrics().await;
+    let value = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
+    assert!(value("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"throttled\"}") >= 4.0);
+    assert!(value("upstream_discovery_errors_total{kind=\"lambda_throttled\"}") >= 1.0);
+    assert!(value("upstream_discovery_errors_total{kind=\"lambda_credentials_refused\"}") >= 1.0);
+    assert!(value("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"error\"}") >= 1.0);
+
+    // Nothing lost while the credentials are wrong; retried, and fixed by fixing them.
+    let refused_calls = rig
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.access_key_id == "AKIDREFUSED000000001")
+        .count();
+    wait_for("the refused sweep to be retried", || async {
+        (rig.proxy
+            .requests()
+            .iter()
+            .filter(|r| r.access_key_id == "AKIDREFUSED000000001")
+            .count()
+            > refused_calls)
+            .then_some(())
+    })
+    .await;
+    let kept: Vec<LambdaFunction> = serde_json::from_value(previous.clone()).expect("entries");
+    for name in ["no-secret", "wrong-keys", "refused"] {
+        assert_eq!(
+            rig.functions(name).await,
+            Some(kept.clone()),
+            "{name} keeps its list"
+        );
+    }
+    let logs = daemon.logs();
+    assert!(
+        !logs.contains(TEST_SECRET_ACCESS_KEY),
+        "a secret in the log"
+    );
+    rig.proxy.remove(refused);
+    rig.test_secret().await;
+    rig.secret(
+        "wrong-keys",
+        &[
+            ("aws_access_key_id", TEST_ACCESS_KEY_ID),
+            ("aws_secret_access_key", TEST_SECRET_ACCESS_KEY),
+        ],
+    )
+    .await;
+    rig.secret(
+        "nowhere",
+        &[
+            ("aws_access_key_id", TEST_ACCESS_KEY_ID),
+            ("aws_secret_access_key", TEST_SECRET_ACCESS_KEY),
+        ],
+    )
+    .await;
+    for name in ["no-secret", "wrong-keys", "refused"] {
+        rig.wait_for_functions(name, &expected, &daemon).await;
+    }
+    drop(daemon);
+    rig.cleanup().await;
+}
+
+/// Credentials from the SDK's default chain by web identity (as on EKS with IRSA), and a role
+/// assumed through `spec.aws.roleArn`, both against moto's STS.
+pub async fn web_identity_and_assumed_roles_work(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-sts", "us-west-1").await;
+    rig.moto.create_functions(&["irsa".into()]).await;
+    rig.test_secret().await;
+    rig.upstream("by-web-identity", json!({}), json!({})).await;
+    rig.upstream(
+        "by-assumed-role",
+        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()},
+               "roleArn": "arn:aws:iam::123456789012:role/lambda-reader"}),
+        json!({}),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl").expect("token");
+    let daemon = rig.start(
+        &[],
+        &[
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
+            (
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::123456789012:role/irsa".to_string(),
+            ),
+            ("AWS_ROLE_SESSION_NAME", "upstream-discovery".to_string()),
+            ("AWS_ENDPOINT_URL_STS", rig.proxy.url()),
+        ],
+    );
+    let expected = vec![entry("irsa", "$LATEST")];
+    rig.wait_for_functions("by-web-identity", &expected, &daemon)
+        .await;
+    rig.wait_for_functions("by-assumed-role", &expected, &daemon)
+        .await;
+    assert!(rig.proxy.count("AssumeRoleWithWebIdentity") >= 1);
+    assert!(rig.proxy.count("AssumeRole") >= 1);
+    let keys: BTreeSet<String> = rig
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "ListFunctions")
+        .map(|r| r.access_key_id.clone())
+        .collect();
+    assert!(
+        !keys.contains(TEST_ACCESS_KEY_ID),
+        "both list with temporary credentials from STS, not the Secret's keys: {keys:?}"
+    );
+    assert!(
+        daemon
+            .metric_sum("upstream_discovery_lambda_api_calls_total{operation=\"AssumeRole\",result=\"success\"}")
+            .await
+            >= 1.0
+    );
+    drop(daemon);
+    rig.cleanup().await;
+}
+
+/// DISABLED, and the opt-out labels: nothing is listed or written for those Upstreams.
+pub async fn opted_out_upstreams_are_left_alone(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-optout", "eu-west-3").await;
+    rig.moto.create_functions(&["f".into()]).await;
+    rig.test_secret().await;
+    let secret = json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}});
+    rig.upstream(
+        "opted-out",
+        secret.clone(),
+        json!({"labels": {"discovery.solo.io/function_discovery": "disabled"}}),
+    )
+    .await;
+    // Two daemons side by side, so no leader election: each does its own work.
+    let disabled = rig.start(&["--fds-mode", "DISABLED", "--leader-elect", "false"], &[]);
+    disabled.wait_ready().await;
+    rig.upstream("listed", secret.clone(), json!({})).await;
+    // The DISABLED daemon never calls AWS; the default one lists only the one not opted out.
+    let daemon = rig.start(&["--leader-elect", "false"], &[]);
+    rig.wait_for_functions("listed", &[entry("f", "$LATEST")], &daemon)
+        .await;
+    assert_eq!(rig.functions("opted-out").await, None);
+    assert_eq!(
+        disabled
+            .metric_sum("upstream_discovery_lambda_api_calls_total")
+            .await,
+        0.0
+    );
+    // Labelling the namespace disabled stops discovery there: its Upstreams are dropped from
+    // the daemon's work (and metrics), their lists left as they are.
+    let listed_series = format!(
+        "upstream_discovery_lambda_functions{{namespace=\"{}\",upstream=\"listed\"}}",
+        rig.ns()
+    );
+    assert_eq!(metric(&daemon, &listed_series).await, 1.0);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(rig.admin().clone());
+    namespaces
+        .patch(
+            rig.ns(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"discovery.solo.io/function_discovery": "disabled"}}})),
+        )
+        .await
+        .expect("label namespace");
+    wait_for("the daemon to drop the namespace's Upstreams", || async {
+        let metrics = daemon.metrics().await;
+        (metrics.get("upstream_discovery_upstreams{source=\"lambda\"}") == Some(&0.0)
+            && !metrics.contains_key(&listed_series))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        rig.functions("listed").await,
+        Some(vec![entry("f", "$LATEST")])
+    );
+    let _ = rig
+        .upstreams()
+        .delete("opted-out", &DeleteParams::default())
+        .await;
+    drop(disabled);
+    drop(daemon);
+    rig.cleanup().await;
+}
+
+/// `--lambda-aliases`: `name:alias` entries, listed again only for functions that changed.
+pub async fn aliases_are_listed_for_changed_functions_only(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-alias", "eu-central-2").await;
+    rig.moto
+        .create_functions(&["api".into(), "worker".into()])
+        .await;
+    let version = rig.moto.publish_version("api").await;
+    rig.moto.create_alias("api", "live", &version).await;
+    rig.test_secret().await;
+    rig.upstream(
+        "lambdas",
+        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}}),
+        json!({}),
+    )
+    .await;
+    let daemon = rig.start(&["--lambda-aliases"], &[]);
+    let mut expected = rig.expected(|_| true).await;
+    expected.push(entry("api", "live"));
+    expected.sort_by(|a, b| a.logical_name.as_bytes().cmp(b.logical_name.as_bytes()));
+    assert!(expected
+        .iter()
+        .any(|e| e.logical_name == "api:live" && e.qualifier == "live"));
+    rig.wait_for_functions("lambdas", &expected, &daemon).await;
+    let aliases_listed = rig.proxy.count_in("ListAliases", rig.region());
+    assert_eq!(aliases_listed, 2, "one ListAliases per function at first");
+    let sweeps = rig.proxy.count_in("ListFunctions", rig.region());
+    wait_for("two more sweeps", || async {
+        (rig.proxy.count_in("ListFunctions", rig.region()) >= sweeps + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rig.proxy.count_in("ListAliases", rig.region()),
+        aliases_listed,
+        "unchanged functions: no ListAliases"
+    );
+    rig.moto.update_function_code("worker").await;
+    let version = rig.moto.publish_version("worker").await;
+    rig.moto.create_alias("worker", "canary", &version).await;
+    let mut expected = rig.expected(|_| true).await;
+    expected.push(entry("api", "live"));
+    expected.push(entry("worker", "canary"));
+    expected.sort_by(|a, b| a.logical_name.as_bytes().cmp(b.logical_name.as_bytes()));
+    rig.wait_for_functions("lambdas", &expected, &daemon).await;
+    assert_eq!(
+        rig.proxy.count_in("ListAliases", rig.region()),
+        aliases_listed + 1,
+        "only the changed function's aliases are listed again"
+    );
+    drop(daemon);
+    rig.cleanup().await;
+}
