@@ -38,7 +38,9 @@ impl Cluster {
         let setup = Setup::new(env.clone(), "bench", false).await;
         let mut service_namespaces = vec![setup.service_ns.clone()];
         for _ in 1..SERVICE_NAMESPACES {
-            service_namespaces.push(fresh_namespace(&setup.admin, "bench-s").await);
+            let namespace = fresh_namespace(&setup.admin, "bench-s").await;
+            setup.grant_function_discovery(&namespace).await;
+            service_namespaces.push(namespace);
         }
         Ok(Self {
             env,

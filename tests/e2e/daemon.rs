@@ -94,19 +94,7 @@ impl Setup {
         .await;
 
         if !upstreams_cluster_wide {
-            let function_discovery = json!([{"apiGroups": ["gloo.solo.io"], "resources": ["upstreams"],
-                "verbs": ["get", "list", "watch", "patch"]}]);
-            create(
-                Api::<Role>::namespaced(admin.clone(), &service_ns),
-                json!({"metadata": {"name": "upstream-discovery-functions"}, "rules": function_discovery}),
-            )
-            .await;
-            create(Api::<RoleBinding>::namespaced(admin.clone(), &service_ns), json!({
-                "metadata": {"name": "upstream-discovery-functions"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "upstream-discovery-functions"},
-                "subjects": subject,
-            }))
-            .await;
+            grant_function_discovery(&admin, &service_ns, &write_ns).await;
         }
 
         let token = service_account_token(&admin, &write_ns, "upstream-discovery").await;
@@ -122,6 +110,13 @@ impl Setup {
             token,
             dir,
         }
+    }
+
+    /// Function discovery's rights (as the chart grants them per watched namespace) in another
+    /// namespace the daemon will watch.
+    #[allow(dead_code)] // Used by the benchmark, whose daemon watches several namespaces.
+    pub async fn grant_function_discovery(&self, namespace: &str) {
+        grant_function_discovery(&self.admin, namespace, &self.write_ns).await;
     }
 
     /// The daemon's ServiceAccount token (for a client that acts as the daemon, e.g. a proxy).
@@ -177,6 +172,25 @@ impl Setup {
         delete_namespace(&self.admin, &self.service_ns).await;
         delete_namespace(&self.admin, &self.write_ns).await;
     }
+}
+
+/// Read and patch Upstreams in `namespace`, for the ServiceAccount of `account_ns`.
+async fn grant_function_discovery(admin: &Client, namespace: &str, account_ns: &str) {
+    let subject =
+        json!([{"kind": "ServiceAccount", "name": "upstream-discovery", "namespace": account_ns}]);
+    let rules = json!([{"apiGroups": ["gloo.solo.io"], "resources": ["upstreams"],
+        "verbs": ["get", "list", "watch", "patch"]}]);
+    create(
+        Api::<Role>::namespaced(admin.clone(), namespace),
+        json!({"metadata": {"name": "upstream-discovery-functions"}, "rules": rules}),
+    )
+    .await;
+    create(Api::<RoleBinding>::namespaced(admin.clone(), namespace), json!({
+        "metadata": {"name": "upstream-discovery-functions"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "upstream-discovery-functions"},
+        "subjects": subject,
+    }))
+    .await;
 }
 
 async fn create<K>(api: Api<K>, object: serde_json::Value)
