@@ -426,3 +426,75 @@ impl ProvideCredentials for CountedAssumeRole {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_lambda::config::http::HttpResponse;
+    use aws_sdk_lambda::error::ErrorMetadata;
+    use aws_sdk_lambda::operation::list_functions::ListFunctionsError;
+    use aws_sdk_lambda::primitives::SdkBody;
+    use aws_smithy_runtime_api::http::StatusCode;
+
+    fn service_error(status: u16, code: &str) -> SdkError<ListFunctionsError, HttpResponse> {
+        let error = ListFunctionsError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("the message")
+                .build(),
+        );
+        let status = StatusCode::try_from(status).expect("status");
+        SdkError::service_error(error, HttpResponse::new(status, SdkBody::empty()))
+    }
+
+    #[test]
+    fn aws_errors_are_sorted_into_what_an_operator_can_act_on() {
+        let classify =
+            |status, code| SweepError::from_sdk("ListFunctions", &service_error(status, code));
+        assert_eq!(
+            classify(429, "TooManyRequestsException").kind(),
+            "lambda_throttled"
+        );
+        assert_eq!(
+            classify(400, "ThrottlingException").kind(),
+            "lambda_throttled"
+        );
+        assert_eq!(
+            classify(403, "UnrecognizedClientException").kind(),
+            "lambda_credentials_refused"
+        );
+        assert_eq!(
+            classify(403, "AccessDeniedException").reason(),
+            "LambdaCredentialsRefused"
+        );
+        let other = classify(500, "ServiceException");
+        assert_eq!(other.kind(), "lambda_api_error");
+        assert_eq!(other.reason(), "LambdaDiscoveryFailed");
+        assert!(other.to_string().contains("ServiceException: the message"));
+    }
+
+    #[test]
+    fn a_credentials_provider_failure_is_found_in_the_error_chain() {
+        let missing: SdkError<ListFunctionsError, HttpResponse> = SdkError::construction_failure(
+            CredentialsError::not_loaded("no providers in chain provided credentials"),
+        );
+        assert_eq!(
+            SweepError::from_sdk("ListFunctions", &missing).kind(),
+            "lambda_no_credentials"
+        );
+        let refused: SdkError<ListFunctionsError, HttpResponse> = SdkError::construction_failure(
+            CredentialsError::provider_error("AccessDenied: not authorized to assume the role"),
+        );
+        assert_eq!(
+            SweepError::from_sdk("ListFunctions", &refused).kind(),
+            "lambda_credentials_refused"
+        );
+        let throttled: SdkError<ListFunctionsError, HttpResponse> = SdkError::construction_failure(
+            CredentialsError::provider_error("Throttling: Rate exceeded"),
+        );
+        assert_eq!(
+            SweepError::from_sdk("ListFunctions", &throttled).kind(),
+            "lambda_throttled"
+        );
+    }
+}
