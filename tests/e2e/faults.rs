@@ -243,11 +243,18 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
         "{raw_head}"
     );
 
-    // Forwarded with the ServiceAccount's rights, not the admin's.
+    // Forwarded with the ServiceAccount's rights, not the admin's: it may read Secrets (for
+    // function discovery) but never write one.
     let secrets = Api::<Secret>::namespaced(client.clone(), "kube-system");
-    match secrets.list(&ListParams::default()).await {
+    match secrets
+        .delete("no-such-secret", &kube::api::DeleteParams::default())
+        .await
+    {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
-        other => panic!("the ServiceAccount may not list Secrets: {other:?}"),
+        other => panic!(
+            "the ServiceAccount may not delete Secrets: {:?}",
+            other.map(|_| ())
+        ),
     }
 
     // Each status fault, by method and path, and counted.
