@@ -112,6 +112,8 @@ pub fn inputs(client: &Client, scopes: &[Option<String>]) -> BoxStream<'static, 
 #[derive(Debug, Clone)]
 enum SecretState {
     Missing,
+    /// Its watch fails (e.g. no RBAC to read it); retried with backoff by the watcher.
+    Unreadable(String),
     Present(Result<StaticKeys, Vec<&'static str>>),
 }
 
@@ -455,7 +457,11 @@ impl LambdaEngine {
             SecretUpdate::WatchError(key, message) => {
                 self.metrics.watch_restarted(WatchResource::Secrets);
                 tracing::warn!(secret = %key, error = %message, "function discovery: cannot watch a credentials Secret; retrying with backoff");
-                return;
+                // Keys already read stay in use; only a Secret never read is reported.
+                if self.secrets.contains_key(&key) {
+                    return;
+                }
+                (key, SecretState::Unreadable(message))
             }
         };
         self.secrets.insert(key, state);
@@ -501,6 +507,12 @@ impl LambdaEngine {
                             "the Secret {secret} has no {}; lambdaFunctions left as they are",
                             missing.join(" or ")
                         ),
+                    })
+                }
+                Some(SecretState::Unreadable(error)) => {
+                    return Err(Problem {
+                        reason: "LambdaCredentialsMissing",
+                        note: format!("cannot read the Secret {secret} ({error}); lambdaFunctions left as they are"),
                     })
                 }
                 Some(SecretState::Present(Ok(keys))) => CredentialSource::Static(keys.clone()),
