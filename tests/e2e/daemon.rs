@@ -127,6 +127,16 @@ impl Setup {
     /// Like [`Setup::start`], with the daemon talking to `server` (e.g. `http://127.0.0.1:PORT`,
     /// a fault proxy) instead of the API server, with the same ServiceAccount token.
     pub fn start_via(&self, server: &str, extra: &[&str]) -> Daemon {
+        self.start_via_with_env(server, extra, &[])
+    }
+
+    /// [`Setup::start_via`] with environment variables, as [`Setup::start_with_env`].
+    pub fn start_via_with_env(
+        &self,
+        server: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Daemon {
         let kubeconfig = self.dir.path().join(format!(
             "kubeconfig-{}",
             server.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
@@ -136,7 +146,7 @@ impl Setup {
             token = self.token,
         );
         std::fs::write(&kubeconfig, yaml).expect("write kubeconfig");
-        Daemon::start(&kubeconfig, &self.write_ns, &self.run_args(extra))
+        Daemon::start_with_env(&kubeconfig, &self.write_ns, &self.run_args(extra), env)
     }
 
     /// Starts a daemon that watches the test's Service namespace and writes to its write

@@ -16,6 +16,7 @@ use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
 use crate::daemon::{Daemon, Setup};
 use crate::env::TestEnv;
+use crate::fault_proxy::{Fault, FaultProxy, Rule};
 use crate::support::{wait_for, wait_for_event, wait_until};
 
 /// Short, so the tests see several sweeps; the default is 30 s.
@@ -53,13 +54,26 @@ impl Rig {
 
     /// The daemon, with AWS's endpoint pointed at the proxy and `extra` flags.
     fn start(&self, extra: &[&str], env: &[(&str, String)]) -> Daemon {
+        self.start_via(None, extra, env)
+    }
+
+    /// [`Rig::start`], talking to Kubernetes through `kube_proxy` when given.
+    fn start_via(
+        &self,
+        kube_proxy: Option<&FaultProxy>,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Daemon {
         let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.proxy.url())];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let mut flags = extra.to_vec();
         if !flags.contains(&"--lambda-poll-interval") {
             flags.extend(["--lambda-poll-interval", POLL]);
         }
-        self.setup.start_with_env(&flags, &vars)
+        match kube_proxy {
+            Some(proxy) => self.setup.start_via_with_env(&proxy.url(), &flags, &vars),
+            None => self.setup.start_with_env(&flags, &vars),
+        }
     }
 
     async fn secret(&self, name: &str, data: &[(&str, &str)]) {
@@ -781,5 +795,85 @@ pub async fn aliases_are_listed_for_changed_functions_only(env: Arc<TestEnv>) {
         "only the changed function's aliases are listed again"
     );
     drop(daemon);
+    rig.cleanup().await;
+}
+
+/// Kubernetes refusing a write (409, 500) and AWS failing (500) are retried; an Upstream
+/// deleted while its write is on the way is not re-created.
+pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env: Arc<TestEnv>) {
+    let rig = Rig::new(env.clone(), "fn-writes", "ap-southeast-2").await;
+    rig.moto.create_functions(&["f".into()]).await;
+    rig.test_secret().await;
+    let aws = json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}});
+    rig.upstream("refused", aws.clone(), json!({})).await;
+    rig.upstream("doomed", aws.clone(), json!({})).await;
+    let kube = FaultProxy::start(&env, rig.setup.token()).await;
+    kube.inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::conflict()).times(1));
+    kube.inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::internal_error()).times(1));
+    let held = kube.inject(
+        Rule::new(
+            "PATCH",
+            &["/upstreams/doomed"],
+            Fault::Delay(Duration::from_secs(3)),
+        )
+        .times(1),
+    );
+    let aws_error = rig.proxy.inject(
+        AwsRule::new("ListFunctions", AwsFault::ServerError)
+            .access_key_id(TEST_ACCESS_KEY_ID)
+            .times(3),
+    );
+    let daemon = rig.start_via(Some(&kube), &[], &[]);
+
+    let failed = wait_for_event(
+        rig.admin(),
+        rig.ns(),
+        "Upstream",
+        "refused",
+        "LambdaDiscoveryFailed",
+    )
+    .await;
+    assert!(failed
+        .message
+        .unwrap_or_default()
+        .contains("ServiceException"));
+    // The doomed Upstream's write is held by the proxy: delete it meanwhile.
+    wait_for("the held write", || async {
+        (kube.remaining(held) == Some(0)).then_some(())
+    })
+    .await;
+    rig.upstreams()
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .expect("delete");
+    rig.wait_for_functions("refused", &[entry("f", "$LATEST")], &daemon)
+        .await;
+    assert_eq!(rig.proxy.remaining(aws_error), Some(0));
+    wait_for("the held write to be refused", || async {
+        let conflicts = daemon
+            .metric_sum("upstream_discovery_writes_total{op=\"update\",result=\"conflict\",source=\"lambda\"}")
+            .await;
+        // One injected 409 for "refused", one precondition failure for "doomed".
+        (conflicts >= 2.0).then_some(())
+    })
+    .await;
+    assert!(
+        daemon
+            .metric_sum(
+                "upstream_discovery_writes_total{op=\"update\",result=\"error\",source=\"lambda\"}"
+            )
+            .await
+            >= 1.0
+    );
+    assert!(
+        rig.upstreams()
+            .get_opt("doomed")
+            .await
+            .expect("get")
+            .is_none(),
+        "a deleted Upstream must not come back from a late write"
+    );
+    drop(daemon);
+    kube.shutdown().await;
     rig.cleanup().await;
 }
