@@ -7,6 +7,7 @@
 //! backoff and jitter (or the server's Retry-After); conflicts re-plan from fresh state.
 
 mod compact;
+pub mod list_progress;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -13,6 +13,7 @@ use crate::crd::{Upstream, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN};
 use crate::plan::ObservedUpstream;
 
 use super::compact::{CompactService, CompactUpstream};
+use super::list_progress::ListProgress;
 use crate::selector::LabelSelector;
 use crate::translate::LAST_APPLIED_ANNOTATION;
 
@@ -42,42 +43,6 @@ pub struct UpstreamKey {
 impl std::fmt::Display for UpstreamKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// Tracks one watch stream's lists, so objects missing from a re-list are noticed.
-#[derive(Debug)]
-struct ListProgress<K> {
-    /// The namespace the stream watches; `None` for all.
-    scope: Option<String>,
-    listing: Option<HashSet<K>>,
-    completed_once: bool,
-}
-
-impl<K: Eq + std::hash::Hash + Clone> ListProgress<K> {
-    fn new(scope: Option<String>) -> Self {
-        Self {
-            scope,
-            listing: None,
-            completed_once: false,
-        }
-    }
-    fn covers(&self, namespace: &str) -> bool {
-        self.scope.as_deref().is_none_or(|scope| scope == namespace)
-    }
-    fn started(&mut self) {
-        self.listing = Some(HashSet::new());
-    }
-    fn saw(&mut self, key: &K) {
-        if let Some(seen) = self.listing.as_mut() {
-            seen.insert(key.clone());
-        }
-    }
-    /// Ends a list; returns the keys it saw, or `None` when no list was in progress.
-    fn finished(&mut self) -> Option<HashSet<K>> {
-        let seen = self.listing.take()?;
-        self.completed_once = true;
-        Some(seen)
     }
 }
 
@@ -133,9 +98,9 @@ impl State {
     /// True once every stream has completed its first full list: only then may anything be
     /// deleted, and only then is the daemon ready.
     pub fn synced(&self) -> bool {
-        self.service_lists.iter().all(|l| l.completed_once)
-            && self.upstream_lists.iter().all(|l| l.completed_once)
-            && (self.namespace_selector.selects_all() || self.namespace_list.completed_once)
+        self.service_lists.iter().all(|l| l.completed_once())
+            && self.upstream_lists.iter().all(|l| l.completed_once())
+            && (self.namespace_selector.selects_all() || self.namespace_list.completed_once())
     }
 
     pub fn owned_upstream_count(&self) -> usize {

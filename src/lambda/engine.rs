@@ -33,6 +33,7 @@ use super::target::{
 use crate::apply::{Applier, Outcome};
 use crate::config::{FdsMode, LambdaArgs};
 use crate::crd::Upstream;
+use crate::engine::list_progress::ListProgress;
 use crate::engine::state::UpstreamKey;
 use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
@@ -161,14 +162,6 @@ struct WriteDone {
     outcome: Outcome,
 }
 
-/// Per Upstream list stream: the keys seen since its last (re-)list began.
-#[derive(Debug, Default)]
-struct ListProgress {
-    scope: Option<String>,
-    seen: Option<HashSet<UpstreamKey>>,
-    done: bool,
-}
-
 pub struct LambdaEngine {
     config: LambdaConfig,
     applier: Applier,
@@ -180,10 +173,9 @@ pub struct LambdaEngine {
     secret_updates: mpsc::UnboundedReceiver<SecretUpdate>,
 
     targets: BTreeMap<UpstreamKey, AwsTarget>,
-    upstream_lists: Vec<ListProgress>,
+    upstream_lists: Vec<ListProgress<UpstreamKey>>,
     namespace_labels: HashMap<String, Option<String>>,
-    namespaces_seen: Option<HashSet<String>>,
-    namespaces_listed: bool,
+    namespace_list: ListProgress<String>,
     secrets: HashMap<SecretKey, SecretState>,
     groups: HashMap<SweepKey, Group>,
     membership: HashMap<UpstreamKey, SweepKey>,
@@ -220,16 +212,9 @@ impl LambdaEngine {
             secret_watches,
             secret_updates,
             targets: BTreeMap::new(),
-            upstream_lists: scopes
-                .iter()
-                .map(|scope| ListProgress {
-                    scope: scope.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            upstream_lists: scopes.iter().cloned().map(ListProgress::new).collect(),
             namespace_labels: HashMap::new(),
-            namespaces_seen: None,
-            namespaces_listed: false,
+            namespace_list: ListProgress::new(None),
             secrets: HashMap::new(),
             groups: HashMap::new(),
             membership: HashMap::new(),
@@ -302,7 +287,8 @@ impl LambdaEngine {
     }
 
     fn synced(&self) -> bool {
-        self.namespaces_listed && self.upstream_lists.iter().all(|l| l.done)
+        self.namespace_list.completed_once()
+            && self.upstream_lists.iter().all(ListProgress::completed_once)
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -330,15 +316,13 @@ impl LambdaEngine {
         match event {
             watcher::Event::Init => {
                 if let Some(list) = self.upstream_lists.get_mut(index) {
-                    list.seen = Some(HashSet::new());
+                    list.started();
                 }
             }
             watcher::Event::InitApply(upstream) | watcher::Event::Apply(upstream) => {
                 let key = crate::engine::state::upstream_key(&upstream);
                 if let (Some(list), Some(key)) = (self.upstream_lists.get_mut(index), &key) {
-                    if let Some(seen) = list.seen.as_mut() {
-                        seen.insert(key.clone());
-                    }
+                    list.saw(key);
                 }
                 match (AwsTarget::from_upstream(&upstream), key) {
                     (Some(target), _) => self.upsert(target),
@@ -355,14 +339,15 @@ impl LambdaEngine {
                 let Some(list) = self.upstream_lists.get_mut(index) else {
                     return;
                 };
-                list.done = true;
-                let seen = list.seen.take().unwrap_or_default();
-                let scope = list.scope.clone();
+                // An end without a beginning (never sent by the watcher) collects nothing.
+                let Some(seen) = list.finished() else {
+                    return;
+                };
+                let list = &self.upstream_lists[index];
                 let gone: Vec<UpstreamKey> = self
                     .targets
                     .keys()
-                    .filter(|k| scope.as_ref().is_none_or(|ns| *ns == k.namespace))
-                    .filter(|k| !seen.contains(*k))
+                    .filter(|k| list.covers(&k.namespace) && !seen.contains(*k))
                     .cloned()
                     .collect();
                 for key in gone {
@@ -421,14 +406,12 @@ impl LambdaEngine {
                 .cloned()
         };
         match event {
-            watcher::Event::Init => self.namespaces_seen = Some(HashSet::new()),
+            watcher::Event::Init => self.namespace_list.started(),
             watcher::Event::InitApply(ns) | watcher::Event::Apply(ns) => {
                 let Some(name) = ns.metadata.name.clone() else {
                     return;
                 };
-                if let Some(seen) = self.namespaces_seen.as_mut() {
-                    seen.insert(name.clone());
-                }
+                self.namespace_list.saw(&name);
                 let label = label_of(&ns);
                 if self.namespace_labels.get(&name) != Some(&label) {
                     self.namespace_labels.insert(name, label);
@@ -442,9 +425,9 @@ impl LambdaEngine {
                 }
             }
             watcher::Event::InitDone => {
-                let seen = self.namespaces_seen.take().unwrap_or_default();
-                self.namespace_labels.retain(|name, _| seen.contains(name));
-                self.namespaces_listed = true;
+                if let Some(seen) = self.namespace_list.finished() {
+                    self.namespace_labels.retain(|name, _| seen.contains(name));
+                }
                 self.regroup = true;
             }
         }
