@@ -189,6 +189,14 @@ pub struct LambdaEngine {
     write_failures: HashMap<UpstreamKey, u32>,
     reported: HashMap<UpstreamKey, Problem>,
     counted: HashSet<UpstreamKey>,
+    /// What each running sweep or write task works on, to recover from one that panicked.
+    task_keys: HashMap<tokio::task::Id, TaskKey>,
+}
+
+#[derive(Debug)]
+enum TaskKey {
+    Sweep(SweepKey),
+    Write(UpstreamKey),
 }
 
 impl LambdaEngine {
@@ -227,6 +235,7 @@ impl LambdaEngine {
             write_failures: HashMap::new(),
             reported: HashMap::new(),
             counted: HashSet::new(),
+            task_keys: HashMap::new(),
         }
     }
 
@@ -254,14 +263,22 @@ impl LambdaEngine {
                     None => break,
                 },
                 Some(update) = self.secret_updates.recv() => self.on_secret(update),
-                Some(done) = self.sweeps.join_next(), if !self.sweeps.is_empty() => {
-                    if let Ok(done) = done {
-                        self.on_sweep(done);
+                Some(done) = self.sweeps.join_next_with_id(), if !self.sweeps.is_empty() => {
+                    match done {
+                        Ok((id, done)) => {
+                            self.task_keys.remove(&id);
+                            self.on_sweep(done);
+                        }
+                        Err(error) => self.on_lost_task(error),
                     }
                 }
-                Some(done) = self.writes.join_next(), if !self.writes.is_empty() => {
-                    if let Ok(done) = done {
-                        self.on_write(done);
+                Some(done) = self.writes.join_next_with_id(), if !self.writes.is_empty() => {
+                    match done {
+                        Ok((id, done)) => {
+                            self.task_keys.remove(&id);
+                            self.on_write(done);
+                        }
+                        Err(error) => self.on_lost_task(error),
                     }
                 }
                 _ = sleep_until(wake) => {}
@@ -620,7 +637,8 @@ impl LambdaEngine {
             let previous = group.listing.clone();
             let aliases = self.config.aliases;
             let sweepers = self.sweepers.clone();
-            self.sweeps.spawn(async move {
+            let sweep_key = key.clone();
+            let task = self.sweeps.spawn(async move {
                 // Building a client may read the SDK's environment: done here, not in the loop.
                 let sweeper = sweepers.get(&key).await;
                 let started = std::time::Instant::now();
@@ -631,6 +649,29 @@ impl LambdaEngine {
                 }
                 SweepDone { key, result }
             });
+            self.task_keys.insert(task.id(), TaskKey::Sweep(sweep_key));
+        }
+    }
+
+    /// A sweep or write task that panicked (a bug): its work is retried like a failure.
+    fn on_lost_task(&mut self, error: tokio::task::JoinError) {
+        let lost = self.task_keys.remove(&error.id());
+        tracing::error!(%error, task = ?lost, "function discovery: a task failed; retrying its work");
+        self.metrics.error("lambda_task_failed");
+        let now = Instant::now();
+        match lost {
+            Some(TaskKey::Sweep(key)) => {
+                if let Some(group) = self.groups.get_mut(&key) {
+                    group.running = false;
+                    group.failures = group.failures.saturating_add(1);
+                    group.due = now + backoff(group.failures);
+                }
+            }
+            Some(TaskKey::Write(key)) => {
+                self.writing.remove(&key);
+                self.write_retries.insert(key, (now + backoff(1), now));
+            }
+            None => {}
         }
     }
 
@@ -726,7 +767,7 @@ impl LambdaEngine {
         let applier = self.applier.clone();
         let upstream = key.clone();
         self.writing.insert(key.clone());
-        self.writes.spawn(async move {
+        let task = self.writes.spawn(async move {
             let outcome = applier
                 .apply_lambda_functions(&upstream, &uid, &resource_version, &desired.functions)
                 .await;
@@ -737,6 +778,8 @@ impl LambdaEngine {
                 outcome,
             }
         });
+        self.task_keys
+            .insert(task.id(), TaskKey::Write(key.clone()));
     }
 
     fn on_write(&mut self, done: WriteDone) {

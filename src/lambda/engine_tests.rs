@@ -417,3 +417,34 @@ async fn a_relist_forgets_upstreams_that_are_gone() {
     engine.step();
     assert!(engine.targets.is_empty() && engine.groups.is_empty());
 }
+
+#[tokio::test]
+async fn a_sweep_task_that_panicked_is_retried_later() {
+    let mut engine = engine();
+    synced(
+        &mut engine,
+        vec![upstream(
+            "team",
+            "a",
+            json!({"region": "eu-west-1"}),
+            json!({}),
+        )],
+        &[("team", None)],
+    );
+    let sweep = engine.membership[&key("team", "a")].clone();
+    engine.groups.get_mut(&sweep).expect("group").running = true;
+    let task = engine.sweeps.spawn(async { panic!("a bug in a sweep") });
+    engine
+        .task_keys
+        .insert(task.id(), TaskKey::Sweep(sweep.clone()));
+    let before = Instant::now();
+    let Some(Err(error)) = engine.sweeps.join_next_with_id().await else {
+        panic!("the task should have panicked");
+    };
+    engine.on_lost_task(error);
+    let group = &engine.groups[&sweep];
+    assert!(!group.running, "the sweep can run again");
+    assert!(group.due > before, "after a backoff");
+    assert_eq!(engine.metrics.errors("lambda_task_failed"), 1);
+    assert!(engine.task_keys.is_empty());
+}
