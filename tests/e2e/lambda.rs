@@ -660,6 +660,16 @@ pub async fn web_identity_and_assumed_roles_work(env: Arc<TestEnv>) {
         .await;
     rig.wait_for_functions("by-assumed-role", &expected, &daemon)
         .await;
+    let stored = rig
+        .upstreams()
+        .get("by-assumed-role")
+        .await
+        .expect("upstream");
+    assert_eq!(
+        stored.spec.aws.and_then(|aws| aws.role_arn).as_deref(),
+        Some("arn:aws:iam::123456789012:role/lambda-reader"),
+        "the user's roleArn survives our write"
+    );
     assert!(rig.proxy.count("AssumeRoleWithWebIdentity") >= 1);
     assert!(rig.proxy.count("AssumeRole") >= 1);
     let keys: BTreeSet<String> = rig
