@@ -250,13 +250,18 @@ impl Sweeper {
     }
 }
 
-/// Builds and keeps one [`Sweeper`] per sweep key; clones share the clients.
+type Limiter = Arc<DefaultDirectRateLimiter>;
+
+/// Builds and keeps one [`Sweeper`] per sweep key, and one rate limiter per account and region
+/// shared by every sweep that calls that account (two Secrets may hold keys of one account);
+/// clones share both.
 #[derive(Clone)]
 pub struct Sweepers {
     metrics: Metrics,
     api_rps: NonZeroU32,
     base: Arc<OnceCell<SdkConfig>>,
     built: Arc<Mutex<HashMap<SweepKey, Sweeper>>>,
+    limiters: Arc<Mutex<HashMap<(String, String), Limiter>>>,
 }
 
 impl Sweepers {
@@ -266,14 +271,29 @@ impl Sweepers {
             api_rps,
             base: Arc::new(OnceCell::new()),
             built: Arc::new(Mutex::new(HashMap::new())),
+            limiters: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The limiter of `account` (or of a sweep whose account is unknown) in `region`.
+    fn limiter(&self, account: &str, region: &str) -> Limiter {
+        let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
+        limiters
+            .entry((account.to_string(), region.to_string()))
+            .or_insert_with(|| {
+                Arc::new(RateLimiter::direct(
+                    Quota::per_second(self.api_rps).allow_burst(NonZeroU32::MIN),
+                ))
+            })
+            .clone()
     }
 
     fn built(&self) -> MutexGuard<'_, HashMap<SweepKey, Sweeper>> {
         self.built.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets the clients of keys no longer in use (a rotated Secret is a new key).
+    /// Forgets the clients of keys no longer in use (a rotated Secret is a new key). Limiters
+    /// stay: an account keeps its pace whichever keys call it.
     pub fn retain(&self, keep: impl Fn(&SweepKey) -> bool) {
         self.built().retain(|key, _| keep(key));
     }
@@ -284,7 +304,17 @@ impl Sweepers {
             return sweeper.clone();
         }
         let base = self.base.get_or_init(load_base_config).await.clone();
-        let sweeper = build(&base, key, &self.metrics, self.api_rps).await;
+        let credentials = credentials_provider(&base, key, &self.metrics).await;
+        let account = match account_of(&base, key, credentials.clone(), &self.metrics).await {
+            Some(account) => account,
+            // Unknown (the credentials may be refused): paced on its own.
+            None => format!("unknown-{:x}", key.fingerprint()),
+        };
+        tracing::debug!(sweep = %key.describe(), %account, "AWS account of a sweep");
+        let sweeper = Sweeper {
+            client: lambda_client(&base, key, credentials, &self.metrics),
+            limiter: self.limiter(&account, &key.region),
+        };
         self.built().insert(key.clone(), sweeper.clone());
         sweeper
     }
@@ -304,8 +334,13 @@ async fn load_base_config() -> SdkConfig {
         .await
 }
 
-async fn build(base: &SdkConfig, key: &SweepKey, metrics: &Metrics, rps: NonZeroU32) -> Sweeper {
-    let region = Region::new(key.region.clone());
+/// The credentials of a sweep: the Secret's keys or the default chain (`None`: the base
+/// config's), with the role assumed on top when there is one.
+async fn credentials_provider(
+    base: &SdkConfig,
+    key: &SweepKey,
+    metrics: &Metrics,
+) -> Option<SharedCredentialsProvider> {
     let source: Option<SharedCredentialsProvider> = match &key.credentials {
         CredentialSource::DefaultChain => None,
         CredentialSource::Static(keys) => Some(SharedCredentialsProvider::new(Credentials::new(
@@ -316,25 +351,31 @@ async fn build(base: &SdkConfig, key: &SweepKey, metrics: &Metrics, rps: NonZero
             "kubernetes-secret",
         ))),
     };
-    let credentials = match (&key.role_arn, source) {
-        (Some(role), source) => {
-            let builder = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-                .session_name(SESSION_NAME)
-                .region(region.clone())
-                .configure(base);
-            let provider = match source {
-                Some(source) => builder.build_from_provider(source).await,
-                None => builder.build().await,
-            };
-            Some(SharedCredentialsProvider::new(CountedAssumeRole {
-                inner: provider,
-                metrics: metrics.clone(),
-            }))
-        }
-        (None, source) => source,
+    let Some(role) = &key.role_arn else {
+        return source;
     };
+    let builder = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+        .session_name(SESSION_NAME)
+        .region(Region::new(key.region.clone()))
+        .configure(base);
+    let provider = match source {
+        Some(source) => builder.build_from_provider(source).await,
+        None => builder.build().await,
+    };
+    Some(SharedCredentialsProvider::new(CountedAssumeRole {
+        inner: provider,
+        metrics: metrics.clone(),
+    }))
+}
+
+fn lambda_client(
+    base: &SdkConfig,
+    key: &SweepKey,
+    credentials: Option<SharedCredentialsProvider>,
+    metrics: &Metrics,
+) -> aws_sdk_lambda::Client {
     let mut config = aws_sdk_lambda::config::Builder::from(base)
-        .region(region)
+        .region(Region::new(key.region.clone()))
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
         .interceptor(CallCounter {
             metrics: metrics.clone(),
@@ -342,12 +383,44 @@ async fn build(base: &SdkConfig, key: &SweepKey, metrics: &Metrics, rps: NonZero
     if let Some(credentials) = credentials {
         config = config.credentials_provider(credentials);
     }
-    Sweeper {
-        client: aws_sdk_lambda::Client::from_conf(config.build()),
-        limiter: Arc::new(RateLimiter::direct(
-            Quota::per_second(rps).allow_burst(NonZeroU32::MIN),
-        )),
+    aws_sdk_lambda::Client::from_conf(config.build())
+}
+
+/// The account a sweep's calls count against: from the role's ARN, else asked once of STS
+/// (GetCallerIdentity); `None` when STS cannot say.
+async fn account_of(
+    base: &SdkConfig,
+    key: &SweepKey,
+    credentials: Option<SharedCredentialsProvider>,
+    metrics: &Metrics,
+) -> Option<String> {
+    if let Some(account) = key.role_arn.as_deref().and_then(account_in_arn) {
+        return Some(account.to_string());
     }
+    let mut config = aws_sdk_sts::config::Builder::from(base)
+        .region(Region::new(key.region.clone()))
+        .interceptor(CallCounter {
+            metrics: metrics.clone(),
+        });
+    if let Some(credentials) = credentials {
+        config = config.credentials_provider(credentials);
+    }
+    let client = aws_sdk_sts::Client::from_conf(config.build());
+    match client.get_caller_identity().send().await {
+        Ok(identity) => identity.account().map(str::to_string),
+        Err(error) => {
+            let error = aws_sdk_sts::error::DisplayErrorContext(error);
+            tracing::debug!(sweep = %key.describe(), %error, "cannot tell the AWS account");
+            None
+        }
+    }
+}
+
+/// The account of an ARN (`arn:aws:iam::123456789012:role/name`).
+pub fn account_in_arn(arn: &str) -> Option<&str> {
+    arn.split(':')
+        .nth(4)
+        .filter(|account| !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Counts every attempt (retries included) in `lambda_api_calls_total`.
@@ -371,6 +444,7 @@ impl Intercept for CallCounter {
             Some("ListFunctions") => "ListFunctions",
             Some("ListAliases") => "ListAliases",
             Some("ListVersionsByFunction") => "ListVersionsByFunction",
+            Some("GetCallerIdentity") => "GetCallerIdentity",
             _ => "Other",
         };
         let result = match context.response() {
@@ -430,6 +504,32 @@ impl ProvideCredentials for CountedAssumeRole {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_account_is_read_from_a_role_arn() {
+        assert_eq!(
+            account_in_arn("arn:aws:iam::123456789012:role/reader"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            account_in_arn("arn:aws-cn:iam::210987654321:role/a/b"),
+            Some("210987654321")
+        );
+        assert_eq!(account_in_arn("arn:aws:iam:::role/x"), None);
+        assert_eq!(account_in_arn("reader"), None);
+    }
+
+    #[test]
+    fn sweeps_of_one_account_and_region_share_a_limiter() {
+        let sweepers = Sweepers::new(Metrics::new().expect("metrics"), NonZeroU32::MIN);
+        let a = sweepers.limiter("123456789012", "eu-west-1");
+        let b = sweepers.limiter("123456789012", "eu-west-1");
+        let other_region = sweepers.limiter("123456789012", "us-east-1");
+        let other_account = sweepers.limiter("210987654321", "eu-west-1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &other_region));
+        assert!(!Arc::ptr_eq(&a, &other_account));
+    }
     use aws_sdk_lambda::config::http::HttpResponse;
     use aws_sdk_lambda::error::ErrorMetadata;
     use aws_sdk_lambda::operation::list_functions::ListFunctionsError;

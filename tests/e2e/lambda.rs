@@ -887,3 +887,62 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
     kube.shutdown().await;
     rig.cleanup().await;
 }
+
+/// Two Secrets with different keys of one account: two sweeps, one rate limit. With
+/// `--lambda-api-rps 2` no two ListFunctions calls to the account and region come closer than
+/// half a second, whichever keys make them.
+pub async fn sweeps_of_one_account_share_its_rate_limit(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-pace", "us-east-2").await;
+    rig.moto.create_functions(&function_names(120)).await;
+    rig.test_secret().await;
+    rig.secret(
+        "second-user",
+        &[
+            ("aws_access_key_id", "AKIDSECONDUSER000001"),
+            ("aws_secret_access_key", "x"),
+        ],
+    )
+    .await;
+    rig.upstream(
+        "first",
+        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}}),
+        json!({}),
+    )
+    .await;
+    rig.upstream(
+        "second",
+        json!({"secretRef": {"name": "second-user", "namespace": rig.ns()}}),
+        json!({}),
+    )
+    .await;
+    let daemon = rig.start(
+        &["--lambda-poll-interval", "1h", "--lambda-api-rps", "2"],
+        &[],
+    );
+    let expected = rig.expected(|_| true).await;
+    rig.wait_for_functions("first", &expected, &daemon).await;
+    rig.wait_for_functions("second", &expected, &daemon).await;
+    let mut calls: Vec<_> = rig
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "ListFunctions" && r.region == rig.region())
+        .collect();
+    calls.sort_by_key(|c| c.at);
+    let keys: BTreeSet<&str> = calls.iter().map(|c| c.access_key_id.as_str()).collect();
+    assert_eq!(calls.len(), 6, "two sweeps of three pages");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let closest = calls
+        .windows(2)
+        .map(|pair| pair[1].at.duration_since(pair[0].at))
+        .min()
+        .expect("calls");
+    println!("two sweeps of one account at 2 calls/s: closest calls {closest:?} apart");
+    assert!(
+        closest >= Duration::from_millis(400),
+        "calls {closest:?} apart: the account's limit is not shared"
+    );
+    assert!(rig.proxy.count_in("GetCallerIdentity", rig.region()) >= 2);
+    drop(daemon);
+    rig.cleanup().await;
+}

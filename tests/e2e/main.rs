@@ -88,6 +88,7 @@ fn main() {
         lambda::opted_out_upstreams_are_left_alone,
         lambda::aliases_are_listed_for_changed_functions_only,
         lambda::failed_writes_are_retried_and_a_deleted_upstream_stays_deleted,
+        lambda::sweeps_of_one_account_share_its_rate_limit,
         chart::default_values_apply_server_side_and_grant_only_what_the_daemon_needs,
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
