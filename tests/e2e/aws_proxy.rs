@@ -28,24 +28,20 @@
 //!   what they were answered.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
-type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody};
 
 /// AWS's page size for the three list calls, and the most a page holds whatever MaxItems says.
 pub const PAGE_SIZE: usize = 50;
@@ -214,7 +210,10 @@ impl LambdaProxy {
             shared: shared.clone(),
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, state, stop.clone()));
+        let task = tokio::spawn(serve(listener, stop.clone(), move |request| {
+            let state = state.clone();
+            async move { state.handle(request).await }
+        }));
         Self {
             port,
             shared,
@@ -313,31 +312,6 @@ struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
     shared: Arc<Mutex<Shared>>,
-}
-
-async fn accept_loop(listener: tokio::net::TcpListener, state: Forwarder, stop: CancellationToken) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(state.handle(request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
 }
 
 /// The wire protocol of a request, for answering faults.
@@ -522,42 +496,8 @@ fn classify(method: &str, path: &str, query: &str, headers: &HeaderMap, body: &[
     }
 }
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus those the
-/// proxy's client sets itself.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "expect",
-];
-
-fn forwardable(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-    let named_in_connection: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_ascii_lowercase())
-        .collect();
-    headers.iter().filter(move |(name, _)| {
-        !NOT_FORWARDED.contains(&name.as_str())
-            && !named_in_connection.iter().any(|n| n == name.as_str())
-    })
-}
-
-fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
+/// Also not forwarded: `Expect` (the proxy's client sends the whole body at once).
+const DROPPED: &[&str] = &["expect"];
 
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -837,7 +777,7 @@ impl Forwarder {
         let mut outgoing = Request::builder()
             .method(parts.method.clone())
             .uri(format!("{}{path_and_query}", self.upstream));
-        for (name, value) in forwardable(&parts.headers) {
+        for (name, value) in forwardable(&parts.headers, DROPPED) {
             outgoing = outgoing.header(name, value);
         }
         let outgoing = outgoing
@@ -861,7 +801,7 @@ impl Forwarder {
         };
         let (parts, body) = response.into_parts();
         let mut reply = Response::builder().status(parts.status);
-        for (name, value) in forwardable(&parts.headers) {
+        for (name, value) in forwardable(&parts.headers, DROPPED) {
             reply = reply.header(name, value);
         }
         if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
@@ -921,7 +861,7 @@ impl Forwarder {
             Err(error) => return bad_gateway(&format!("reading moto's answer: {error}")),
         };
         let mut reply = Response::builder().status(answer.status);
-        for (name, value) in forwardable(&answer.headers) {
+        for (name, value) in forwardable(&answer.headers, DROPPED) {
             if name != header::CONTENT_TYPE {
                 reply = reply.header(name, value);
             }

@@ -15,8 +15,6 @@
 //! Requests are forwarded as they come: the proxy's own client does not retry (kube-rs does by
 //! default), so what the daemon sees is what the API server (or the fault) answered.
 
-use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,18 +24,15 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
-use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::env::TestEnv;
-
-type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody};
 
 /// What a matching request gets.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +214,10 @@ impl FaultProxy {
             shared: shared.clone(),
             open_watches: open_watches.clone(),
         };
-        let task = tokio::spawn(accept_loop(listener, state, stop.clone()));
+        let task = tokio::spawn(serve(listener, stop.clone(), move |request| {
+            let state = state.clone();
+            async move { state.handle(request).await }
+        }));
         Self {
             port,
             shared,
@@ -317,61 +315,8 @@ struct Forwarder {
     open_watches: Arc<AtomicUsize>,
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, state: Forwarder, stop: CancellationToken) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(state.handle(request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
-}
-
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1), plus those the
-/// proxy's client sets itself.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "authorization",
-    "content-length",
-];
-
-fn forwardable(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-    let named_in_connection: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_ascii_lowercase())
-        .collect();
-    headers.iter().filter(move |(name, _)| {
-        !NOT_FORWARDED.contains(&name.as_str())
-            && !named_in_connection.iter().any(|n| n == name.as_str())
-    })
-}
+/// Also not forwarded: the proxy's client authenticates with its own token.
+const DROPPED: &[&str] = &["authorization"];
 
 /// `(resource, name)` from an API path: `/api/v1/[namespaces/NS/]RES[/NAME[/SUB]]` or
 /// `/apis/GROUP/VERSION/[namespaces/NS/]RES[/NAME[/SUB]]`.
@@ -392,14 +337,6 @@ fn resource_of(path: &str) -> (String, Option<String>) {
         rest.first().map(|s| s.to_string()).unwrap_or_default(),
         rest.get(1).map(|s| s.to_string()),
     )
-}
-
-type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-fn full(body: impl Into<Bytes>) -> ProxyBody {
-    http_body_util::Full::new(body.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 fn status_body(code: u16, reason: &str, retry_after: Option<u32>) -> serde_json::Value {
@@ -507,7 +444,7 @@ impl Forwarder {
         let mut outgoing = Request::builder()
             .method(parts.method.clone())
             .uri(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
-        for (name, value) in forwardable(&parts.headers) {
+        for (name, value) in forwardable(&parts.headers, DROPPED) {
             outgoing = outgoing.header(name, value);
         }
         let outgoing = match outgoing.body(kube::client::Body::from(body)) {
@@ -520,7 +457,7 @@ impl Forwarder {
         };
         let (parts, body) = response.into_parts();
         let mut reply = Response::builder().status(parts.status);
-        for (name, value) in forwardable(&parts.headers) {
+        for (name, value) in forwardable(&parts.headers, DROPPED) {
             reply = reply.header(name, value);
         }
         if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {

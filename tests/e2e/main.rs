@@ -12,6 +12,7 @@ mod environment;
 mod fault_proxy;
 mod faults;
 mod lambda;
+mod proxy_server;
 mod support;
 
 use std::future::Future;
