@@ -41,7 +41,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody};
+use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody, RuleId, Rules};
 
 /// AWS's page size for the three list calls, and the most a page holds whatever MaxItems says.
 pub const PAGE_SIZE: usize = 50;
@@ -88,7 +88,7 @@ pub struct AwsRule {
     access_key_id: Option<String>,
     fault: AwsFault,
     /// `None`: every matching request until the rule is removed.
-    remaining: Option<usize>,
+    times: Option<usize>,
 }
 
 impl AwsRule {
@@ -100,13 +100,13 @@ impl AwsRule {
             region: None,
             access_key_id: None,
             fault,
-            remaining: None,
+            times: None,
         }
     }
 
     /// Only the next `n` matching requests.
     pub fn times(mut self, n: usize) -> Self {
-        self.remaining = Some(n);
+        self.times = Some(n);
         self
     }
 
@@ -123,8 +123,7 @@ impl AwsRule {
     }
 
     fn matches(&self, request: &Classified) -> bool {
-        self.remaining != Some(0)
-            && self.operation == request.operation
+        self.operation == request.operation
             && self.region.as_deref().is_none_or(|r| r == request.region)
             && self
                 .access_key_id
@@ -132,10 +131,6 @@ impl AwsRule {
                 .is_none_or(|k| k == request.access_key_id)
     }
 }
-
-/// Identifies an injected rule, to remove it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RuleId(u64);
 
 /// One request the proxy received.
 #[derive(Debug, Clone)]
@@ -167,8 +162,7 @@ struct Latest {
 }
 
 struct Shared {
-    rules: Vec<(RuleId, AwsRule)>,
-    next_rule: u64,
+    rules: Rules<AwsRule>,
     seen: Vec<AwsSeen>,
     emulate_last_modified: bool,
     /// Per (region, function name).
@@ -192,8 +186,7 @@ impl LambdaProxy {
             .expect("bind the Lambda proxy");
         let port = listener.local_addr().expect("local address").port();
         let shared = Arc::new(Mutex::new(Shared {
-            rules: Vec::new(),
-            next_rule: 0,
+            rules: Rules::default(),
             seen: Vec::new(),
             emulate_last_modified: true,
             latest: HashMap::new(),
@@ -236,19 +229,15 @@ impl LambdaProxy {
         self.lock().emulate_last_modified = on;
     }
 
-    /// Adds a fault rule. The newest rule is tried first and the first that matches applies, so
-    /// a rule added on top of a standing one overrides it for the requests it matches.
+    /// Adds a fault rule; see [`Rules`] for which rule applies.
     pub fn inject(&self, rule: AwsRule) -> RuleId {
-        let mut shared = self.lock();
-        let id = RuleId(shared.next_rule);
-        shared.next_rule += 1;
-        shared.rules.push((id, rule));
-        id
+        let times = rule.times;
+        self.lock().rules.add(rule, times)
     }
 
     /// Removes a rule (whether or not it is used up).
     pub fn remove(&self, id: RuleId) {
-        self.lock().rules.retain(|(rule, _)| *rule != id);
+        self.lock().rules.remove(id);
     }
 
     /// Removes every rule.
@@ -258,11 +247,7 @@ impl LambdaProxy {
 
     /// How many more requests rule `id` applies to (`None`: unlimited or removed).
     pub fn remaining(&self, id: RuleId) -> Option<usize> {
-        self.lock()
-            .rules
-            .iter()
-            .find(|(rule, _)| *rule == id)
-            .and_then(|(_, rule)| rule.remaining)
+        self.lock().rules.remaining(id)
     }
 
     /// Every request seen so far, in order of arrival.
@@ -716,15 +701,8 @@ impl Forwarder {
             let mut shared = lock(&self.shared);
             let fault = shared
                 .rules
-                .iter_mut()
-                .rev()
-                .find(|(_, rule)| rule.matches(&classified))
-                .map(|(_, rule)| {
-                    if let Some(n) = rule.remaining.as_mut() {
-                        *n -= 1;
-                    }
-                    rule.fault.clone()
-                });
+                .take(|rule| rule.matches(&classified))
+                .map(|rule| rule.fault.clone());
             shared.seen.push(AwsSeen {
                 operation: classified.operation.clone(),
                 region: classified.region.clone(),

@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::env::TestEnv;
-use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody};
+use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody, RuleId, Rules};
 
 /// What a matching request gets.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +115,7 @@ pub struct Rule {
     contains: Vec<String>,
     fault: Fault,
     /// `None`: every matching request until the rule is removed.
-    remaining: Option<usize>,
+    times: Option<usize>,
 }
 
 impl Rule {
@@ -126,26 +126,21 @@ impl Rule {
             method: (!method.is_empty()).then(|| method.to_ascii_uppercase()),
             contains: contains.iter().map(|s| s.to_string()).collect(),
             fault,
-            remaining: None,
+            times: None,
         }
     }
 
     /// Only the next `n` matching requests.
     pub fn times(mut self, n: usize) -> Self {
-        self.remaining = Some(n);
+        self.times = Some(n);
         self
     }
 
     fn matches(&self, method: &str, path_and_query: &str) -> bool {
-        self.remaining != Some(0)
-            && self.method.as_deref().is_none_or(|m| m == method)
+        self.method.as_deref().is_none_or(|m| m == method)
             && self.contains.iter().all(|s| path_and_query.contains(s))
     }
 }
-
-/// Identifies an injected rule, to remove it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RuleId(u64);
 
 /// One request the proxy received.
 #[derive(Debug, Clone)]
@@ -168,8 +163,7 @@ pub struct Seen {
 }
 
 struct Shared {
-    rules: Vec<(RuleId, Rule)>,
-    next_rule: u64,
+    rules: Rules<Rule>,
     seen: Vec<Seen>,
     /// Cancelled to drop every watch stream open at that moment; replaced after.
     watches: CancellationToken,
@@ -202,8 +196,7 @@ impl FaultProxy {
             .expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let shared = Arc::new(Mutex::new(Shared {
-            rules: Vec::new(),
-            next_rule: 0,
+            rules: Rules::default(),
             seen: Vec::new(),
             watches: CancellationToken::new(),
         }));
@@ -236,19 +229,15 @@ impl FaultProxy {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a fault rule. The newest rule is tried first and the first that matches applies, so
-    /// a rule added on top of a standing one overrides it for the requests it matches.
+    /// Adds a fault rule; see [`Rules`] for which rule applies.
     pub fn inject(&self, rule: Rule) -> RuleId {
-        let mut shared = self.lock();
-        let id = RuleId(shared.next_rule);
-        shared.next_rule += 1;
-        shared.rules.push((id, rule));
-        id
+        let times = rule.times;
+        self.lock().rules.add(rule, times)
     }
 
     /// Removes a rule (whether or not it is used up).
     pub fn remove(&self, id: RuleId) {
-        self.lock().rules.retain(|(rule, _)| *rule != id);
+        self.lock().rules.remove(id);
     }
 
     /// Removes every rule.
@@ -258,11 +247,7 @@ impl FaultProxy {
 
     /// How many more requests rule `id` applies to (`None`: unlimited or removed).
     pub fn remaining(&self, id: RuleId) -> Option<usize> {
-        self.lock()
-            .rules
-            .iter()
-            .find(|(rule, _)| *rule == id)
-            .and_then(|(_, rule)| rule.remaining)
+        self.lock().rules.remaining(id)
     }
 
     /// Ends every watch stream open now, abruptly (the chunked body stops without its end);
@@ -378,15 +363,8 @@ impl Forwarder {
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             let fault = shared
                 .rules
-                .iter_mut()
-                .rev()
-                .find(|(_, rule)| rule.matches(&method, &path))
-                .map(|(_, rule)| {
-                    if let Some(n) = rule.remaining.as_mut() {
-                        *n -= 1;
-                    }
-                    rule.fault.clone()
-                });
+                .take(|rule| rule.matches(&method, &path))
+                .map(|rule| rule.fault.clone());
             shared.seen.push(Seen {
                 at: Instant::now(),
                 method: method.clone(),

@@ -89,3 +89,65 @@ pub fn forwardable<'a>(
             && !named_in_connection.iter().any(|n| n == name.as_str())
     })
 }
+
+/// Identifies an injected rule, to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleId(u64);
+
+/// A proxy's fault rules. The newest rule is tried first and the first that matches applies,
+/// so a rule added on top of a standing one overrides it for the requests it matches; a rule
+/// may apply to its next `n` matches only.
+#[derive(Debug)]
+pub struct Rules<R> {
+    /// Each rule with how many more requests it applies to (`None`: until removed).
+    rules: Vec<(RuleId, R, Option<usize>)>,
+    next: u64,
+}
+
+impl<R> Default for Rules<R> {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<R> Rules<R> {
+    pub fn add(&mut self, rule: R, times: Option<usize>) -> RuleId {
+        let id = RuleId(self.next);
+        self.next += 1;
+        self.rules.push((id, rule, times));
+        id
+    }
+
+    /// Removes a rule (whether or not it is used up).
+    pub fn remove(&mut self, id: RuleId) {
+        self.rules.retain(|(rule, _, _)| *rule != id);
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// How many more requests rule `id` applies to (`None`: unlimited or removed).
+    pub fn remaining(&self, id: RuleId) -> Option<usize> {
+        self.rules
+            .iter()
+            .find(|(rule, _, _)| *rule == id)
+            .and_then(|(_, _, remaining)| *remaining)
+    }
+
+    /// The newest rule that is not used up and `matches`, counting one use of it.
+    pub fn take(&mut self, matches: impl Fn(&R) -> bool) -> Option<&R> {
+        let (_, rule, remaining) = self
+            .rules
+            .iter_mut()
+            .rev()
+            .find(|(_, rule, remaining)| *remaining != Some(0) && matches(rule))?;
+        if let Some(n) = remaining.as_mut() {
+            *n -= 1;
+        }
+        Some(rule)
+    }
+}
