@@ -39,9 +39,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody, RuleId, Rules};
+use crate::proxy_server::{forwardable, full, BoxError, ProxyBody, RuleId, Rules, Server};
 
 /// AWS's page size for the three list calls, and the most a page holds whatever MaxItems says.
 pub const PAGE_SIZE: usize = 50;
@@ -172,19 +171,13 @@ struct Shared {
 
 /// A running proxy; stopped by [`LambdaProxy::shutdown`] or when dropped.
 pub struct LambdaProxy {
-    port: u16,
+    server: Server,
     shared: Arc<Mutex<Shared>>,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LambdaProxy {
     /// Starts a proxy to moto at `moto_url` (`http://127.0.0.1:PORT`).
     pub async fn start(moto_url: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the Lambda proxy");
-        let port = listener.local_addr().expect("local address").port();
         let shared = Arc::new(Mutex::new(Shared {
             rules: Rules::default(),
             seen: Vec::new(),
@@ -202,22 +195,17 @@ impl LambdaProxy {
             upstream: moto_url.trim_end_matches('/').to_string(),
             shared: shared.clone(),
         };
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, stop.clone(), move |request| {
+        let server = Server::start(move |request| {
             let state = state.clone();
             async move { state.handle(request).await }
-        }));
-        Self {
-            port,
-            shared,
-            stop,
-            task: Some(task),
-        }
+        })
+        .await;
+        Self { server, shared }
     }
 
     /// The URL to give an AWS client as its endpoint.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -274,17 +262,8 @@ impl LambdaProxy {
     }
 
     /// Stops listening and cuts every connection.
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for LambdaProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

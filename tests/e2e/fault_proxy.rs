@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::env::TestEnv;
-use crate::proxy_server::{forwardable, full, serve, BoxError, ProxyBody, RuleId, Rules};
+use crate::proxy_server::{forwardable, full, BoxError, ProxyBody, RuleId, Rules, Server};
 
 /// What a matching request gets.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,11 +171,9 @@ struct Shared {
 
 /// A running proxy; stopped by [`FaultProxy::shutdown`] or when dropped.
 pub struct FaultProxy {
-    port: u16,
+    server: Server,
     shared: Arc<Mutex<Shared>>,
     open_watches: Arc<AtomicUsize>,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl FaultProxy {
@@ -191,38 +189,32 @@ impl FaultProxy {
         config.read_timeout = None;
         let client = Client::try_from(config).expect("client");
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
         let shared = Arc::new(Mutex::new(Shared {
             rules: Rules::default(),
             seen: Vec::new(),
             watches: CancellationToken::new(),
         }));
         let open_watches = Arc::new(AtomicUsize::new(0));
-        let stop = CancellationToken::new();
         let state = Forwarder {
             client,
             shared: shared.clone(),
             open_watches: open_watches.clone(),
         };
-        let task = tokio::spawn(serve(listener, stop.clone(), move |request| {
+        let server = Server::start(move |request| {
             let state = state.clone();
             async move { state.handle(request).await }
-        }));
+        })
+        .await;
         Self {
-            port,
+            server,
             shared,
             open_watches,
-            stop,
-            task: Some(task),
         }
     }
 
     /// The URL to give the daemon as its `server:`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
@@ -279,17 +271,8 @@ impl FaultProxy {
     }
 
     /// Stops listening and cuts every connection (open watches end abruptly).
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 }
 

@@ -23,9 +23,57 @@ pub fn full(body: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// A proxy's HTTP server on `127.0.0.1:<free port>`; stopped by [`Server::shutdown`] or when
+/// dropped.
+pub struct Server {
+    port: u16,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves HTTP/1, each request answered by `handle`.
+    pub async fn start<F, Fut>(handle: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a test proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, stop.clone(), handle));
+        Self {
+            port,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops accepting, ends every open connection, and waits for that.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// Serves HTTP/1 on `listener`, each request answered by `handle`, until `stop`; then ends
 /// every open connection.
-pub async fn serve<F, Fut>(listener: tokio::net::TcpListener, stop: CancellationToken, handle: F)
+async fn serve<F, Fut>(listener: tokio::net::TcpListener, stop: CancellationToken, handle: F)
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
