@@ -92,6 +92,11 @@ impl Rig {
             .expect("apply secret");
     }
 
+    /// `spec.aws` naming the test Secret.
+    fn by_test_secret(&self) -> Value {
+        json!({"secretRef": {"name": SECRET, "namespace": self.ns()}})
+    }
+
     async fn test_secret(&self) {
         self.secret(
             SECRET,
@@ -361,12 +366,8 @@ pub async fn the_list_follows_changes_and_an_unchanged_account_writes_nothing(en
         .create_functions(&["alpha".into(), "beta".into()])
         .await;
     rig.test_secret().await;
-    rig.upstream(
-        "lambdas",
-        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}}),
-        json!({}),
-    )
-    .await;
+    rig.upstream("lambdas", rig.by_test_secret(), json!({}))
+        .await;
     let daemon = rig.start(&[], &[]);
     rig.wait_for_functions("lambdas", &rig.expected(|_| true).await, &daemon)
         .await;
@@ -420,7 +421,7 @@ pub async fn upstreams_on_one_account_share_a_sweep(env: Arc<TestEnv>) {
     rig.moto.create_functions(&function_names(5)).await;
     other.create_function("elsewhere").await;
     rig.test_secret().await;
-    let secret = json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}});
+    let secret = rig.by_test_secret();
     rig.upstream("all", secret.clone(), json!({})).await;
     rig.upstream(
         "orders-only",
@@ -698,7 +699,7 @@ pub async fn opted_out_upstreams_are_left_alone(env: Arc<TestEnv>) {
     let rig = Rig::new(env, "fn-optout", "eu-west-3").await;
     rig.moto.create_functions(&["f".into()]).await;
     rig.test_secret().await;
-    let secret = json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}});
+    let secret = rig.by_test_secret();
     rig.upstream(
         "opted-out",
         secret.clone(),
@@ -765,12 +766,8 @@ pub async fn aliases_are_listed_for_changed_functions_only(env: Arc<TestEnv>) {
     let version = rig.moto.publish_version("api").await;
     rig.moto.create_alias("api", "live", &version).await;
     rig.test_secret().await;
-    rig.upstream(
-        "lambdas",
-        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}}),
-        json!({}),
-    )
-    .await;
+    rig.upstream("lambdas", rig.by_test_secret(), json!({}))
+        .await;
     let daemon = rig.start(&["--lambda-aliases"], &[]);
     let mut expected = rig.expected(|_| true).await;
     expected.push(entry("api", "live"));
@@ -814,7 +811,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
     let rig = Rig::new(env.clone(), "fn-writes", "ap-southeast-2").await;
     rig.moto.create_functions(&["f".into()]).await;
     rig.test_secret().await;
-    let aws = json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}});
+    let aws = rig.by_test_secret();
     rig.upstream("refused", aws.clone(), json!({})).await;
     rig.upstream("doomed", aws.clone(), json!({})).await;
     let kube = FaultProxy::start(&env, rig.setup.token()).await;
@@ -903,12 +900,7 @@ pub async fn sweeps_of_one_account_share_its_rate_limit(env: Arc<TestEnv>) {
         ],
     )
     .await;
-    rig.upstream(
-        "first",
-        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()}}),
-        json!({}),
-    )
-    .await;
+    rig.upstream("first", rig.by_test_secret(), json!({})).await;
     rig.upstream(
         "second",
         json!({"secretRef": {"name": "second-user", "namespace": rig.ns()}}),
