@@ -554,7 +554,13 @@ impl LambdaEngine {
             self.forget(&key);
         }
         for (key, problem) in problems {
-            self.report(&key, Some(problem));
+            let kind = match problem.reason {
+                "InvalidAwsUpstream" => "lambda_invalid_upstream",
+                _ => "lambda_credentials_missing",
+            };
+            if self.report(&key, Some(problem)) {
+                self.metrics.error(kind);
+            }
         }
         self.secret_watches.set(&wanted_secrets);
         self.secrets.retain(|key, _| wanted_secrets.contains(key));
@@ -734,12 +740,13 @@ impl LambdaEngine {
         let filter = match target.filter.as_deref().map(Regex::new).transpose() {
             Ok(filter) => filter,
             Err(error) => {
-                self.metrics.skipped("invalid_function_filter");
                 let problem = Problem {
                     reason: "InvalidAnnotation",
                     note: format!("{FUNCTION_FILTER_ANNOTATION} is not a valid regular expression ({error}); lambdaFunctions left as they are"),
                 };
-                self.report(key, Some(problem));
+                if self.report(key, Some(problem)) {
+                    self.metrics.skipped("invalid_function_filter");
+                }
                 return;
             }
         };
@@ -753,17 +760,19 @@ impl LambdaEngine {
                 self.config.max_functions
             ),
         });
-        if functions::unchanged(target.functions.as_deref(), &desired.functions) {
-            self.count(key, desired.functions.len());
-            self.report(key, problem);
-            return;
-        }
-        if !leader {
+        let unchanged = functions::unchanged(target.functions.as_deref(), &desired.functions);
+        if !unchanged && !leader {
             return;
         }
         let uid = target.uid.clone();
         let resource_version = target.resource_version.clone();
-        self.report(key, problem);
+        if self.report(key, problem) {
+            self.metrics.skipped("lambda_functions_capped");
+        }
+        if unchanged {
+            self.count(key, desired.functions.len());
+            return;
+        }
         let applier = self.applier.clone();
         let upstream = key.clone();
         self.writing.insert(key.clone());
@@ -846,12 +855,14 @@ impl LambdaEngine {
 
     /// Records a Warning Event when an Upstream's problem changes (not on every sweep), and a
     /// Normal one when it is over.
-    fn report(&mut self, key: &UpstreamKey, problem: Option<Problem>) {
+    /// Returns whether a new problem was reported (for the caller's metric, counted once per
+    /// change like the Event).
+    fn report(&mut self, key: &UpstreamKey, problem: Option<Problem>) -> bool {
         let uid = self.targets.get(key).map(|t| t.uid.clone());
         match problem {
             Some(problem) => {
                 if self.reported.get(key) == Some(&problem) {
-                    return;
+                    return false;
                 }
                 self.events.record(ObjectEvent {
                     regarding: Regarding::upstream(key, uid),
@@ -860,6 +871,7 @@ impl LambdaEngine {
                     note: problem.note.clone(),
                 });
                 self.reported.insert(key.clone(), problem);
+                true
             }
             None => {
                 if let Some(previous) = self.reported.remove(key) {
@@ -872,6 +884,7 @@ impl LambdaEngine {
                         });
                     }
                 }
+                false
             }
         }
     }

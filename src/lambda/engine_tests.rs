@@ -313,6 +313,11 @@ async fn credential_problems_are_reported_once_and_never_show_secret_values() {
         );
     }
     assert!(engine.membership.is_empty(), "nothing to sweep with");
+    // Counted once per problem, like the Event, not once per look.
+    engine.regroup = true;
+    engine.step();
+    assert_eq!(engine.metrics.errors("lambda_credentials_missing"), 3);
+    assert_eq!(engine.metrics.errors("lambda_invalid_upstream"), 1);
 
     // Fixed: the problem is over and the Upstream joins a sweep.
     engine.on_secret(SecretUpdate::Present(

@@ -480,6 +480,15 @@ pub async fn upstreams_on_one_account_share_a_sweep(env: Arc<TestEnv>) {
         "{:?}",
         capped.message
     );
+    assert_eq!(
+        metric(
+            &daemon,
+            "upstream_discovery_skipped_total{reason=\"lambda_functions_capped\"}"
+        )
+        .await,
+        2.0,
+        "the two capped Upstreams, each counted once"
+    );
     drop(daemon);
     other.clean_region().await;
     rig.cleanup().await;
@@ -567,6 +576,11 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     assert!(value("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"throttled\"}") >= 4.0);
     assert!(value("upstream_discovery_errors_total{kind=\"lambda_throttled\"}") >= 1.0);
     assert!(value("upstream_discovery_errors_total{kind=\"lambda_credentials_refused\"}") >= 1.0);
+    assert_eq!(
+        value("upstream_discovery_errors_total{kind=\"lambda_credentials_missing\"}"),
+        2.0,
+        "the missing Secret and the one without keys, each counted once"
+    );
     assert!(value("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"error\"}") >= 1.0);
 
     // Nothing lost while the credentials are wrong; retried, and fixed by fixing them.
