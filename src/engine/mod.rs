@@ -6,6 +6,7 @@
 //! coalesce into one re-plan when the job ends. Failures are retried with capped exponential
 //! backoff and jitter (or the server's Retry-After); conflicts re-plan from fresh state.
 
+pub mod backoff;
 mod compact;
 pub mod list_progress;
 pub mod state;
@@ -31,10 +32,14 @@ use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 use crate::plan::{self, Action};
 use crate::translate::{translate_service, TranslateSettings};
 
+use backoff::Backoff;
 use state::{upstream_key, ServiceKey, State, UpstreamKey};
 
-const RETRY_BASE: Duration = Duration::from_millis(500);
-const RETRY_CAP: Duration = Duration::from_secs(60);
+/// Retries of a Service's writes.
+const RETRY: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(60),
+};
 /// How long in-flight writes may finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -457,7 +462,7 @@ impl Engine {
     fn schedule_retry(&mut self, key: ServiceKey, hint: Option<Duration>) {
         let attempt = self.attempts.entry(key.clone()).or_insert(0);
         *attempt = attempt.saturating_add(1);
-        let delay = hint.unwrap_or_else(|| backoff(*attempt));
+        let delay = hint.unwrap_or_else(|| RETRY.after(*attempt));
         if let Some(old) = self.waiting.remove(&key) {
             self.retries.remove(&old);
         }
@@ -470,32 +475,4 @@ fn not_owned_note(name: &UpstreamKey) -> String {
     format!(
         "Upstream {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone"
     )
-}
-
-/// Capped exponential backoff with ±25 % jitter, so many failed Services do not retry in step.
-fn backoff(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(16);
-    let base = RETRY_BASE.saturating_mul(1u32 << exponent).min(RETRY_CAP);
-    let jitter = rand::random_range(0.75..1.25);
-    base.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..40 {
-            let delay = backoff(attempt);
-            let nominal = RETRY_BASE
-                .saturating_mul(1u32 << (attempt - 1).min(16))
-                .min(RETRY_CAP);
-            assert!(
-                delay >= nominal.mul_f64(0.75) && delay <= nominal.mul_f64(1.25),
-                "{attempt}: {delay:?}"
-            );
-        }
-        assert!(backoff(30) <= RETRY_CAP.mul_f64(1.25));
-    }
 }

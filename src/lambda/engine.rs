@@ -33,13 +33,17 @@ use super::target::{
 use crate::apply::{Applier, Outcome};
 use crate::config::{FdsMode, LambdaArgs};
 use crate::crd::Upstream;
+use crate::engine::backoff::Backoff;
 use crate::engine::list_progress::ListProgress;
 use crate::engine::state::UpstreamKey;
 use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 
-const RETRY_BASE: Duration = Duration::from_secs(1);
-const RETRY_CAP: Duration = Duration::from_secs(300);
+/// Retries of failed sweeps and writes.
+const RETRY: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(300),
+};
 /// Upstream writes of function discovery in flight at once (the API limiter is shared).
 const WRITE_CONCURRENCY: usize = 8;
 const PAGE_SIZE: u32 = 500;
@@ -670,12 +674,12 @@ impl LambdaEngine {
                 if let Some(group) = self.groups.get_mut(&key) {
                     group.running = false;
                     group.failures = group.failures.saturating_add(1);
-                    group.due = now + backoff(group.failures);
+                    group.due = now + RETRY.after(group.failures);
                 }
             }
             Some(TaskKey::Write(key)) => {
                 self.writing.remove(&key);
-                self.write_retries.insert(key, (now + backoff(1), now));
+                self.write_retries.insert(key, (now + RETRY.after(1), now));
             }
             None => {}
         }
@@ -703,8 +707,9 @@ impl LambdaEngine {
             }
             Err(error) => {
                 group.failures = group.failures.saturating_add(1);
-                let delay =
-                    backoff(group.failures).min(self.config.poll_interval.max(RETRY_BASE) * 10);
+                let delay = RETRY
+                    .after(group.failures)
+                    .min(self.config.poll_interval.max(RETRY.base) * 10);
                 group.due = now + delay;
                 group.error = Some(error.clone());
                 self.metrics.error(error.kind());
@@ -826,7 +831,7 @@ impl LambdaEngine {
                 self.metrics
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Conflict);
                 self.write_retries
-                    .insert(done.key, (now + RETRY_BASE, done.changed_at));
+                    .insert(done.key, (now + RETRY.base, done.changed_at));
             }
             Outcome::Failed {
                 kind,
@@ -839,7 +844,7 @@ impl LambdaEngine {
                 self.metrics.error(kind);
                 let failures = self.write_failures.entry(done.key.clone()).or_insert(0);
                 *failures = failures.saturating_add(1);
-                let delay = retry_after.unwrap_or_else(|| backoff(*failures));
+                let delay = retry_after.unwrap_or_else(|| RETRY.after(*failures));
                 tracing::warn!(upstream = %done.key, kind, error = %message, retry_in = ?delay, "cannot write lambdaFunctions; retrying");
                 self.write_retries
                     .insert(done.key, (now + delay, done.changed_at));
@@ -888,14 +893,6 @@ impl LambdaEngine {
             }
         }
     }
-}
-
-/// Capped exponential backoff with ±25 % jitter.
-fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let base = RETRY_BASE.saturating_mul(1u32 << exponent).min(RETRY_CAP);
-    let jitter = rand::random_range(0.75..1.25);
-    base.mul_f64(jitter)
 }
 
 async fn sleep_until(at: Option<Instant>) {
