@@ -237,6 +237,15 @@ async fn lambda_writes(daemon: &Daemon) -> f64 {
         .await
 }
 
+/// Waits until the daemon has counted at least `at_least` lambda writes; returns the count.
+async fn wait_for_lambda_writes(daemon: &Daemon, at_least: f64) -> f64 {
+    wait_for(&format!("{at_least} lambda writes counted"), || async {
+        let writes = lambda_writes(daemon).await;
+        (writes >= at_least).then_some(writes)
+    })
+    .await
+}
+
 /// 120 functions, ten with published versions: the Upstream gets every `$LATEST` and version
 /// in Gloo's order, through a sweep that crosses pages; the user's own fields stay.
 pub async fn functions_of_an_account_are_listed_in_gloo_order(env: Arc<TestEnv>) {
@@ -322,17 +331,16 @@ pub async fn functions_of_an_account_are_listed_in_gloo_order(env: Arc<TestEnv>)
         json!({"f:spec": {"f:aws": {"f:lambdaFunctions": {}}}}),
         "the field manager owns only spec.aws.lambdaFunctions"
     );
-    assert_eq!(
-        metric(
-            &daemon,
-            &format!(
-                "upstream_discovery_lambda_functions{{namespace=\"{}\",upstream=\"lambdas\"}}",
-                rig.ns()
-            )
-        )
-        .await,
-        131.0
+    // The daemon counts a write when the API server's answer reaches it, which may be just
+    // after the test sees the object.
+    let series = format!(
+        "upstream_discovery_lambda_functions{{namespace=\"{}\",upstream=\"lambdas\"}}",
+        rig.ns()
     );
+    wait_for("lambda_functions of the Upstream", || async {
+        (metric(&daemon, &series).await == 131.0).then_some(())
+    })
+    .await;
     assert!(
         metric(
             &daemon,
@@ -373,7 +381,9 @@ pub async fn the_list_follows_changes_and_an_unchanged_account_writes_nothing(en
         .await;
 
     // Idle: several sweeps, zero writes.
-    let writes = lambda_writes(&daemon).await;
+    // The first write is counted when its answer reaches the daemon, maybe just after the
+    // test sees the object.
+    let writes = wait_for_lambda_writes(&daemon, 1.0).await;
     let sweeps_before = rig.proxy.count_in("ListFunctions", rig.region());
     wait_for("three more sweeps", || async {
         (rig.proxy.count_in("ListFunctions", rig.region()) >= sweeps_before + 3).then_some(())
@@ -404,7 +414,7 @@ pub async fn the_list_follows_changes_and_an_unchanged_account_writes_nothing(en
         );
     }
     assert_eq!(
-        lambda_writes(&daemon).await,
+        wait_for_lambda_writes(&daemon, writes + 3.0).await,
         writes + 3.0,
         "one write per change"
     );
@@ -741,7 +751,10 @@ pub async fn opted_out_upstreams_are_left_alone(env: Arc<TestEnv>) {
         "upstream_discovery_lambda_functions{{namespace=\"{}\",upstream=\"listed\"}}",
         rig.ns()
     );
-    assert_eq!(metric(&daemon, &listed_series).await, 1.0);
+    wait_for("lambda_functions of the listed Upstream", || async {
+        (metric(&daemon, &listed_series).await == 1.0).then_some(())
+    })
+    .await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(rig.admin().clone());
     namespaces
         .patch(
