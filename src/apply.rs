@@ -11,12 +11,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 
 use crate::crd::{LambdaFunction, Upstream};
-use crate::engine::state::{is_owned, upstream_key, UpstreamKey, FIELD_MANAGER};
 use crate::metrics::WriteOp;
+use crate::model::{is_owned, ErrorKind, UpstreamKey, FIELD_MANAGER, LAMBDA_FIELD_MANAGER};
 use crate::plan::Action;
-
-/// The field manager of function discovery's writes: it owns `spec.aws.lambdaFunctions` only.
-pub const LAMBDA_FIELD_MANAGER: &str = "upstream-discovery-lambda";
 
 /// What became of one planned action.
 #[derive(Debug)]
@@ -37,7 +34,7 @@ pub enum Outcome {
     /// The write failed; `retry_after` is the server's hint (HTTP 429/503).
     Failed {
         op: WriteOp,
-        kind: &'static str,
+        kind: ErrorKind,
         retry_after: Option<Duration>,
         message: String,
     },
@@ -73,6 +70,7 @@ impl Applier {
                 desired,
                 uid,
                 resource_version,
+                ..
             } => self.update(desired, uid, resource_version).await,
             Action::Delete {
                 namespace,
@@ -80,15 +78,8 @@ impl Applier {
                 uid,
                 resource_version,
             } => {
-                self.delete(
-                    UpstreamKey {
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                    },
-                    uid,
-                    resource_version,
-                )
-                .await
+                self.delete(UpstreamKey::new(namespace, name), uid, resource_version)
+                    .await
             }
         }
     }
@@ -145,10 +136,10 @@ impl Applier {
     /// Server-side apply without force: if an object of that name appeared that someone else
     /// wrote, its fields conflict with ours and the API server refuses (409) instead of merging.
     async fn create(&self, desired: &Upstream) -> Outcome {
-        let Some(key) = upstream_key(desired) else {
+        let Some(key) = UpstreamKey::of(&desired.metadata) else {
             return failed(
                 WriteOp::Create,
-                "invalid",
+                ErrorKind::Invalid,
                 None,
                 "the desired Upstream has no name or namespace".into(),
             );
@@ -159,7 +150,7 @@ impl Applier {
             .patch(&key.name, &params, &Patch::Apply(desired))
             .await
         {
-            Ok(stored) if is_owned(&stored) => Outcome::Written {
+            Ok(stored) if is_owned(stored.metadata.labels.as_ref()) => Outcome::Written {
                 op: WriteOp::Create,
                 upstream: Box::new(stored),
             },
@@ -173,10 +164,10 @@ impl Applier {
     /// written by Gloo's discovery is adopted), guarded by the uid and resourceVersion we planned
     /// against, so an object replaced in the meantime is never overwritten.
     async fn update(&self, desired: &Upstream, uid: &str, resource_version: &str) -> Outcome {
-        let Some(key) = upstream_key(desired) else {
+        let Some(key) = UpstreamKey::of(&desired.metadata) else {
             return failed(
                 WriteOp::Update,
-                "invalid",
+                ErrorKind::Invalid,
                 None,
                 "the desired Upstream has no name or namespace".into(),
             );
@@ -218,7 +209,9 @@ impl Applier {
     /// A refused create: either someone else's object holds the name, or ours raced with us.
     async fn classify_conflict(&self, key: UpstreamKey) -> Outcome {
         match self.api(&key.namespace).get_opt(&key.name).await {
-            Ok(Some(existing)) if !is_owned(&existing) => Outcome::NotOwned(key),
+            Ok(Some(existing)) if !is_owned(existing.metadata.labels.as_ref()) => {
+                Outcome::NotOwned(key)
+            }
             Ok(_) => Outcome::Conflict(key),
             Err(error) => failed_from(WriteOp::Create, &error),
         }
@@ -227,14 +220,15 @@ impl Applier {
 
 fn log_dry_run(action: &Action) {
     match action {
-        Action::Create(desired) | Action::Update { desired, .. } => {
-            let op = if matches!(action, Action::Create(_)) {
-                "create"
-            } else {
-                "update"
-            };
+        Action::Create(desired) => {
             let body = serde_json::to_string(desired).unwrap_or_default();
-            tracing::info!(op, namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, %body, "dry run: would apply");
+            tracing::info!(op = "create", namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, %body, "dry run: would apply");
+        }
+        Action::Update {
+            desired, reason, ..
+        } => {
+            let body = serde_json::to_string(desired).unwrap_or_default();
+            tracing::info!(op = "update", namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, ?reason, %body, "dry run: would apply");
         }
         Action::Delete {
             namespace, name, ..
@@ -251,12 +245,7 @@ pub fn status_code(error: &kube::Error) -> Option<u16> {
     }
 }
 
-fn failed(
-    op: WriteOp,
-    kind: &'static str,
-    retry_after: Option<Duration>,
-    message: String,
-) -> Outcome {
+fn failed(op: WriteOp, kind: ErrorKind, retry_after: Option<Duration>, message: String) -> Outcome {
     Outcome::Failed {
         op,
         kind,
@@ -275,15 +264,15 @@ fn failed_from(op: WriteOp, error: &kube::Error) -> Outcome {
                 .filter(|seconds| *seconds > 0)
                 .map(|seconds| Duration::from_secs(u64::from(seconds)));
             let kind = match status.code {
-                429 => "throttled",
-                403 => "forbidden",
-                422 => "invalid",
-                code if code >= 500 => "server_error",
-                _ => "api_error",
+                429 => ErrorKind::Throttled,
+                403 => ErrorKind::Forbidden,
+                422 => ErrorKind::Invalid,
+                code if code >= 500 => ErrorKind::ServerError,
+                _ => ErrorKind::ApiError,
             };
             (kind, hint)
         }
-        _ => ("transport", None),
+        _ => (ErrorKind::Transport, None),
     };
     failed(op, kind, retry_after, error.to_string())
 }

@@ -1,4 +1,5 @@
-//! Command-line flags shared by the subcommands, and their validation.
+//! Command-line flags shared by the subcommands, their validation, and what they resolve to:
+//! the translation settings and the [`Scopes`] of the daemon, each worked out once here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+pub use crate::lambda::selection::FdsMode;
+use crate::model::Scope;
 use crate::selector::LabelSelector;
 use crate::translate::{TranslateSettings, WriteNamespace};
 
@@ -82,22 +85,6 @@ pub struct RenderArgs {
 
     #[command(flatten)]
     pub translation: TranslationArgs,
-}
-
-/// Function discovery mode, as Gloo's `discovery.fdsMode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum FdsMode {
-    /// Gloo's default. For AWS Upstreams it behaves as BLACKLIST, as in Gloo.
-    #[default]
-    #[value(name = "WHITELIST")]
-    Whitelist,
-    /// Every Upstream unless it or its namespace is labelled
-    /// `discovery.solo.io/function_discovery=disabled`.
-    #[value(name = "BLACKLIST")]
-    Blacklist,
-    /// No function discovery at all.
-    #[value(name = "DISABLED")]
-    Disabled,
 }
 
 /// Flags of function discovery (AWS Lambda).
@@ -191,6 +178,69 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
+impl RunArgs {
+    /// Where the daemon watches and writes; `pod_namespace` is `$POD_NAMESPACE`.
+    pub fn scopes(&self, pod_namespace: Option<&str>) -> Scopes {
+        let pod_namespace = pod_namespace.filter(|ns| !ns.is_empty());
+        let write_namespace = self.translation.settings(pod_namespace).write_namespace;
+        let own_namespace = match (pod_namespace, &write_namespace) {
+            (Some(namespace), _) => namespace.to_string(),
+            (None, WriteNamespace::Fixed(namespace)) => namespace.clone(),
+            (None, WriteNamespace::ServiceNamespace) => DEFAULT_WRITE_NAMESPACE.to_string(),
+        };
+        let services: Vec<Scope> = if self.watch_namespaces.is_empty() {
+            vec![Scope::All]
+        } else {
+            let mut listed: Vec<Scope> = self
+                .watch_namespaces
+                .iter()
+                .map(|ns| Scope::Namespace(ns.clone()))
+                .collect();
+            listed.sort();
+            listed.dedup();
+            listed
+        };
+        let upstreams = match &write_namespace {
+            WriteNamespace::Fixed(namespace) => vec![Scope::Namespace(namespace.clone())],
+            WriteNamespace::ServiceNamespace if services.contains(&Scope::All) => vec![Scope::All],
+            // Each Upstream beside its Service, plus the daemon's own namespace, where the
+            // default mode wrote them, so that a switch of mode collects those.
+            WriteNamespace::ServiceNamespace => {
+                let mut scopes = services.clone();
+                scopes.push(Scope::Namespace(own_namespace.clone()));
+                scopes.sort();
+                scopes.dedup();
+                scopes
+            }
+        };
+        Scopes {
+            function_upstreams: services.clone(),
+            services,
+            upstreams,
+            namespace_selector: self.namespace_selector.clone(),
+            write_namespace,
+            own_namespace,
+        }
+    }
+}
+
+/// Where the daemon watches and writes, resolved once from the flags and the environment.
+#[derive(Debug, Clone)]
+pub struct Scopes {
+    pub write_namespace: WriteNamespace,
+    /// The daemon's own namespace (`$POD_NAMESPACE`, else the write namespace): its Lease.
+    pub own_namespace: String,
+    /// Where Services are watched: `--watch-namespaces`, or all.
+    pub services: Vec<Scope>,
+    /// Where service discovery's Upstreams are watched (all Upstreams there, not only ours: a
+    /// name held by someone else's object must be known before we write it).
+    pub upstreams: Vec<Scope>,
+    /// Only Services in namespaces with matching labels (all when empty).
+    pub namespace_selector: LabelSelector,
+    /// Where function discovery's aws Upstreams are watched: the watched namespaces.
+    pub function_upstreams: Vec<Scope>,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
     if duration.is_zero() {
@@ -279,6 +329,52 @@ mod tests {
     fn parse_run(args: &[&str]) -> Result<RunArgs, clap::Error> {
         RunCli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
             .map(|cli| cli.args)
+    }
+
+    #[test]
+    fn scopes_are_resolved_once_for_each_mode() {
+        let fixed = parse_run(&[]).expect("valid").scopes(Some("gloo-system"));
+        assert_eq!(fixed.services, [Scope::All]);
+        assert_eq!(fixed.upstreams, [Scope::Namespace("gloo-system".into())]);
+        assert_eq!(fixed.own_namespace, "gloo-system");
+        assert!(fixed.namespace_selector.selects_all());
+
+        let per_service = parse_run(&[
+            "--write-namespace-mode",
+            "service",
+            "--watch-namespaces",
+            "b,a",
+            "--namespace-selector",
+            "team=x",
+        ])
+        .expect("valid")
+        .scopes(None);
+        let ns = |name: &str| Scope::Namespace(name.into());
+        assert_eq!(per_service.services, [ns("a"), ns("b")]);
+        assert_eq!(
+            per_service.upstreams,
+            [ns("a"), ns("b"), ns("gloo-system")],
+            "the old write namespace too, to collect what it holds"
+        );
+        assert_eq!(per_service.function_upstreams, [ns("a"), ns("b")]);
+        assert!(!per_service.namespace_selector.selects_all());
+        assert_eq!(
+            per_service.write_namespace,
+            WriteNamespace::ServiceNamespace
+        );
+
+        let everywhere = parse_run(&["--write-namespace-mode", "service"])
+            .expect("valid")
+            .scopes(Some("edge"));
+        assert_eq!(everywhere.upstreams, [Scope::All]);
+        assert_eq!(everywhere.own_namespace, "edge");
+        let elsewhere = parse_run(&["--write-namespace", "mine"])
+            .expect("valid")
+            .scopes(None);
+        assert_eq!(
+            elsewhere.own_namespace, "mine",
+            "no POD_NAMESPACE: the write namespace"
+        );
     }
 
     #[test]

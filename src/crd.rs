@@ -15,11 +15,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The label Gloo's discovery puts on the Upstreams it writes; it is our ownership marker.
-pub const DISCOVERED_BY_LABEL: &str = "discovered_by";
-/// The value of [`DISCOVERED_BY_LABEL`] for Upstreams discovered from Kubernetes Services.
-pub const KUBERNETES_PLUGIN: &str = "kubernetesplugin";
-
 /// Spec of a Gloo `Upstream`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(

@@ -8,16 +8,16 @@ use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::Applier;
-use crate::config::{FdsMode, RunArgs, DEFAULT_WRITE_NAMESPACE};
-use crate::engine::state::State;
-use crate::engine::{Engine, EngineConfig};
+use crate::config::{FdsMode, RunArgs};
 use crate::events::EventSink;
 use crate::http::{self, Health};
-use crate::lambda::engine::{self as lambda_engine, LambdaConfig, LambdaEngine};
+use crate::lambda::engine::{LambdaConfig, LambdaEngine};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::source::{self, WatchScopes};
-use crate::translate::WriteNamespace;
+use crate::reconcile::LeaderGate;
+use crate::services::state::State;
+use crate::services::{Engine, EngineConfig};
+use crate::source;
 
 /// Time the lease gets to be handed back at shutdown (the whole exit stays under 5 s).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,18 +47,11 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         .ok()
         .filter(|ns| !ns.is_empty());
     let settings = args.translation.settings(pod_namespace.as_deref());
+    let scopes = args.scopes(pod_namespace.as_deref());
     let identity = std::env::var("POD_NAME")
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| format!("upstream-discovery-{}", std::process::id()));
-    let write_namespace = match &settings.write_namespace {
-        WriteNamespace::Fixed(namespace) => Some(namespace.clone()),
-        WriteNamespace::ServiceNamespace => None,
-    };
-    let own_namespace = pod_namespace
-        .clone()
-        .or_else(|| write_namespace.clone())
-        .unwrap_or_else(|| DEFAULT_WRITE_NAMESPACE.to_string());
 
     let mut config = kube::Config::infer().await?;
     // kube-rs would otherwise retry 429/503/504 inside a single call, unseen: the engine retries
@@ -90,30 +83,30 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     ));
 
     let leadership = if args.leader_elect {
-        tracing::info!(namespace = %own_namespace, lease = %args.lease_name, %identity, "competing for leadership");
-        Leadership::elect(client.clone(), &own_namespace, &args.lease_name, &identity).await?
+        tracing::info!(namespace = %scopes.own_namespace, lease = %args.lease_name, %identity, "competing for leadership");
+        Leadership::elect(
+            client.clone(),
+            &scopes.own_namespace,
+            &args.lease_name,
+            &identity,
+        )
+        .await?
     } else {
         Leadership::always()
     };
 
-    let scopes = WatchScopes::new(
-        &args.watch_namespaces,
-        write_namespace.as_deref(),
-        &own_namespace,
-        &args.namespace_selector,
-    );
     tracing::info!(
         services = ?scopes.services,
         upstreams = ?scopes.upstreams,
-        write_namespace = ?write_namespace,
+        write_namespace = ?scopes.write_namespace,
         dry_run = args.dry_run,
         "starting discovery"
     );
-    let inputs = source::inputs(&client, &scopes, &args.translation.service_selector);
+    let inputs = source::service_inputs(&client, &scopes, &args.translation.service_selector);
     let state = State::new(
-        scopes.services.clone(),
-        scopes.upstreams.clone(),
-        args.namespace_selector.clone(),
+        &scopes.services,
+        &scopes.upstreams,
+        scopes.namespace_selector.clone(),
     );
     let applier = Applier::new(
         client.clone(),
@@ -137,13 +130,13 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         let lambda = LambdaEngine::new(
             LambdaConfig::from(&args.lambda),
             client.clone(),
-            &scopes.services,
+            &scopes.function_upstreams,
             applier.clone(),
             metrics.clone(),
             events.clone(),
-            leadership.is_leader.clone(),
+            LeaderGate::new(leadership.is_leader.clone()),
         );
-        let inputs = lambda_engine::inputs(&client, &scopes.services);
+        let inputs = source::lambda_inputs(&client, &scopes.function_upstreams);
         tokio::spawn(lambda.run(inputs, shutdown.clone()))
     });
     let engine = Engine::new(
@@ -153,7 +146,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         metrics,
         events,
         health,
-        leadership.is_leader.clone(),
+        LeaderGate::new(leadership.is_leader.clone()),
     );
 
     let signals = shutdown.clone();

@@ -7,7 +7,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use tokio::sync::mpsc;
 
-use crate::engine::state::{ServiceKey, UpstreamKey};
+use crate::model::{EventReason, ServiceKey, UpstreamKey};
 
 /// The object an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +52,7 @@ impl std::fmt::Display for Regarding {
 pub struct ObjectEvent {
     pub regarding: Regarding,
     pub warning: bool,
-    /// PascalCase, from a fixed set.
-    pub reason: &'static str,
+    pub reason: EventReason,
     pub note: String,
 }
 
@@ -94,13 +93,13 @@ impl EventSink {
                     } else {
                         EventType::Normal
                     },
-                    reason: event.reason.into(),
+                    reason: event.reason.as_str().into(),
                     note: Some(truncate(&event.note, 1000)),
                     action: "Discover".into(),
                     secondary: None,
                 };
                 if let Err(error) = recorder.publish(&published, &reference).await {
-                    tracing::warn!(regarding = %event.regarding, reason = event.reason, %error, "cannot record a Kubernetes Event");
+                    tracing::warn!(regarding = %event.regarding, reason = event.reason.as_str(), %error, "cannot record a Kubernetes Event");
                 }
             }
         });
@@ -111,9 +110,9 @@ impl EventSink {
 
     pub fn record(&self, event: ObjectEvent) {
         if event.warning {
-            tracing::warn!(regarding = %event.regarding, reason = event.reason, "{}", event.note);
+            tracing::warn!(regarding = %event.regarding, reason = event.reason.as_str(), "{}", event.note);
         } else {
-            tracing::info!(regarding = %event.regarding, reason = event.reason, "{}", event.note);
+            tracing::info!(regarding = %event.regarding, reason = event.reason.as_str(), "{}", event.note);
         }
         if let Some(sender) = &self.sender {
             if sender.try_send(event).is_err() {

@@ -320,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_route_serves_the_registry() {
         let server = start().await;
-        server.metrics.skipped("not_owned");
+        server.metrics.skipped(crate::model::SkipReason::NotOwned);
         let reply = request(server.addr, "GET", "/metrics").await;
         assert_eq!(reply.status, 200);
         assert!(

@@ -2,11 +2,13 @@
 //!
 //! Every metric lives in a registry of its own rather than the process-global default, so that
 //! tests (and, one day, two daemons in one process) never see each other's counts. Label values
-//! come from the typed enums below or from `&'static str` constants chosen by the caller: an
+//! come from the typed enums below and the model's ([`SkipReason`], [`ErrorKind`]): an
 //! error message or an object name must never become a label value, except for
 //! `lambda_functions`, whose point is to say which Upstream holds how many functions.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::model::{ErrorKind, SkipReason};
 
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -395,10 +397,8 @@ impl Metrics {
         }
     }
 
-    /// `reason` must come from a fixed set of constants, e.g. `"not_owned"` or
-    /// `"invalid_upstream_config"`.
-    pub fn skipped(&self, reason: &'static str) {
-        if let Some(c) = child(&self.skipped, &[reason]) {
+    pub fn skipped(&self, reason: SkipReason) {
+        if let Some(c) = child(&self.skipped, &[reason.as_str()]) {
             c.inc();
         }
     }
@@ -407,10 +407,8 @@ impl Metrics {
         self.is_leader.set(i64::from(leader));
     }
 
-    /// `kind` must come from a fixed set of constants (an error type's variant name), never
-    /// from an error message.
-    pub fn error(&self, kind: &'static str) {
-        if let Some(c) = child(&self.errors, &[kind]) {
+    pub fn error(&self, kind: ErrorKind) {
+        if let Some(c) = child(&self.errors, &[kind.as_str()]) {
             c.inc();
         }
     }
@@ -483,16 +481,16 @@ impl Metrics {
         child(&self.watch_restarts, &[resource.as_str()]).map_or(0, |c| c.get())
     }
 
-    pub fn skipped_count(&self, reason: &str) -> u64 {
-        existing(&self.skipped, &[("reason", reason)]).map_or(0, |c| c.get())
+    pub fn skipped_count(&self, reason: SkipReason) -> u64 {
+        existing(&self.skipped, &[("reason", reason.as_str())]).map_or(0, |c| c.get())
     }
 
     pub fn is_leader(&self) -> bool {
         self.is_leader.get() == 1
     }
 
-    pub fn errors(&self, kind: &str) -> u64 {
-        existing(&self.errors, &[("kind", kind)]).map_or(0, |c| c.get())
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        existing(&self.errors, &[("kind", kind.as_str())]).map_or(0, |c| c.get())
     }
 
     pub fn lambda_api_calls(&self, operation: &str, result: ApiResult) -> u64 {
@@ -588,8 +586,8 @@ mod tests {
     fn every_metric_has_its_type_line() {
         let m = metrics();
         // Vectors without a free-form label set appear from the start; these need one event.
-        m.skipped("not_owned");
-        m.error("apply");
+        m.skipped(SkipReason::NotOwned);
+        m.error(ErrorKind::ApiError);
         m.lambda_api_call("ListFunctions", ApiResult::Success);
         m.set_lambda_functions("gloo-system", "aws-eu", 3);
         let t = text(&m);
@@ -814,17 +812,17 @@ mod tests {
         let m = metrics();
         m.watch_restarted(WatchResource::Services);
         m.watch_restarted(WatchResource::Services);
-        m.skipped("not_owned");
-        m.skipped("invalid_upstream_config");
-        m.skipped("invalid_upstream_config");
-        m.error("apply");
+        m.skipped(SkipReason::NotOwned);
+        m.skipped(SkipReason::InvalidUpstreamConfig);
+        m.skipped(SkipReason::InvalidUpstreamConfig);
+        m.error(ErrorKind::ApiError);
         assert_eq!(m.watch_restarts(WatchResource::Services), 2);
         assert_eq!(m.watch_restarts(WatchResource::Namespaces), 0);
-        assert_eq!(m.skipped_count("invalid_upstream_config"), 2);
-        assert_eq!(m.skipped_count("not_owned"), 1);
-        assert_eq!(m.skipped_count("never_recorded"), 0);
-        assert_eq!(m.errors("apply"), 1);
-        assert_eq!(m.errors("watch"), 0);
+        assert_eq!(m.skipped_count(SkipReason::InvalidUpstreamConfig), 2);
+        assert_eq!(m.skipped_count(SkipReason::NotOwned), 1);
+        assert_eq!(m.skipped_count(SkipReason::NameCollision), 0);
+        assert_eq!(m.errors(ErrorKind::ApiError), 1);
+        assert_eq!(m.errors(ErrorKind::Transport), 0);
         let t = text(&m);
         assert_eq!(
             sample(
@@ -841,12 +839,12 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(
-            sample(&t, r#"upstream_discovery_errors_total{kind="apply"}"#),
+            sample(&t, r#"upstream_discovery_errors_total{kind="api_error"}"#),
             Some(1.0)
         );
         // Reading a value never recorded must not create a series.
-        assert!(!t.contains("never_recorded"));
-        assert!(!t.contains(r#"kind="watch""#));
+        assert!(!t.contains("name_collision"));
+        assert!(!t.contains(r#"kind="transport""#));
     }
 
     #[test]
@@ -942,8 +940,8 @@ mod tests {
     #[test]
     fn every_own_metric_carries_the_prefix() {
         let m = metrics();
-        m.skipped("not_owned");
-        m.error("apply");
+        m.skipped(SkipReason::NotOwned);
+        m.error(ErrorKind::ApiError);
         m.lambda_api_call("ListFunctions", ApiResult::Error);
         m.set_lambda_functions("ns", "up", 1);
         for family in m.registry().gather() {

@@ -1,5 +1,10 @@
 //! Pure planning: compares the Upstreams one Service should have with the ones the daemon owns for
-//! it and decides which to create, update or delete (DESIGN.md §3 "writes only on real change").
+//! it and decides which to create, update or delete (DESIGN.md §3 "writes only on real change"),
+//! and which names it must leave alone because someone else holds them.
+//!
+//! Who holds each name is an input (a [`NameClaims`] view of the cache): a name held by an object
+//! without our label, or by an Upstream discovered from another Service, is reported as blocked
+//! and never written.
 //!
 //! An owned Upstream is rewritten only when a field we manage really changed. Two rules decide:
 //! a value desired sets differs from the observed one (compared only over what desired sets, so
@@ -12,7 +17,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::crd::{Upstream, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN};
+use crate::crd::Upstream;
+use crate::model::{EventReason, ServiceKey, SkipReason, UpstreamKey};
 
 /// The parts of an Upstream the daemon manages. Other metadata (name, finalizers, …) is the API
 /// server's or someone else's business and must never trigger a write.
@@ -129,11 +135,6 @@ impl ObservedUpstream {
             our_fields,
         })
     }
-
-    /// Whether the object carries the ownership label; one without it is never touched.
-    fn is_owned(&self) -> bool {
-        self.object["metadata"]["labels"][DISCOVERED_BY_LABEL].as_str() == Some(KUBERNETES_PLUGIN)
-    }
 }
 
 /// One write to make.
@@ -147,6 +148,8 @@ pub enum Action {
         desired: Upstream,
         uid: String,
         resource_version: String,
+        /// The first difference found, for the logs.
+        reason: UpdateReason,
     },
     /// An owned object that is no longer desired.
     Delete {
@@ -162,13 +165,81 @@ pub enum Action {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// Desired names someone else holds: nothing is written to them.
+    pub blocked: Vec<Blocked>,
     /// Owned Upstreams that are desired and already as desired.
     pub unchanged: usize,
     /// Deletes not planned because the first full list of Services has not completed yet.
     pub deletes_held_back: usize,
-    /// Observed objects without the ownership label. The caller should pass only owned ones;
-    /// any other is left alone (no update, no delete, and no create over it).
-    pub not_owned: usize,
+}
+
+/// Who holds an Upstream name, as far as the cache knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameHolder {
+    /// Nobody, or an Upstream discovered from the Service being planned.
+    Free,
+    /// An object without our ownership label: never touched.
+    Foreign,
+    /// An owned Upstream discovered from this Service.
+    Service(ServiceKey),
+}
+
+/// The view of the cache `plan` asks who holds a name.
+pub trait NameClaims {
+    fn holder(&self, name: &UpstreamKey) -> NameHolder;
+}
+
+/// A cache that knows no names: every name is free (offline rendering, tests).
+pub struct NoClaims;
+
+impl NameClaims for NoClaims {
+    fn holder(&self, _: &UpstreamKey) -> NameHolder {
+        NameHolder::Free
+    }
+}
+
+/// A desired Upstream that cannot be written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub name: UpstreamKey,
+    pub by: BlockedBy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockedBy {
+    /// An object without the ownership label holds the name.
+    NotOwned,
+    /// Another Service's Upstream holds the name (Gloo's naming gives both the same one).
+    Service(ServiceKey),
+}
+
+impl Blocked {
+    pub fn skip_reason(&self) -> SkipReason {
+        match self.by {
+            BlockedBy::NotOwned => SkipReason::NotOwned,
+            BlockedBy::Service(_) => SkipReason::NameCollision,
+        }
+    }
+
+    pub fn event_reason(&self) -> EventReason {
+        match self.by {
+            BlockedBy::NotOwned => EventReason::UpstreamNotOwned,
+            BlockedBy::Service(_) => EventReason::UpstreamNameCollision,
+        }
+    }
+
+    /// The Event's text, for the Service that wanted the name.
+    pub fn note(&self) -> String {
+        let name = &self.name;
+        match &self.by {
+            BlockedBy::NotOwned => format!(
+                "Upstream {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone"
+            ),
+            BlockedBy::Service(owner) => format!(
+                "Upstream {name} is already discovered from Service {owner}: Gloo's naming gives both the same name; it is left to {owner}"
+            ),
+        }
+    }
 }
 
 /// Why an owned Upstream needs a write; for logs and tests.
@@ -181,10 +252,17 @@ pub enum UpdateReason {
     NoLongerSet(FieldPath),
 }
 
-/// Plans the writes for one Service. `desired` are the Upstreams translate produced for it,
-/// `observed` those the daemon owns for it. `may_delete` stays false until the first full list
-/// of Services has completed: before that, a missing Service may just not have been seen yet.
-pub fn plan(desired: &[Upstream], observed: &[ObservedUpstream], may_delete: bool) -> Plan {
+/// Plans the writes for Service `service`. `desired` are the Upstreams translate produced for it,
+/// `observed` the owned Upstreams discovered from it, `claims` says who holds each name.
+/// `may_delete` stays false until the first full list of Services has completed: before that,
+/// a missing Service may just not have been seen yet.
+pub fn plan(
+    service: &ServiceKey,
+    desired: &[Upstream],
+    observed: &[ObservedUpstream],
+    claims: &impl NameClaims,
+    may_delete: bool,
+) -> Plan {
     let mut observed_by_key: BTreeMap<(&str, &str), &ObservedUpstream> = BTreeMap::new();
     for upstream in observed {
         observed_by_key
@@ -200,20 +278,28 @@ pub fn plan(desired: &[Upstream], observed: &[ObservedUpstream], may_delete: boo
         if !seen.insert(key) {
             continue;
         }
+        let name = UpstreamKey::new(key.0, key.1);
+        let blocked_by = match claims.holder(&name) {
+            NameHolder::Free => None,
+            NameHolder::Foreign => Some(BlockedBy::NotOwned),
+            NameHolder::Service(holder) if &holder == service => None,
+            NameHolder::Service(holder) => Some(BlockedBy::Service(holder)),
+        };
+        if let Some(by) = blocked_by {
+            result.blocked.push(Blocked { name, by });
+            continue;
+        }
         match observed_by_key.get(&key) {
             None => result.actions.push(Action::Create(upstream.clone())),
-            Some(current) if !current.is_owned() => result.not_owned += 1,
-            Some(current) => {
-                if update_reason(upstream, current).is_some() {
-                    result.actions.push(Action::Update {
-                        desired: upstream.clone(),
-                        uid: current.uid.clone(),
-                        resource_version: current.resource_version.clone(),
-                    });
-                } else {
-                    result.unchanged += 1;
-                }
-            }
+            Some(current) => match update_reason(upstream, current) {
+                Some(reason) => result.actions.push(Action::Update {
+                    desired: upstream.clone(),
+                    uid: current.uid.clone(),
+                    resource_version: current.resource_version.clone(),
+                    reason,
+                }),
+                None => result.unchanged += 1,
+            },
         }
     }
 
@@ -221,9 +307,7 @@ pub fn plan(desired: &[Upstream], observed: &[ObservedUpstream], may_delete: boo
         if seen.contains(&key) {
             continue;
         }
-        if !current.is_owned() {
-            result.not_owned += 1;
-        } else if may_delete {
+        if may_delete {
             result.actions.push(Action::Delete {
                 namespace: current.namespace.clone(),
                 name: current.name.clone(),
@@ -442,6 +526,7 @@ mod tests {
     use super::*;
     use crate::crd::{DiscoveryMetadata, KubeUpstream};
     use crate::crd::{ResourceRef, UpstreamSpec, UpstreamSslConfig};
+    use crate::model::{DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference,
     };
@@ -535,6 +620,29 @@ mod tests {
             desired: desired.clone(),
             uid: observed.uid.clone(),
             resource_version: observed.resource_version.clone(),
+            reason: update_reason(desired, observed).expect("a difference"),
+        }
+    }
+
+    /// The Service of [`upstream`].
+    fn petstore() -> ServiceKey {
+        ServiceKey::new("default", "petstore")
+    }
+
+    /// Plans for `default/petstore` with every name free.
+    fn plan(desired: &[Upstream], observed: &[ObservedUpstream], may_delete: bool) -> Plan {
+        super::plan(&petstore(), desired, observed, &NoClaims, may_delete)
+    }
+
+    /// Names held as listed, the rest free.
+    struct Held(Vec<(&'static str, NameHolder)>);
+
+    impl NameClaims for Held {
+        fn holder(&self, name: &UpstreamKey) -> NameHolder {
+            self.0
+                .iter()
+                .find(|(held, _)| *held == name.name && name.namespace == WRITE_NS)
+                .map_or(NameHolder::Free, |(_, holder)| holder.clone())
         }
     }
 
@@ -1095,22 +1203,52 @@ mod tests {
     }
 
     #[test]
-    fn objects_without_the_ownership_label_are_never_touched() {
-        let mut foreign = upstream(8080);
-        foreign.metadata.labels = Some(BTreeMap::from([("app".to_string(), "mine".to_string())]));
-        let mut other_plugin = upstream(9090);
-        other_plugin.metadata.labels = Some(BTreeMap::from([(
-            DISCOVERED_BY_LABEL.to_string(),
-            "consulplugin".to_string(),
-        )]));
-        let observed = [written_by_gloo(&foreign), written_by_gloo(&other_plugin)];
-        // Desired for the first name: neither updated nor created over; the second: not deleted.
+    fn names_held_by_others_are_blocked_and_never_written() {
+        let mine = upstream(80);
+        let foreign = upstream(8080);
+        let collided = upstream(9090);
+        let other = ServiceKey::new("default-petstore", "x");
+        let claims = Held(vec![
+            ("default-petstore-80", NameHolder::Service(petstore())),
+            ("default-petstore-8080", NameHolder::Foreign),
+            ("default-petstore-9090", NameHolder::Service(other.clone())),
+        ]);
+        let result = super::plan(
+            &petstore(),
+            &[mine.clone(), foreign, collided],
+            &[],
+            &claims,
+            true,
+        );
         assert_eq!(
-            plan(&[upstream(8080)], &observed, true),
-            Plan {
-                not_owned: 2,
-                ..Default::default()
-            }
+            result.actions,
+            vec![Action::Create(mine)],
+            "only our own name"
+        );
+        let key = |name: &str| UpstreamKey::new(WRITE_NS, name);
+        assert_eq!(
+            result.blocked,
+            vec![
+                Blocked {
+                    name: key("default-petstore-8080"),
+                    by: BlockedBy::NotOwned
+                },
+                Blocked {
+                    name: key("default-petstore-9090"),
+                    by: BlockedBy::Service(other)
+                },
+            ]
+        );
+        assert_eq!(result.blocked[0].skip_reason(), SkipReason::NotOwned);
+        assert_eq!(
+            result.blocked[0].event_reason(),
+            EventReason::UpstreamNotOwned
+        );
+        assert_eq!(result.blocked[1].skip_reason(), SkipReason::NameCollision);
+        assert!(
+            result.blocked[1].note().contains("default-petstore/x"),
+            "{}",
+            result.blocked[1].note()
         );
     }
 
@@ -1383,7 +1521,6 @@ mod tests {
         minimal.metadata.resource_version = Some("1".to_string());
         let observed = ObservedUpstream::from_upstream(&minimal, MANAGER).expect("complete");
         assert_eq!(observed.object, json!({"metadata": {}, "spec": {}}));
-        assert!(!observed.is_owned());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use upstream_discovery::crd::Upstream;
-use upstream_discovery::engine::state::FIELD_MANAGER;
+use upstream_discovery::model::FIELD_MANAGER;
 
 use crate::cluster::{upstream_names_by_service, Cluster, REVISION_ANNOTATION};
 use crate::process::{DaemonProcess, Launch, Usage};

@@ -21,6 +21,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::OnceCell;
 
 use super::functions::{FunctionAliases, FunctionVersion, Listing, LATEST};
+use super::problem::SweepError;
 use super::target::{CredentialSource, SweepKey};
 use crate::metrics::{ApiResult, Metrics};
 
@@ -51,52 +52,8 @@ const REFUSED_CODES: &[&str] = &[
     "SignatureDoesNotMatch",
 ];
 
-/// Why a sweep failed. Messages come from AWS or the SDK and never hold credential values.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SweepError {
-    #[error("AWS throttled {operation} ({code}); backing off")]
-    Throttled {
-        operation: &'static str,
-        code: String,
-    },
-    #[error("AWS refused the credentials for {operation} ({code}): {message}")]
-    CredentialsRefused {
-        operation: &'static str,
-        code: String,
-        message: String,
-    },
-    #[error("no AWS credentials: {0}")]
-    NoCredentials(String),
-    #[error("{operation} failed: {message}")]
-    Api {
-        operation: &'static str,
-        message: String,
-    },
-}
-
 impl SweepError {
-    /// For `errors_total{kind}`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SweepError::Throttled { .. } => "lambda_throttled",
-            SweepError::CredentialsRefused { .. } => "lambda_credentials_refused",
-            SweepError::NoCredentials(_) => "lambda_no_credentials",
-            SweepError::Api { .. } => "lambda_api_error",
-        }
-    }
-
-    /// For the Warning Event on the Upstreams that share the sweep.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SweepError::Throttled { .. } => "LambdaThrottled",
-            SweepError::CredentialsRefused { .. } | SweepError::NoCredentials(_) => {
-                "LambdaCredentialsRefused"
-            }
-            SweepError::Api { .. } => "LambdaDiscoveryFailed",
-        }
-    }
-
-    fn from_sdk<E, R>(operation: &'static str, error: &SdkError<E, R>) -> Self
+    pub(super) fn from_sdk<E, R>(operation: &'static str, error: &SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + StdError + 'static,
         R: std::fmt::Debug + 'static,
@@ -552,24 +509,24 @@ mod tests {
         let classify =
             |status, code| SweepError::from_sdk("ListFunctions", &service_error(status, code));
         assert_eq!(
-            classify(429, "TooManyRequestsException").kind(),
+            classify(429, "TooManyRequestsException").kind().as_str(),
             "lambda_throttled"
         );
         assert_eq!(
-            classify(400, "ThrottlingException").kind(),
+            classify(400, "ThrottlingException").kind().as_str(),
             "lambda_throttled"
         );
         assert_eq!(
-            classify(403, "UnrecognizedClientException").kind(),
+            classify(403, "UnrecognizedClientException").kind().as_str(),
             "lambda_credentials_refused"
         );
         assert_eq!(
-            classify(403, "AccessDeniedException").reason(),
+            classify(403, "AccessDeniedException").reason().as_str(),
             "LambdaCredentialsRefused"
         );
         let other = classify(500, "ServiceException");
-        assert_eq!(other.kind(), "lambda_api_error");
-        assert_eq!(other.reason(), "LambdaDiscoveryFailed");
+        assert_eq!(other.kind().as_str(), "lambda_api_error");
+        assert_eq!(other.reason().as_str(), "LambdaDiscoveryFailed");
         assert!(other.to_string().contains("ServiceException: the message"));
     }
 
@@ -579,21 +536,27 @@ mod tests {
             CredentialsError::not_loaded("no providers in chain provided credentials"),
         );
         assert_eq!(
-            SweepError::from_sdk("ListFunctions", &missing).kind(),
+            SweepError::from_sdk("ListFunctions", &missing)
+                .kind()
+                .as_str(),
             "lambda_no_credentials"
         );
         let refused: SdkError<ListFunctionsError, HttpResponse> = SdkError::construction_failure(
             CredentialsError::provider_error("AccessDenied: not authorized to assume the role"),
         );
         assert_eq!(
-            SweepError::from_sdk("ListFunctions", &refused).kind(),
+            SweepError::from_sdk("ListFunctions", &refused)
+                .kind()
+                .as_str(),
             "lambda_credentials_refused"
         );
         let throttled: SdkError<ListFunctionsError, HttpResponse> = SdkError::construction_failure(
             CredentialsError::provider_error("Throttling: Rate exceeded"),
         );
         assert_eq!(
-            SweepError::from_sdk("ListFunctions", &throttled).kind(),
+            SweepError::from_sdk("ListFunctions", &throttled)
+                .kind()
+                .as_str(),
             "lambda_throttled"
         );
     }

@@ -1,12 +1,14 @@
 //! Function discovery (DESIGN.md §2, §3): keeps `spec.aws.lambdaFunctions` of aws Upstreams
 //! current with one shared ListFunctions sweep per account and region.
 //!
-//! `selection`, `functions` and `target` are pure; `aws` talks to AWS, `secrets` watches the
-//! credentials Secrets, and `engine` owns the state and decides what to sweep and write.
+//! `selection`, `functions`, `target`, `problem` and `state` are pure (the state decides what
+//! to sweep, write and report); `aws` talks to AWS, and `engine` is the thin loop that carries
+//! the state's decisions out.
 
 pub mod aws;
 pub mod engine;
 pub mod functions;
-pub mod secrets;
+pub mod problem;
 pub mod selection;
+pub mod state;
 pub mod target;

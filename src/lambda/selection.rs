@@ -1,9 +1,23 @@
 //! Which Upstreams get function discovery (DESIGN.md §2, Gloo's `fdsMode`): pure rules.
 
-use crate::config::FdsMode;
+use clap::ValueEnum;
 
-/// The label that turns function discovery on or off for an Upstream or a namespace.
-pub const FUNCTION_DISCOVERY_LABEL: &str = "discovery.solo.io/function_discovery";
+/// Function discovery mode, as Gloo's `discovery.fdsMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum FdsMode {
+    /// Gloo's default. For AWS Upstreams it behaves as BLACKLIST, as in Gloo.
+    #[default]
+    #[value(name = "WHITELIST")]
+    Whitelist,
+    /// Every Upstream unless it or its namespace is labelled
+    /// `discovery.solo.io/function_discovery=disabled`.
+    #[value(name = "BLACKLIST")]
+    Blacklist,
+    /// No function discovery at all.
+    #[value(name = "DISABLED")]
+    Disabled,
+}
+
 const ENABLED: &str = "enabled";
 const DISABLED: &str = "disabled";
 
@@ -12,7 +26,8 @@ const OPTED_OUT_BY_DEFAULT: [&str; 2] = ["kube-system", "kube-public"];
 
 /// Whether an AWS Upstream gets function discovery.
 ///
-/// `upstream_label` and `namespace_label` are the values of [`FUNCTION_DISCOVERY_LABEL`] on the
+/// `upstream_label` and `namespace_label` are the values of
+/// [`FUNCTION_DISCOVERY_LABEL`](crate::model::FUNCTION_DISCOVERY_LABEL) on the
 /// Upstream and on its namespace. For AWS Upstreams Gloo treats WHITELIST as BLACKLIST (the
 /// user asked for the Upstream by writing it), so both modes select every Upstream that is
 /// not opted out, and an Upstream's `enabled` does not override its namespace's `disabled`.

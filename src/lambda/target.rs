@@ -8,30 +8,12 @@ use std::hash::{Hash, Hasher};
 use k8s_openapi::ByteString;
 
 use crate::crd::{LambdaFunction, Upstream};
-use crate::engine::state::UpstreamKey;
-
-use super::selection::FUNCTION_DISCOVERY_LABEL;
-
-/// Annotation on an aws Upstream: a regular expression the function names must match.
-pub const FUNCTION_FILTER_ANNOTATION: &str = "upstream-discovery.io/lambda-function-filter";
+use crate::model::{SecretKey, UpstreamKey, FUNCTION_DISCOVERY_LABEL, FUNCTION_FILTER_ANNOTATION};
 
 /// Keys of the credentials Secret, as Gloo reads them.
 pub const ACCESS_KEY_ID: &str = "aws_access_key_id";
 pub const SECRET_ACCESS_KEY: &str = "aws_secret_access_key";
 pub const SESSION_TOKEN: &str = "aws_session_token";
-
-/// A Secret, by namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
 
 /// An Upstream with `spec.aws`, trimmed to what function discovery reads.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,18 +37,15 @@ impl AwsTarget {
     pub fn from_upstream(upstream: &Upstream) -> Option<Self> {
         let aws = upstream.spec.aws.as_ref()?;
         let meta = &upstream.metadata;
-        let key = UpstreamKey {
-            namespace: meta.namespace.clone()?,
-            name: meta.name.clone()?,
-        };
-        let secret = aws.secret_ref.as_ref().map(|r| SecretKey {
+        let key = UpstreamKey::of(meta)?;
+        let secret = aws.secret_ref.as_ref().map(|r| {
             // Gloo requires the namespace; an empty one most likely means "beside the Upstream".
-            namespace: if r.namespace.is_empty() {
+            let namespace = if r.namespace.is_empty() {
                 key.namespace.clone()
             } else {
                 r.namespace.clone()
-            },
-            name: r.name.clone(),
+            };
+            SecretKey::new(namespace, r.name.clone())
         });
         Some(Self {
             uid: meta.uid.clone()?,
@@ -88,7 +67,7 @@ fn label(map: Option<&BTreeMap<String, String>>, key: &str) -> Option<String> {
 
 /// Static credentials from a Secret. Never printed: `Debug` shows only the access key's last
 /// four characters, which AWS's own consoles show too.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StaticKeys {
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -108,6 +87,17 @@ impl fmt::Debug for StaticKeys {
             .collect();
         write!(f, "StaticKeys(…{tail})")
     }
+}
+
+/// What a credentials Secret's watch saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSeen {
+    /// The Secret exists: its credentials, or the keys it lacks.
+    Present(Result<StaticKeys, Vec<&'static str>>),
+    /// The Secret does not exist (after a complete list, or deleted).
+    Missing,
+    /// The watch failed (it is retried with backoff); the message never holds Secret data.
+    WatchError(String),
 }
 
 /// Reads the credentials out of a Secret's data; on failure, the names of the missing keys.
@@ -137,7 +127,7 @@ pub fn keys_from_secret(
 }
 
 /// Where a sweep's credentials come from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CredentialSource {
     /// The SDK's default chain: environment, web identity token (IRSA), instance role.
     DefaultChain,
@@ -146,7 +136,8 @@ pub enum CredentialSource {
 }
 
 /// One ListFunctions sweep is made per distinct key and shared by every Upstream that has it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Ordered only so that sweeps are started in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SweepKey {
     pub credentials: CredentialSource,
     pub role_arn: Option<String>,
@@ -210,10 +201,7 @@ mod tests {
         assert_eq!(target.region.as_deref(), Some("eu-west-1"));
         assert_eq!(
             target.secret,
-            Some(SecretKey {
-                namespace: "team".into(),
-                name: "aws".into()
-            }),
+            Some(SecretKey::new("team", "aws")),
             "an empty namespace means the Upstream's own"
         );
         assert_eq!(target.role_arn, None, "an empty role is no role");

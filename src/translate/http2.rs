@@ -124,6 +124,6 @@ mod tests {
         );
         assert_eq!(got, Some(true));
         assert_eq!(warnings.len(), 1);
-        assert_eq!(warnings[0].reason(), "invalid_boolean_annotation");
+        assert_eq!(warnings[0].reason().as_str(), "invalid_boolean_annotation");
     }
 }

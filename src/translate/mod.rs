@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::crd::{
-    DiscoveryMetadata, KubeUpstream, Upstream, UpstreamSpec, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN,
-};
+use crate::crd::{DiscoveryMetadata, KubeUpstream, Upstream, UpstreamSpec};
+use crate::model::{DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN, LAST_APPLIED_ANNOTATION};
 
 pub use http2::H2_ANNOTATION;
 pub use naming::{sanitize_name, upstream_name};
@@ -24,9 +23,6 @@ pub use tls::{
 };
 pub use upstream_config::{DEEP_MERGE_ANNOTATION, UPSTREAM_CONFIG_ANNOTATION};
 pub use warning::{AnnotationOrigin, TranslateWarning};
-
-/// Annotation kubectl leaves on applied objects; never copied onto an Upstream.
-pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Where Upstreams are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,4 +161,312 @@ fn owner_reference(service: &Service) -> Option<OwnerReference> {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ServiceSpec;
+    use serde_json::{json, Value};
+
+    fn service(namespace: &str, name: &str, ports: &[(&str, i32)]) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                uid: Some(format!("uid-{name}")),
+                labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(port_name, port)| ServicePort {
+                            name: Some(port_name.to_string()),
+                            port: *port,
+                            target_port: Some(
+                                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                                    9999,
+                                ),
+                            ),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn annotate(mut service: Service, pairs: &[(&str, &str)]) -> Service {
+        let annotations = service
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new);
+        for (key, value) in pairs {
+            annotations.insert(key.to_string(), value.to_string());
+        }
+        service
+    }
+
+    fn as_json(upstream: &Upstream) -> Value {
+        serde_json::to_value(upstream).expect("serializes")
+    }
+
+    #[test]
+    fn one_upstream_per_port_with_gloo_names_labels_and_spec() {
+        let svc = service("default", "petstore", &[("http", 8080), ("metrics", 9090)]);
+        let result = translate_service(&svc, &TranslateSettings::new("gloo-system"));
+        assert!(result.warnings.is_empty());
+        let names: Vec<_> = result
+            .upstreams
+            .iter()
+            .map(|u| u.metadata.name.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(names, ["default-petstore-8080", "default-petstore-9090"]);
+        assert_eq!(
+            as_json(&result.upstreams[0]),
+            json!({
+                "apiVersion": "gloo.solo.io/v1",
+                "kind": "Upstream",
+                "metadata": {
+                    "name": "default-petstore-8080",
+                    "namespace": "gloo-system",
+                    "labels": {"discovered_by": "kubernetesplugin"}
+                },
+                "spec": {
+                    "discoveryMetadata": {"labels": {"app": "petstore"}},
+                    "kube": {
+                        "serviceName": "petstore",
+                        "serviceNamespace": "default",
+                        "servicePort": 8080,
+                        "selector": {"app": "petstore"}
+                    }
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn service_without_ports_gives_nothing() {
+        let mut svc = service("default", "headless", &[]);
+        assert!(
+            translate_service(&svc, &TranslateSettings::new("gloo-system"))
+                .upstreams
+                .is_empty()
+        );
+        svc.spec = None;
+        assert!(
+            translate_service(&svc, &TranslateSettings::new("gloo-system"))
+                .upstreams
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn service_without_selector_or_labels_leaves_them_unset() {
+        let mut svc = service("default", "external", &[("http", 80)]);
+        svc.metadata.labels = None;
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.selector = None;
+        }
+        let spec =
+            &as_json(&translate_service(&svc, &TranslateSettings::new("gloo-system")).upstreams[0])
+                ["spec"];
+        assert_eq!(spec["discoveryMetadata"], json!({}));
+        assert!(spec["kube"].get("selector").is_none());
+    }
+
+    #[test]
+    fn annotations_are_copied_without_last_applied_configuration() {
+        let svc = annotate(
+            service("default", "petstore", &[("http", 8080)]),
+            &[(LAST_APPLIED_ANNOTATION, "{}"), ("team", "payments")],
+        );
+        let upstream =
+            &translate_service(&svc, &TranslateSettings::new("gloo-system")).upstreams[0];
+        assert_eq!(
+            upstream.metadata.annotations,
+            Some(BTreeMap::from([(
+                "team".to_string(),
+                "payments".to_string()
+            )]))
+        );
+
+        let only_last_applied = annotate(
+            service("default", "p", &[("http", 1)]),
+            &[(LAST_APPLIED_ANNOTATION, "{}")],
+        );
+        let upstream =
+            &translate_service(&only_last_applied, &TranslateSettings::new("gloo-system"))
+                .upstreams[0];
+        assert_eq!(upstream.metadata.annotations, None);
+    }
+
+    #[test]
+    fn long_names_are_hashed() {
+        let svc = service(
+            "payments-production",
+            "eu-west-transaction-authorization-gateway",
+            &[("https", 8443)],
+        );
+        let upstream =
+            &translate_service(&svc, &TranslateSettings::new("gloo-system")).upstreams[0];
+        assert_eq!(
+            upstream.metadata.name.as_deref(),
+            Some("payments-production-eu-west-tra-3280707d2beaa613e35a16dbfb55484")
+        );
+    }
+
+    #[test]
+    fn owner_reference_only_within_the_service_namespace() {
+        let in_other = service("shop", "petstore", &[("http", 80)]);
+        let fixed = translate_service(&in_other, &TranslateSettings::new("gloo-system"));
+        assert_eq!(
+            fixed.upstreams[0].metadata.owner_references, None,
+            "never across namespaces"
+        );
+
+        let in_write_ns = service("gloo-system", "petstore", &[("http", 80)]);
+        let same = translate_service(&in_write_ns, &TranslateSettings::new("gloo-system"));
+        let owners = same.upstreams[0]
+            .metadata
+            .owner_references
+            .clone()
+            .expect("owner in same namespace");
+        assert_eq!(
+            serde_json::to_value(&owners).expect("json"),
+            json!([{"apiVersion": "v1", "kind": "Service", "name": "petstore", "uid": "uid-petstore"}])
+        );
+
+        let settings = TranslateSettings {
+            write_namespace: WriteNamespace::ServiceNamespace,
+            global_annotations: BTreeMap::new(),
+        };
+        let per_service = translate_service(&in_other, &settings);
+        assert_eq!(
+            per_service.upstreams[0].metadata.namespace.as_deref(),
+            Some("shop")
+        );
+        assert!(per_service.upstreams[0].metadata.owner_references.is_some());
+
+        let mut without_uid = in_other.clone();
+        without_uid.metadata.uid = None;
+        assert_eq!(
+            translate_service(&without_uid, &settings).upstreams[0]
+                .metadata
+                .owner_references,
+            None
+        );
+    }
+
+    #[test]
+    fn http2_tls_and_upstream_config_come_together() {
+        let svc = annotate(
+            service("shop", "api", &[("grpc", 9000), ("https", 443)]),
+            &[
+                (SECRET_ANNOTATION, "443:api-tls"),
+                (
+                    UPSTREAM_CONFIG_ANNOTATION,
+                    r#"{"circuit_breakers": {"max_connections": 10}}"#,
+                ),
+            ],
+        );
+        let result = translate_service(&svc, &TranslateSettings::new("gloo-system"));
+        assert!(result.warnings.is_empty(), "{:?}", result.warnings);
+        let grpc = as_json(&result.upstreams[0]);
+        let https = as_json(&result.upstreams[1]);
+        assert_eq!(grpc["spec"]["useHttp2"], json!(true));
+        assert!(grpc["spec"].get("sslConfig").is_none());
+        assert!(https["spec"].get("useHttp2").is_none(), "unset, not false");
+        assert_eq!(
+            https["spec"]["sslConfig"],
+            json!({"secretRef": {"name": "api-tls", "namespace": "shop"}})
+        );
+        for upstream in [&grpc, &https] {
+            assert_eq!(
+                upstream["spec"]["circuitBreakers"],
+                json!({"maxConnections": 10})
+            );
+        }
+    }
+
+    #[test]
+    fn global_annotations_apply_first_and_the_service_wins() {
+        let settings = TranslateSettings {
+            write_namespace: WriteNamespace::Fixed("gloo-system".into()),
+            global_annotations: BTreeMap::from([
+                (H2_ANNOTATION.to_string(), "true".to_string()),
+                (
+                    UPSTREAM_CONFIG_ANNOTATION.to_string(),
+                    r#"{"initialStreamWindowSize": 1000, "maxConcurrentStreams": 5}"#.to_string(),
+                ),
+            ]),
+        };
+        let plain = service("default", "a", &[("http", 80)]);
+        let spec = as_json(&translate_service(&plain, &settings).upstreams[0])["spec"].clone();
+        assert_eq!(spec["useHttp2"], json!(true));
+        assert_eq!(spec["initialStreamWindowSize"], json!(1000));
+
+        let overriding = annotate(
+            plain,
+            &[
+                (H2_ANNOTATION, "false"),
+                (
+                    UPSTREAM_CONFIG_ANNOTATION,
+                    r#"{"initialStreamWindowSize": 2000}"#,
+                ),
+            ],
+        );
+        let spec = as_json(&translate_service(&overriding, &settings).upstreams[0])["spec"].clone();
+        assert_eq!(spec["useHttp2"], json!(false));
+        assert_eq!(spec["initialStreamWindowSize"], json!(2000));
+        assert_eq!(
+            spec["maxConcurrentStreams"],
+            json!(5),
+            "global fields the Service does not set stay"
+        );
+    }
+
+    #[test]
+    fn a_bad_annotation_warns_once_and_loses_no_upstream() {
+        let svc = annotate(
+            service("default", "broken", &[("http", 80), ("admin", 81)]),
+            &[
+                (UPSTREAM_CONFIG_ANNOTATION, "{oops"),
+                (H2_ANNOTATION, "maybe"),
+            ],
+        );
+        let result = translate_service(&svc, &TranslateSettings::new("gloo-system"));
+        assert_eq!(result.upstreams.len(), 2);
+        let reasons: Vec<_> = result
+            .warnings
+            .iter()
+            .map(|warning| warning.reason().as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            ["invalid_boolean_annotation", "invalid_upstream_config"]
+        );
+        let spec = as_json(&result.upstreams[0])["spec"].clone();
+        assert_eq!(spec["kube"]["serviceName"], json!("broken"));
+        assert!(spec.get("useHttp2").is_none());
+    }
+
+    #[test]
+    fn the_annotation_cannot_change_discovery_metadata() {
+        let svc = annotate(
+            service("default", "petstore", &[("http", 80)]),
+            &[(
+                UPSTREAM_CONFIG_ANNOTATION,
+                r#"{"discoveryMetadata": {"labels": {"forged": "yes"}}}"#,
+            )],
+        );
+        let result = translate_service(&svc, &TranslateSettings::new("gloo-system"));
+        assert_eq!(
+            as_json(&result.upstreams[0])["spec"]["discoveryMetadata"],
+            json!({"labels": {"app": "petstore"}})
+        );
+        assert_eq!(result.warnings.len(), 1);
+    }
+}

@@ -228,7 +228,7 @@ mod tests {
                 want,
                 "{pairs:?}"
             );
-            let reasons: Vec<&str> = warnings.iter().map(TranslateWarning::reason).collect();
+            let reasons: Vec<&str> = warnings.iter().map(|w| w.reason().as_str()).collect();
             assert_eq!(reasons, vec![reason], "{pairs:?}");
         }
     }

@@ -289,7 +289,7 @@ mod tests {
         );
         (
             serde_json::to_value(spec).expect("serializes"),
-            warnings.iter().map(TranslateWarning::reason).collect(),
+            warnings.iter().map(|w| w.reason().as_str()).collect(),
         )
     }
 

@@ -1,6 +1,7 @@
 //! What translation reports about bad input. A warning never costs an Upstream: the offending
 //! annotation (or part of it) is ignored and the rest of the Service is translated.
 
+use crate::model::SkipReason;
 use std::fmt;
 
 /// Where an annotation came from.
@@ -67,16 +68,16 @@ pub enum TranslateWarning {
 }
 
 impl TranslateWarning {
-    /// A short, fixed label for metrics and Event reasons (never the message itself).
-    pub fn reason(&self) -> &'static str {
+    /// The fixed label it is counted under (never the message itself).
+    pub fn reason(&self) -> SkipReason {
         match self {
-            Self::InvalidBoolean { .. } => "invalid_boolean_annotation",
-            Self::UpstreamConfigNotJson { .. } => "invalid_upstream_config",
-            Self::UpstreamConfigUnknownFields { .. } => "unknown_upstream_config_field",
-            Self::UpstreamConfigProtectedField { .. } => "protected_upstream_config_field",
-            Self::UpstreamConfigInvalidValue { .. } => "invalid_upstream_config_value",
-            Self::TlsPortNotANumber { .. } => "invalid_tls_port",
-            Self::OneWayTlsWithoutTls { .. } => "one_way_tls_without_tls",
+            Self::InvalidBoolean { .. } => SkipReason::InvalidBooleanAnnotation,
+            Self::UpstreamConfigNotJson { .. } => SkipReason::InvalidUpstreamConfig,
+            Self::UpstreamConfigUnknownFields { .. } => SkipReason::UnknownUpstreamConfigField,
+            Self::UpstreamConfigProtectedField { .. } => SkipReason::ProtectedUpstreamConfigField,
+            Self::UpstreamConfigInvalidValue { .. } => SkipReason::InvalidUpstreamConfigValue,
+            Self::TlsPortNotANumber { .. } => SkipReason::InvalidTlsPort,
+            Self::OneWayTlsWithoutTls => SkipReason::OneWayTlsWithoutTls,
         }
     }
 }

@@ -7,9 +7,8 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Service;
 
+use crate::model::ServiceKey;
 use crate::plan::{FieldPath, ObservedUpstream};
-
-use super::state::ServiceKey;
 
 /// Separates the keys of one field path, and the paths of a set. Kubernetes field names,
 /// label and annotation keys cannot hold these control characters.
@@ -90,10 +89,10 @@ impl CompactUpstream {
 /// The Service named in an Upstream's `spec.kube`.
 fn source_service(object: &serde_json::Value) -> Option<ServiceKey> {
     let kube = object.get("spec")?.get("kube")?;
-    Some(ServiceKey {
-        namespace: kube.get("serviceNamespace")?.as_str()?.to_string(),
-        name: kube.get("serviceName")?.as_str()?.to_string(),
-    })
+    Some(ServiceKey::new(
+        kube.get("serviceNamespace")?.as_str()?,
+        kube.get("serviceName")?.as_str()?,
+    ))
 }
 
 #[cfg(test)]
@@ -118,13 +117,7 @@ mod tests {
             .into(),
         };
         let compact = CompactUpstream::new(&observed);
-        assert_eq!(
-            compact.source,
-            Some(ServiceKey {
-                namespace: "shop".into(),
-                name: "web".into()
-            })
-        );
+        assert_eq!(compact.source, Some(ServiceKey::new("shop", "web")));
         assert_eq!(compact.expand(), Some(observed.clone()));
 
         let none = ObservedUpstream {

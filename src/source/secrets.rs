@@ -1,5 +1,6 @@
 //! Watches exactly the Secrets that aws Upstreams name, one field-selected watch each, so a
 //! rotated Secret is used at the next sweep and no other Secret is ever read into memory.
+//! Each watch runs in a task of its own and sends what it sees down one channel.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,17 +11,14 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::target::{keys_from_secret, SecretKey, StaticKeys};
+use crate::lambda::target::{keys_from_secret, SecretSeen};
+use crate::model::SecretKey;
 
-/// What a Secret watch learnt.
+/// What the watch of one Secret saw.
 #[derive(Debug)]
-pub enum SecretUpdate {
-    /// The Secret exists: its credentials, or the keys it lacks.
-    Present(SecretKey, Result<StaticKeys, Vec<&'static str>>),
-    /// The Secret does not exist (after a complete list, or deleted).
-    Missing(SecretKey),
-    /// The watch failed (it is retried with backoff); the message never holds Secret data.
-    WatchError(SecretKey, String),
+pub struct SecretUpdate {
+    pub key: SecretKey,
+    pub seen: SecretSeen,
 }
 
 /// The running watches, one per Secret in use.
@@ -80,20 +78,22 @@ async fn watch_one(client: Client, key: SecretKey, sender: mpsc::UnboundedSender
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut listed = false;
     while let Some(event) = events.next().await {
-        let update = match event {
+        let seen = match event {
             Ok(watcher::Event::Init) => {
                 listed = false;
                 continue;
             }
             Ok(watcher::Event::InitApply(secret) | watcher::Event::Apply(secret)) => {
                 listed = true;
-                SecretUpdate::Present(key.clone(), keys_from_secret(secret.data.as_ref()))
+                SecretSeen::Present(keys_from_secret(secret.data.as_ref()))
             }
             Ok(watcher::Event::InitDone) if listed => continue,
-            Ok(watcher::Event::InitDone | watcher::Event::Delete(_)) => {
-                SecretUpdate::Missing(key.clone())
-            }
-            Err(error) => SecretUpdate::WatchError(key.clone(), error.to_string()),
+            Ok(watcher::Event::InitDone | watcher::Event::Delete(_)) => SecretSeen::Missing,
+            Err(error) => SecretSeen::WatchError(error.to_string()),
+        };
+        let update = SecretUpdate {
+            key: key.clone(),
+            seen,
         };
         if sender.send(update).is_err() {
             return;

@@ -1,0 +1,15 @@
+//! The reconcile kit both discovery loops are built from (DESIGN.md §5): a work queue keyed by
+//! object, per-stream list tracking, backoff, report-once bookkeeping and the leader gate. No
+//! network and no knowledge of Services or Lambda: the loops decide what a key means.
+
+mod backoff;
+mod gate;
+mod lists;
+mod queue;
+mod report;
+
+pub use backoff::Backoff;
+pub use gate::LeaderGate;
+pub use lists::{ListKey, ListTracker};
+pub use queue::{Event as QueueEvent, Finished, WorkQueue};
+pub use report::{Change, ReportOnce};

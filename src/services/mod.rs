@@ -1,0 +1,430 @@
+//! Service discovery: the loop that turns watch events into one plan per affected Service and
+//! carries the plan out. `state` (the compact cache) and `plan` decide; this loop only feeds
+//! the state, asks for plans, runs the writes on the shared work queue and reports.
+//!
+//! One task owns the state, so there are no locks. Events for a Service whose writes are
+//! running just keep it dirty, so they coalesce into one re-plan when the writes end. Failures
+//! are retried with backoff (or the server's Retry-After); conflicts re-plan from fresh state.
+
+mod compact;
+pub mod state;
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Applier, Outcome};
+use crate::events::{EventSink, ObjectEvent, Regarding};
+use crate::http::Health;
+use crate::metrics::{Metrics, Source, WriteOp, WriteResult};
+use crate::model::{ErrorKind, EventReason, ServiceKey, UpstreamKey};
+use crate::plan::{self, Action, Blocked};
+use crate::reconcile::{Backoff, Change, Finished, LeaderGate, ReportOnce, WorkQueue};
+use crate::source::ServiceInput;
+use crate::translate::{translate_service, TranslateSettings, TranslateWarning};
+
+use state::State;
+
+/// Retries of a Service's writes.
+const RETRY: Backoff = Backoff {
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(60),
+};
+/// How long in-flight writes may finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The loop's fixed settings.
+pub struct EngineConfig {
+    pub translate: TranslateSettings,
+    pub resync_interval: Duration,
+    pub write_concurrency: usize,
+}
+
+/// What one Service's write task did: each action's outcome and when it came back.
+type Outcomes = Vec<(Outcome, Instant)>;
+
+pub struct Engine {
+    config: EngineConfig,
+    state: State,
+    applier: Applier,
+    metrics: Metrics,
+    events: EventSink,
+    health: Health,
+    leader: LeaderGate,
+    queue: WorkQueue<ServiceKey, Outcomes>,
+    /// Warnings already recorded as Events, per Service, so a resync does not repeat them.
+    reported_warnings: ReportOnce<ServiceKey, Vec<String>>,
+    /// Names held by someone else, already reported.
+    reported_blocked: ReportOnce<UpstreamKey, Blocked>,
+    was_synced: bool,
+}
+
+impl Engine {
+    pub fn new(
+        config: EngineConfig,
+        state: State,
+        applier: Applier,
+        metrics: Metrics,
+        events: EventSink,
+        health: Health,
+        leader: LeaderGate,
+    ) -> Self {
+        Self {
+            config,
+            state,
+            applier,
+            metrics,
+            events,
+            health,
+            leader,
+            queue: WorkQueue::new(RETRY),
+            reported_warnings: ReportOnce::default(),
+            reported_blocked: ReportOnce::default(),
+            was_synced: false,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled or every input stream has ended.
+    pub async fn run(
+        mut self,
+        mut inputs: impl Stream<Item = ServiceInput> + Unpin,
+        shutdown: CancellationToken,
+    ) {
+        let mut resync = tokio::time::interval_at(
+            Instant::now() + self.config.resync_interval,
+            self.config.resync_interval,
+        );
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.metrics.set_leader(self.leader.is_open());
+        loop {
+            self.dispatch();
+            self.metrics.set_pending(self.queue.pending());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                input = inputs.next() => match input {
+                    Some(input) => self.on_input(input),
+                    None => break,
+                },
+                event = self.queue.next() => {
+                    if let crate::reconcile::QueueEvent::Finished(finished) = event {
+                        self.on_finished(finished);
+                    }
+                }
+                _ = resync.tick() => {
+                    tracing::debug!("periodic resync");
+                    self.mark_all_dirty();
+                    self.metrics.mark_synced(Source::Kubernetes);
+                }
+                is_leader = self.leader.changed() => {
+                    tracing::info!(is_leader, "leadership changed");
+                    self.metrics.set_leader(is_leader);
+                    if is_leader {
+                        self.mark_all_dirty();
+                    }
+                }
+            }
+        }
+        for finished in self.queue.drain(SHUTDOWN_GRACE).await {
+            self.on_finished(finished);
+        }
+    }
+
+    fn on_input(&mut self, input: ServiceInput) {
+        let now = Instant::now();
+        let touched = match input {
+            ServiceInput::Service(scope, event) => self.state.on_service_event(&scope, event),
+            ServiceInput::Upstream(scope, event) => self.state.on_upstream_event(&scope, event),
+            ServiceInput::Namespace(event) => self.state.on_namespace_event(event),
+            ServiceInput::WatchError(resource, error) => {
+                tracing::warn!(resource = resource.as_str(), %error, "watch failed; it restarts with backoff");
+                self.metrics.watch_restarted(resource);
+                Vec::new()
+            }
+        };
+        for key in touched {
+            self.queue.mark(key, now);
+        }
+        self.metrics
+            .set_upstreams(Source::Kubernetes, self.state.owned_upstream_count());
+        if !self.was_synced && self.state.synced() {
+            self.was_synced = true;
+            tracing::info!(
+                upstreams = self.state.owned_upstream_count(),
+                "initial lists complete"
+            );
+            self.health.set_ready(true);
+            self.metrics.mark_synced(Source::Kubernetes);
+            self.mark_all_dirty();
+        }
+    }
+
+    fn mark_all_dirty(&mut self) {
+        let now = Instant::now();
+        for key in self.state.all_service_keys() {
+            self.queue.mark(key, now);
+        }
+    }
+
+    /// Starts write tasks for dirty Services, as the leader, once the caches are complete.
+    fn dispatch(&mut self) {
+        if !self.state.synced() || !self.leader.is_open() {
+            return;
+        }
+        let mut cursor = None;
+        while self.queue.running() < self.config.write_concurrency {
+            let Some((key, changed_at)) = self.queue.pop_ready(&mut cursor) else {
+                break;
+            };
+            let actions = self.plan_for(&key);
+            if actions.is_empty() {
+                continue;
+            }
+            let applier = self.applier.clone();
+            self.queue.spawn(key, changed_at, async move {
+                let mut outcomes = Vec::with_capacity(actions.len());
+                for action in &actions {
+                    outcomes.push((applier.apply(action).await, Instant::now()));
+                }
+                outcomes
+            });
+        }
+    }
+
+    /// Translates and plans one Service; reports bad annotations and blocked names.
+    fn plan_for(&mut self, key: &ServiceKey) -> Vec<Action> {
+        let service = self.state.service_in_scope(key);
+        let translation = service
+            .as_ref()
+            .map(|s| translate_service(s, &self.config.translate))
+            .unwrap_or_default();
+        let uid = service.as_ref().and_then(|s| s.metadata.uid.clone());
+        self.report_warnings(key, uid.clone(), &translation.warnings);
+
+        let observed = self.state.observed_for(key);
+        let plan = plan::plan(
+            key,
+            &translation.upstreams,
+            &observed,
+            &self.state,
+            self.state.synced(),
+        );
+        for upstream in &translation.upstreams {
+            if let Some(name) = UpstreamKey::of(&upstream.metadata) {
+                if !plan.blocked.iter().any(|blocked| blocked.name == name) {
+                    self.reported_blocked.update(&name, None);
+                }
+            }
+        }
+        for blocked in plan.blocked {
+            self.state.wants(blocked.name.clone(), key.clone());
+            self.report_blocked(key, uid.clone(), blocked);
+        }
+        for action in &plan.actions {
+            if let Action::Update {
+                desired, reason, ..
+            } = action
+            {
+                tracing::debug!(service = %key, upstream = ?desired.metadata.name, ?reason, "update planned");
+            }
+        }
+        if plan.deletes_held_back > 0 {
+            tracing::debug!(service = %key, deletes = plan.deletes_held_back, "deletes held back until the first full list");
+        }
+        plan.actions
+    }
+
+    fn report_warnings(
+        &mut self,
+        key: &ServiceKey,
+        uid: Option<String>,
+        warnings: &[TranslateWarning],
+    ) {
+        let messages: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        let current = (!messages.is_empty()).then_some(messages);
+        let Change::Raised { previous } = self.reported_warnings.update(key, current) else {
+            return;
+        };
+        let previous = previous.unwrap_or_default();
+        for warning in warnings {
+            let note = warning.to_string();
+            if previous.contains(&note) {
+                continue;
+            }
+            self.metrics.skipped(warning.reason());
+            self.events.record(ObjectEvent {
+                regarding: Regarding::service(key, uid.clone()),
+                warning: true,
+                reason: EventReason::InvalidAnnotation,
+                note,
+            });
+        }
+    }
+
+    fn report_blocked(&mut self, key: &ServiceKey, uid: Option<String>, blocked: Blocked) {
+        let name = blocked.name.clone();
+        if !matches!(
+            self.reported_blocked.update(&name, Some(blocked.clone())),
+            Change::Raised { previous: None }
+        ) {
+            return;
+        }
+        self.metrics.skipped(blocked.skip_reason());
+        self.events.record(ObjectEvent {
+            regarding: Regarding::service(key, uid),
+            warning: true,
+            reason: blocked.event_reason(),
+            note: blocked.note(),
+        });
+    }
+
+    fn on_finished(&mut self, finished: Finished<ServiceKey, Outcomes>) {
+        let Finished {
+            key,
+            changed_at,
+            output,
+        } = finished;
+        let outcomes = match output {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                // A bug, not a server's answer: retry like a failure, so the Service is planned
+                // again instead of being forgotten.
+                tracing::error!(service = %key, %error, "a write task ended abnormally; retrying");
+                self.metrics.error(ErrorKind::TaskFailed);
+                self.queue.retry(key, changed_at, None);
+                return;
+            }
+        };
+        let mut retry_after: Option<Option<Duration>> = None;
+        for (outcome, finished_at) in outcomes {
+            let lag = finished_at.saturating_duration_since(changed_at);
+            match outcome {
+                Outcome::Written { op, upstream } => {
+                    self.state.on_written(&upstream);
+                    self.metrics
+                        .record_write(Source::Kubernetes, op, WriteResult::Success);
+                    self.metrics.observe_lag(Source::Kubernetes, lag);
+                    tracing::info!(service = %key, upstream = ?upstream.metadata.name, op = op.as_str(), lag_ms = lag.as_millis() as u64, "upstream written");
+                }
+                Outcome::Deleted(name) => {
+                    self.state.on_deleted(&name);
+                    self.metrics.record_write(
+                        Source::Kubernetes,
+                        WriteOp::Delete,
+                        WriteResult::Success,
+                    );
+                    self.metrics.observe_lag(Source::Kubernetes, lag);
+                    tracing::info!(service = %key, upstream = %name, op = "delete", lag_ms = lag.as_millis() as u64, "upstream deleted");
+                }
+                Outcome::NotOwned(name) => {
+                    self.metrics.record_write(
+                        Source::Kubernetes,
+                        WriteOp::Create,
+                        WriteResult::Skipped,
+                    );
+                    self.state.mark_foreign(name.clone());
+                    self.state.wants(name.clone(), key.clone());
+                    let uid = self
+                        .state
+                        .service_in_scope(&key)
+                        .and_then(|service: Service| service.metadata.uid);
+                    let blocked = Blocked {
+                        name,
+                        by: plan::BlockedBy::NotOwned,
+                    };
+                    self.report_blocked(&key, uid, blocked);
+                }
+                Outcome::Conflict(name) => {
+                    tracing::debug!(service = %key, upstream = %name, "conflict; re-planning");
+                    self.metrics.record_write(
+                        Source::Kubernetes,
+                        WriteOp::Update,
+                        WriteResult::Conflict,
+                    );
+                    retry_after.get_or_insert(None);
+                }
+                Outcome::DryRun => {}
+                Outcome::Failed {
+                    op,
+                    kind,
+                    retry_after: hint,
+                    message,
+                } => {
+                    self.metrics
+                        .record_write(Source::Kubernetes, op, WriteResult::Error);
+                    self.metrics.error(kind);
+                    tracing::warn!(service = %key, op = op.as_str(), kind = kind.as_str(), error = %message, "write failed; will retry");
+                    let slot = retry_after.get_or_insert(None);
+                    *slot = (*slot).max(hint);
+                }
+            }
+        }
+        match retry_after {
+            None => self.queue.succeeded(&key),
+            Some(hint) => {
+                self.queue.retry(key, changed_at, hint);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    use kube::Client;
+    use tokio::sync::watch;
+
+    use crate::model::Scope;
+    use crate::selector::LabelSelector;
+
+    /// An engine whose client points nowhere: nothing here is sent.
+    fn engine() -> Engine {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let applier = Applier::new(client, NonZeroU32::MIN, NonZeroU32::MIN, true);
+        let (_, leader) = watch::channel(false);
+        Engine::new(
+            EngineConfig {
+                translate: TranslateSettings::new("gloo-system"),
+                resync_interval: Duration::from_secs(600),
+                write_concurrency: 1,
+            },
+            State::new(&[Scope::All], &[Scope::All], LabelSelector::default()),
+            applier,
+            Metrics::new().expect("metrics"),
+            EventSink::log_only(),
+            Health::new(),
+            LeaderGate::new(leader),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_write_task_that_panics_is_retried() {
+        let mut engine = engine();
+        let key = ServiceKey::new("shop", "web");
+        let changed_at = Instant::now();
+        engine.queue.spawn(key.clone(), changed_at, async {
+            panic!("a bug in a write")
+        });
+        let crate::reconcile::QueueEvent::Finished(finished) = engine.queue.next().await else {
+            panic!("the task ends");
+        };
+        engine.on_finished(finished);
+        assert!(!engine.queue.is_busy(&key), "not stuck in flight");
+        assert!(engine.queue.is_waiting(&key), "retried after a backoff");
+        assert_eq!(engine.metrics.errors(ErrorKind::TaskFailed), 1);
+        let crate::reconcile::QueueEvent::Due(due) = engine.queue.next().await else {
+            panic!("the retry comes due");
+        };
+        assert_eq!(due, key);
+        assert_eq!(
+            engine.queue.pop_ready(&mut None),
+            Some((key, changed_at)),
+            "the original change time"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The watch streams of both loops, in one place: kube-runtime's watcher (paged lists, then
+//! watches, restarted with backoff; a re-list only after a watch is lost, never per event).
+//! Every event carries the [`Scope`] of its stream, so a state can tell which of its objects a
+//! re-list covers. The credentials Secrets of function discovery are watched one by one
+//! (`secrets`).
+
+mod secrets;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::config::Scopes;
+use crate::crd::Upstream;
+use crate::metrics::WatchResource;
+use crate::model::Scope;
+use crate::selector::LabelSelector;
+
+pub use secrets::{SecretUpdate, SecretWatches};
+
+/// List page size: big enough for few round trips, small enough to bound memory spikes.
+const PAGE_SIZE: u32 = 500;
+
+/// What service discovery's streams deliver.
+#[derive(Debug)]
+pub enum ServiceInput {
+    Service(Scope, watcher::Event<Service>),
+    Upstream(Scope, watcher::Event<Upstream>),
+    /// Only with a namespace selector.
+    Namespace(watcher::Event<Namespace>),
+    WatchError(WatchResource, String),
+}
+
+/// What function discovery's streams deliver.
+#[derive(Debug)]
+pub enum LambdaInput {
+    Upstream(Scope, Box<watcher::Event<Upstream>>),
+    /// Labels only: the opt-out label is all function discovery reads of a namespace.
+    Namespace(Box<watcher::Event<PartialObjectMeta<Namespace>>>),
+    WatchError(WatchResource, String),
+}
+
+/// Services in their scopes (server-side filtered by `service_selector`), every Upstream in the
+/// write namespace(s), and Namespaces when a namespace selector needs their labels.
+pub fn service_inputs(
+    client: &Client,
+    scopes: &Scopes,
+    service_selector: &LabelSelector,
+) -> BoxStream<'static, ServiceInput> {
+    let mut streams = Vec::new();
+    let services = watcher::Config::default()
+        .page_size(PAGE_SIZE)
+        .labels(service_selector.as_str());
+    for scope in &scopes.services {
+        let scope = scope.clone();
+        streams.push(watch(
+            api_for::<Service>(client, &scope),
+            services.clone(),
+            WatchResource::Services,
+            move |event| ServiceInput::Service(scope.clone(), event),
+            ServiceInput::WatchError,
+        ));
+    }
+    for scope in &scopes.upstreams {
+        let scope = scope.clone();
+        streams.push(watch(
+            api_for::<Upstream>(client, &scope),
+            watcher::Config::default().page_size(PAGE_SIZE),
+            WatchResource::Upstreams,
+            move |event| ServiceInput::Upstream(scope.clone(), event),
+            ServiceInput::WatchError,
+        ));
+    }
+    if !scopes.namespace_selector.selects_all() {
+        streams.push(watch(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().page_size(PAGE_SIZE),
+            WatchResource::Namespaces,
+            ServiceInput::Namespace,
+            ServiceInput::WatchError,
+        ));
+    }
+    stream::select_all(streams).boxed()
+}
+
+/// Upstreams in each of `scopes` and the labels of every namespace.
+pub fn lambda_inputs(client: &Client, scopes: &[Scope]) -> BoxStream<'static, LambdaInput> {
+    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let mut streams: Vec<BoxStream<'static, LambdaInput>> = scopes
+        .iter()
+        .map(|scope| {
+            let scope = scope.clone();
+            watch(
+                api_for::<Upstream>(client, &scope),
+                config.clone(),
+                WatchResource::Upstreams,
+                move |event| LambdaInput::Upstream(scope.clone(), Box::new(event)),
+                LambdaInput::WatchError,
+            )
+        })
+        .collect();
+    streams.push(watch(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        config,
+        WatchResource::Namespaces,
+        |event| LambdaInput::Namespace(Box::new(event)),
+        LambdaInput::WatchError,
+    ));
+    stream::select_all(streams).boxed()
+}
+
+/// One watch stream, its events and errors wrapped into the loop's input type.
+fn watch<K, I>(
+    api: Api<K>,
+    config: watcher::Config,
+    resource: WatchResource,
+    event: impl Fn(watcher::Event<K>) -> I + Send + 'static,
+    error: fn(WatchResource, String) -> I,
+) -> BoxStream<'static, I>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+    I: Send + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .map(move |item| match item {
+            Ok(item) => event(item),
+            Err(failure) => error(resource, failure.to_string()),
+        })
+        .boxed()
+}
+
+fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope.namespace() {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
