@@ -230,9 +230,13 @@ impl Engine {
                 tracing::debug!(service = %key, upstream = ?desired.metadata.name, ?reason, "update planned");
             }
         }
-        if plan.deletes_held_back > 0 {
-            tracing::debug!(service = %key, deletes = plan.deletes_held_back, "deletes held back until the first full list");
-        }
+        tracing::debug!(
+            service = %key,
+            writes = plan.actions.len(),
+            unchanged = plan.unchanged,
+            deletes_held_back = plan.deletes_held_back,
+            "planned"
+        );
         plan.actions
     }
 
