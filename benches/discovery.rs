@@ -19,11 +19,11 @@
 #[path = "../tests/e2e/daemon.rs"]
 mod daemon;
 #[allow(dead_code)]
-#[path = "../tests/e2e/env.rs"]
-mod env;
-#[allow(dead_code)]
 #[path = "../tests/e2e/support.rs"]
 mod support;
+#[allow(dead_code)]
+#[path = "../tests/e2e/test_env.rs"]
+mod test_env;
 
 #[path = "discovery/cluster.rs"]
 mod cluster;

@@ -14,9 +14,9 @@ use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::{translate_service, TranslateSettings};
 
 use crate::daemon::Setup;
-use crate::env::TestEnv;
 use crate::prom::{RequestCounts, Samples};
 use crate::support::fresh_namespace;
+use crate::test_env::TestEnv;
 
 /// Namespaces the Services are spread over.
 pub const SERVICE_NAMESPACES: usize = 4;

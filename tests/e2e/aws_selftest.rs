@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::aws_fixture::{function_zip, lambda_client, Moto, TEST_ACCESS_KEY_ID};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
-use crate::env::TestEnv;
+use crate::test_env::TestEnv;
 
 const REGION: &str = "ap-south-1";
 

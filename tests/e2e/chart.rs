@@ -17,10 +17,10 @@ use serde_yaml::Value;
 use upstream_discovery::crd::Upstream;
 
 use crate::daemon::Daemon;
-use crate::env::TestEnv;
 use crate::support::{
     delete_namespace, fresh_namespace, install_crd, service_account_token, wait_for,
 };
+use crate::test_env::TestEnv;
 
 const CHART: &str = "deploy/helm/upstream-discovery";
 

@@ -13,10 +13,10 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::env::TestEnv;
 use crate::support::{
     delete_namespace, fresh_namespace, install_crd, service_account_token, wait_for,
 };
+use crate::test_env::TestEnv;
 
 /// The namespaces and identity of one test's daemon(s).
 pub struct Setup {

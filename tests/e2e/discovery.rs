@@ -13,8 +13,8 @@ use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::{translate_service, TranslateSettings, WriteNamespace};
 
 use crate::daemon::Setup;
-use crate::env::TestEnv;
 use crate::support::{essence, wait_for, wait_for_exact_upstreams};
+use crate::test_env::TestEnv;
 
 /// SIGTERM must end the daemon within this.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);

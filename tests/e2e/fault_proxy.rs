@@ -31,8 +31,8 @@ use kube::{Client, Config};
 use serde_json::json;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::env::TestEnv;
 use crate::proxy_server::{forwardable, full, BoxError, ProxyBody, RuleId, Rules, Server};
+use crate::test_env::TestEnv;
 
 /// What a matching request gets.
 #[derive(Debug, Clone, PartialEq)]

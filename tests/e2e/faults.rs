@@ -15,9 +15,9 @@ use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::TranslateSettings;
 
 use crate::daemon::{Daemon, Setup};
-use crate::env::TestEnv;
 use crate::fault_proxy::{matching, Fault, FaultProxy, Rule, Seen};
 use crate::support::{wait_for, wait_until};
+use crate::test_env::TestEnv;
 
 /// SIGTERM must end the daemon within this.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);

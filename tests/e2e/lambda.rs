@@ -15,9 +15,9 @@ use upstream_discovery::crd::{LambdaFunction, Upstream};
 use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
 use crate::daemon::{Daemon, Setup};
-use crate::env::TestEnv;
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
 use crate::support::{wait_for, wait_for_event, wait_until};
+use crate::test_env::TestEnv;
 
 /// Short, so the tests see several sweeps; the default is 30 s.
 const POLL: &str = "2s";

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 use upstream_discovery::crd::Upstream;
 
-use crate::env::TestEnv;
 use crate::support::{
     delete_namespace, fresh_namespace, install_crd, service_account_token, wait_for,
 };
+use crate::test_env::TestEnv;
 
 fn status_code(error: &kube::Error) -> Option<u16> {
     match error {

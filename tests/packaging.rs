@@ -894,8 +894,8 @@ fn expected_manifests() -> String {
          #   kubectl create namespace {NAMESPACE}\n\
          #   kubectl apply --server-side -f {MANIFESTS}\n\
          #\n\
-         # Generated; do not edit. tests/chart.rs checks it is in sync; to regenerate:\n\
-         #   UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests\n\
+         # Generated; do not edit. tests/packaging.rs checks it is in sync; to regenerate:\n\
+         #   UPDATE_MANIFESTS=1 cargo test --test packaging plain_manifests\n\
          # (that runs: helm template {RELEASE} {CHART} --namespace {NAMESPACE} --include-crds)\n\
          {rendered}"
     )
@@ -912,7 +912,7 @@ fn plain_manifests_are_the_chart_rendered_with_default_values() {
     assert!(
         actual == expected,
         "{MANIFESTS} is not the chart rendered with default values; regenerate it with\n  \
-         UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests"
+         UPDATE_MANIFESTS=1 cargo test --test packaging plain_manifests"
     );
     let docs = documents(&actual);
     assert!(kinds(&docs).contains(&"CustomResourceDefinition".to_string()));
