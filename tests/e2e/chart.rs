@@ -12,8 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::Api;
-use serde_json::json;
-use serde_yaml::Value;
+use serde_json::{json, Value};
 use upstream_discovery::crd::Upstream;
 
 use crate::daemon::Daemon;
@@ -82,12 +81,9 @@ impl Release {
         ]);
     }
 
+    /// The documents that hold something (empty ones are left out).
     fn documents(&self) -> Vec<Value> {
-        use serde::Deserialize;
-        serde_yaml::Deserializer::from_str(&self.yaml)
-            .map(|d| Value::deserialize(d).expect("YAML"))
-            .filter(|v| !v.is_null())
-            .collect()
+        serde_saphyr::from_multiple(&self.yaml).expect("YAML")
     }
 
     fn find(&self, kind: &str) -> Value {
@@ -267,7 +263,7 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     let args =
         disabled.find("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
     let args: Vec<&str> = args
-        .as_sequence()
+        .as_array()
         .expect("args")
         .iter()
         .filter_map(Value::as_str)
@@ -415,7 +411,7 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     assert_eq!(account, release.fullname);
     let container = &pod["containers"][0];
     let env_vars: Vec<(String, String)> = container["env"]
-        .as_sequence()
+        .as_array()
         .expect("env")
         .iter()
         .map(|e| {
@@ -431,7 +427,7 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     assert!(env_vars.contains(&("POD_NAMESPACE".into(), "metadata.namespace".into())));
     assert!(env_vars.contains(&("POD_NAME".into(), "metadata.name".into())));
     let chart_args: Vec<String> = container["args"]
-        .as_sequence()
+        .as_array()
         .expect("args")
         .iter()
         .map(|a| a.as_str().expect("string").to_string())
