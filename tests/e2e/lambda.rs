@@ -552,11 +552,11 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         json!({}),
     )
     .await;
-    let refused = rig.proxy.inject(
+    let refused = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id("AKIDREFUSED000000001"),
     );
     // More than the SDK's three attempts: the sweep fails, then succeeds on a later retry.
-    let throttle = rig.proxy.inject(
+    let throttle = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::TooManyRequests)
             .access_key_id(TEST_ACCESS_KEY_ID)
             .times(4),
@@ -580,7 +580,7 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     let expected = rig.expected(|_| true).await;
     rig.wait_for_functions("throttled", &expected, &daemon)
         .await;
-    assert_eq!(rig.proxy.remaining(throttle), Some(0));
+    assert_eq!(rig.proxy.rules.remaining(throttle), Some(0));
     let metrics = daemon.metrics().await;
     let value = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
     assert!(value("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"throttled\"}") >= 4.0);
@@ -623,7 +623,7 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         !logs.contains(TEST_SECRET_ACCESS_KEY),
         "a secret in the log"
     );
-    rig.proxy.remove(refused);
+    rig.proxy.rules.remove(refused);
     rig.test_secret().await;
     rig.secret(
         "wrong-keys",
@@ -842,9 +842,11 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
     rig.upstream("refused", aws.clone(), json!({})).await;
     rig.upstream("doomed", aws.clone(), json!({})).await;
     let kube = FaultProxy::start(&env, rig.setup.token()).await;
-    kube.inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::conflict()).times(1));
-    kube.inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::internal_error()).times(1));
-    let held = kube.inject(
+    kube.rules
+        .inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::conflict()).times(1));
+    kube.rules
+        .inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::internal_error()).times(1));
+    let held = kube.rules.inject(
         Rule::new(
             "PATCH",
             &["/upstreams/doomed"],
@@ -852,7 +854,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
         )
         .times(1),
     );
-    let aws_error = rig.proxy.inject(
+    let aws_error = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::ServerError)
             .access_key_id(TEST_ACCESS_KEY_ID)
             .times(3),
@@ -873,7 +875,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
         .contains("ServiceException"));
     // The doomed Upstream's write is held by the proxy: delete it meanwhile.
     wait_for("the held write", || async {
-        (kube.remaining(held) == Some(0)).then_some(())
+        (kube.rules.remaining(held) == Some(0)).then_some(())
     })
     .await;
     rig.upstreams()
@@ -882,7 +884,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
         .expect("delete");
     rig.wait_for_functions("refused", &[entry("f", "$LATEST")], &daemon)
         .await;
-    assert_eq!(rig.proxy.remaining(aws_error), Some(0));
+    assert_eq!(rig.proxy.rules.remaining(aws_error), Some(0));
     wait_for("the held write to be refused", || async {
         let conflicts = daemon
             .metric_sum("upstream_discovery_writes_total{op=\"update\",result=\"conflict\",source=\"lambda\"}")
