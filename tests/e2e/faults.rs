@@ -14,8 +14,9 @@ use serde_json::json;
 use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::TranslateSettings;
 
-use crate::daemon::{Daemon, Setup};
+use crate::daemon::Daemon;
 use crate::fault_proxy::{matching, Fault, FaultProxy, Rule, Seen};
+use crate::scenario::{kubeconfig_via, Scenario};
 use crate::support::{wait_for, wait_until};
 use crate::test_env::TestEnv;
 
@@ -99,41 +100,40 @@ async fn upstream_exists(admin: &Client, write_ns: &str, name: &str) -> bool {
         .is_some()
 }
 
-/// A test's setup, proxy and daemon (talking to the API server through the proxy), ready.
+/// A test's scenario, proxy and daemon (talking to the API server through the proxy), ready.
 struct Rig {
-    setup: Setup,
+    scenario: Scenario,
     proxy: FaultProxy,
     daemon: Daemon,
 }
 
 impl Rig {
     async fn start(env: Arc<TestEnv>, purpose: &str) -> Self {
-        let setup = Setup::new(env.clone(), purpose, false).await;
-        let proxy = FaultProxy::start(&env, setup.token()).await;
-        let daemon = setup.start_via(&proxy.url(), &[]);
-        daemon.wait_ready().await;
+        let scenario = Scenario::builder(env.clone(), purpose).build().await;
+        let proxy = FaultProxy::start(&env, scenario.token()).await;
+        let daemon = scenario.daemon().via(&proxy.url()).ready().await;
         Self {
-            setup,
+            scenario,
             proxy,
             daemon,
         }
     }
 
     fn admin(&self) -> &Client {
-        &self.setup.admin
+        &self.scenario.admin
     }
 
     fn ns(&self) -> &str {
-        &self.setup.service_ns
+        &self.scenario.service_ns
     }
 
     fn write(&self) -> &str {
-        &self.setup.write_ns
+        &self.scenario.write_ns
     }
 
     /// The Upstream name of `service`'s port.
     fn upstream(&self, service: &str, port: i32) -> String {
-        format!("{}-{service}-{port}", self.setup.service_ns)
+        format!("{}-{service}-{port}", self.scenario.service_ns)
     }
 
     /// Requests with `method` whose path and query contain `contains`.
@@ -170,7 +170,7 @@ impl Rig {
     async fn finish(self) {
         self.daemon.terminate(EXIT_LIMIT);
         self.proxy.shutdown().await;
-        self.setup.cleanup().await;
+        self.scenario.cleanup().await;
     }
 }
 
@@ -189,21 +189,17 @@ const LAG_SUM: &str = r#"upstream_discovery_lag_seconds_sum{source="kubernetes"}
 /// with the ServiceAccount's rights, kube-rs sends its bearer token over plain HTTP, watches
 /// stream, and dropping them ends them.
 pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
-    let setup = Setup::new(env.clone(), "proxy", false).await;
-    let proxy = FaultProxy::start(&env, setup.token()).await;
-    let kubeconfig = Kubeconfig::from_yaml(&format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: p\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: p\n  context: {{cluster: p, user: u}}\ncurrent-context: p\n",
-        proxy.url(),
-        setup.token()
-    ))
-    .expect("kubeconfig");
+    let scenario = Scenario::builder(env.clone(), "proxy").build().await;
+    let proxy = FaultProxy::start(&env, scenario.token()).await;
+    let kubeconfig =
+        Kubeconfig::from_yaml(&kubeconfig_via(&proxy.url(), scenario.token())).expect("kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("config");
     // kube-rs retries 429/503/504 by itself by default; this client must see each answer.
     config.default_retry = false;
     let client = Client::try_from(config).expect("client over http");
-    let services = Api::<Service>::namespaced(client.clone(), &setup.service_ns);
+    let services = Api::<Service>::namespaced(client.clone(), &scenario.service_ns);
 
     // A faulted GET gets the 429 with its Retry-After; the next one goes through.
     proxy
@@ -240,7 +236,7 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
         .rules
         .inject(Rule::new("GET", &["/api/v1/namespaces"], Fault::too_many_requests(3)).times(1));
     let raw = proxy.url().trim_start_matches("http://").to_string();
-    let raw_head = raw_request(&raw, &format!("/api/v1/namespaces/{}", setup.service_ns)).await;
+    let raw_head = raw_request(&raw, &format!("/api/v1/namespaces/{}", scenario.service_ns)).await;
     assert!(raw_head.starts_with("HTTP/1.1 429"), "{raw_head}");
     assert!(
         raw_head.to_ascii_lowercase().contains("retry-after: 3"),
@@ -309,7 +305,7 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
         (proxy.open_watches() == 1).then_some(())
     })
     .await;
-    create_service(&setup.admin, &setup.service_ns, "watched", 80).await;
+    create_service(&scenario.admin, &scenario.service_ns, "watched", 80).await;
     let event = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
         .await
         .expect("an event in time");
@@ -361,7 +357,7 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
         .expect("no fault left");
 
     proxy.shutdown().await;
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 /// The response head of a raw GET with no credentials.

@@ -14,8 +14,9 @@ use upstream_discovery::crd::{LambdaFunction, Upstream};
 
 use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
-use crate::daemon::{Daemon, Setup};
+use crate::daemon::Daemon;
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::scenario::Scenario;
 use crate::support::{wait_for, wait_for_event, wait_until};
 use crate::test_env::TestEnv;
 
@@ -24,9 +25,9 @@ const POLL: &str = "2s";
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const SECRET: &str = "aws-credentials";
 
-/// A test's namespaces and daemon identity, its moto region and its proxy.
+/// A test's scenario (namespaces and daemon identity), its moto region and its proxy.
 struct Rig {
-    setup: Setup,
+    scenario: Scenario,
     moto: Moto,
     proxy: LambdaProxy,
 }
@@ -36,16 +37,20 @@ impl Rig {
         let moto = Moto::new(&env, region).await;
         moto.clean_region().await;
         let proxy = LambdaProxy::start(env.get("MOTO_URL")).await;
-        let setup = Setup::new(env, purpose, false).await;
-        Self { setup, moto, proxy }
+        let scenario = Scenario::builder(env, purpose).build().await;
+        Self {
+            scenario,
+            moto,
+            proxy,
+        }
     }
 
     fn admin(&self) -> &Client {
-        &self.setup.admin
+        &self.scenario.admin
     }
 
     fn ns(&self) -> &str {
-        &self.setup.service_ns
+        &self.scenario.service_ns
     }
 
     fn region(&self) -> &str {
@@ -64,16 +69,21 @@ impl Rig {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Daemon {
-        let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.proxy.url())];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let mut flags = extra.to_vec();
-        if !flags.contains(&"--lambda-poll-interval") {
-            flags.extend(["--lambda-poll-interval", POLL]);
+        let mut daemon = self
+            .scenario
+            .daemon()
+            .args(extra)
+            .env("AWS_ENDPOINT_URL", self.proxy.url());
+        if !extra.contains(&"--lambda-poll-interval") {
+            daemon = daemon.args(&["--lambda-poll-interval", POLL]);
         }
-        match kube_proxy {
-            Some(proxy) => self.setup.start_via_with_env(&proxy.url(), &flags, &vars),
-            None => self.setup.start_with_env(&flags, &vars),
+        for (name, value) in env {
+            daemon = daemon.env(name, value.clone());
         }
+        if let Some(proxy) = kube_proxy {
+            daemon = daemon.via(&proxy.url());
+        }
+        daemon.start()
     }
 
     async fn secret(&self, name: &str, data: &[(&str, &str)]) {
@@ -175,7 +185,7 @@ impl Rig {
     async fn cleanup(self) {
         self.proxy.shutdown().await;
         self.moto.clean_region().await;
-        self.setup.cleanup().await;
+        self.scenario.cleanup().await;
     }
 }
 
@@ -841,7 +851,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
     let aws = rig.by_test_secret();
     rig.upstream("refused", aws.clone(), json!({})).await;
     rig.upstream("doomed", aws.clone(), json!({})).await;
-    let kube = FaultProxy::start(&env, rig.setup.token()).await;
+    let kube = FaultProxy::start(&env, rig.scenario.token()).await;
     kube.rules
         .inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::conflict()).times(1));
     kube.rules

@@ -12,6 +12,7 @@ mod fault_proxy;
 mod faults;
 mod lambda;
 mod proxy_server;
+mod scenario;
 mod support;
 mod test_env;
 
