@@ -5,8 +5,9 @@
 #
 #   docker build -t upstream-discovery:dev .
 #
-# tests/chart.rs lints this file with hadolint and runs the final `cargo build` line below outside
-# Docker (there is no Docker engine in CI), then checks that ENTRYPOINT names the binary it built.
+# tests/packaging.rs lints this file with hadolint and runs the final `cargo build` line below
+# outside Docker (there is no Docker engine in CI), then checks that ENTRYPOINT names the binary
+# it built.
 
 # ---- build ---------------------------------------------------------------------------------
 # Debian bookworm, like the runtime base, so the binary links against the same glibc. 1.94 is the

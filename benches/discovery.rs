@@ -14,16 +14,19 @@
 //!
 //! `cargo bench --bench discovery -- --services 10000`
 
-// The e2e tests' environment and daemon setup, shared as they are (the bench uses part of them).
+// The e2e tests' environment and scenario, shared as they are (the bench uses part of them).
 #[allow(dead_code)]
 #[path = "../tests/e2e/daemon.rs"]
 mod daemon;
 #[allow(dead_code)]
-#[path = "../tests/e2e/env.rs"]
-mod env;
+#[path = "../tests/e2e/scenario.rs"]
+mod scenario;
 #[allow(dead_code)]
 #[path = "../tests/e2e/support.rs"]
 mod support;
+#[allow(dead_code)]
+#[path = "../tests/e2e/test_env.rs"]
+mod test_env;
 
 #[path = "discovery/cluster.rs"]
 mod cluster;
@@ -154,7 +157,7 @@ async fn measure(
         .map(String::from)
         .collect();
     let launch = |run: usize| Launch {
-        kubeconfig: &cluster.setup.kubeconfig,
+        kubeconfig: cluster.setup.kubeconfig(),
         pod_namespace: cluster.write_namespace(),
         args: &daemon_args,
         log: args

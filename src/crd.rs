@@ -168,8 +168,15 @@ pub fn definition() -> CustomResourceDefinition {
 }
 
 /// The CRD as YAML, exactly as shipped in `deploy/crds/upstreams.gloo.solo.io.yaml`.
-pub fn definition_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&definition())
+pub fn definition_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    yaml_document(&definition())
+}
+
+/// One YAML document of an Upstream or the CRD, as `render` and `crd` print them: a long string
+/// stays on its line (the serializer would fold it).
+pub fn yaml_document<T: Serialize>(value: &T) -> Result<String, serde_saphyr::SerializeError> {
+    let options = serde_saphyr::ser_options! { folded_wrap_chars: usize::MAX };
+    serde_saphyr::to_string_with_options(value, options)
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! with no cluster involved.
 
 use k8s_openapi::api::core::v1::Service;
-use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
+use serde_saphyr::granit_parser::{Event, Parser};
+use serde_saphyr::{Spanned, UserMessageFormatter};
 
-use crate::crd::Upstream;
+use crate::crd::{yaml_document, Upstream};
 use crate::selector::LabelSelector;
 use crate::translate::{translate_service, TranslateSettings, TranslateWarning};
 
@@ -27,7 +28,7 @@ pub enum RenderError {
         message: String,
     },
     #[error("cannot write YAML: {0}")]
-    Output(#[from] serde_yaml::Error),
+    Output(#[from] serde_saphyr::SerializeError),
 }
 
 /// An object of the input that is not a Service, left out of the translation.
@@ -56,18 +57,13 @@ pub struct Rendered {
 /// Reads Services from YAML: several documents, each a Service or a `List` of objects.
 pub fn parse_services(yaml: &str) -> Result<ParsedInput, RenderError> {
     let mut input = ParsedInput::default();
-    for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let document_number = index + 1;
-        let value = Value::deserialize(document).map_err(|e| RenderError::Syntax {
-            document: document_number,
-            message: e.to_string(),
-        })?;
+    for (document_number, value) in documents(yaml)? {
         match &value {
             Value::Null => {}
-            Value::Mapping(map) if is_list(map) => {
+            Value::Object(map) if is_list(map) => {
                 let items = match map.get("items") {
                     None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Sequence(items)) => items.clone(),
+                    Some(Value::Array(items)) => items.clone(),
                     Some(_) => {
                         return Err(RenderError::Field {
                             document: document_number,
@@ -88,7 +84,47 @@ pub fn parse_services(yaml: &str) -> Result<ParsedInput, RenderError> {
     Ok(input)
 }
 
-fn is_list(map: &serde_yaml::Mapping) -> bool {
+/// The documents of a YAML stream that hold something, each with its number (1-based). Every
+/// document counts, empty ones too, so the numbers are those a reader counts in the input.
+fn documents(yaml: &str) -> Result<Vec<(usize, Value)>, RenderError> {
+    // Where each document starts; the parser's own errors are in the document it was reading.
+    let mut starts = Vec::new();
+    let mut ended = false;
+    for event in Parser::new_from_str(yaml) {
+        match event {
+            Ok((Event::DocumentStart(..), span)) => {
+                starts.push(span.start.line() as u64);
+                ended = false;
+            }
+            Ok((Event::DocumentEnd, _)) => ended = true,
+            Ok(_) => {}
+            Err(error) => {
+                return Err(RenderError::Syntax {
+                    document: (starts.len() + usize::from(ended)).max(1),
+                    message: error.to_string(),
+                })
+            }
+        }
+    }
+    let document_at = |line: u64| starts.partition_point(|&start| start <= line).max(1);
+    // Empty and null documents are left out here.
+    let values: Vec<Spanned<Value>> = serde_saphyr::from_multiple_with_options(
+        yaml,
+        serde_saphyr::options! { with_snippet: false },
+    )
+    .map_err(|error| RenderError::Syntax {
+        document: error
+            .location()
+            .map_or(starts.len().max(1), |at| document_at(at.line())),
+        message: error.render_with_formatter(&UserMessageFormatter),
+    })?;
+    Ok(values
+        .into_iter()
+        .map(|value| (document_at(value.referenced.line()), value.value))
+        .collect())
+}
+
+fn is_list(map: &serde_json::Map<String, Value>) -> bool {
     map.get("kind")
         .and_then(Value::as_str)
         .is_some_and(|kind| kind == "List" || kind.ends_with("List"))
@@ -111,7 +147,7 @@ fn read_object(
         },
         message,
     };
-    let Value::Mapping(map) = &value else {
+    let Value::Object(map) = &value else {
         return Err(field_error(".", "expected an object".to_string()));
     };
     let kind = match map.get("kind") {
@@ -184,7 +220,7 @@ pub fn to_yaml(upstreams: &[Upstream]) -> Result<String, RenderError> {
     let mut out = String::new();
     for upstream in upstreams {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(upstream)?);
+        out.push_str(&yaml_document(upstream)?);
     }
     Ok(out)
 }
@@ -259,9 +295,7 @@ items:
             &LabelSelector::default(),
         );
         let yaml = to_yaml(&rendered.upstreams).expect("yaml");
-        let back: Vec<Upstream> = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|doc| Upstream::deserialize(doc).expect("an Upstream"))
-            .collect();
+        let back: Vec<Upstream> = serde_saphyr::from_multiple(&yaml).expect("Upstreams");
         assert_eq!(back, rendered.upstreams);
     }
 

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use serde::Deserialize;
 use upstream_discovery::crd::Upstream;
 
 fn binary() -> Command {
@@ -46,9 +45,7 @@ fn stderr(output: &Output) -> String {
 }
 
 fn upstreams(yaml: &str) -> Vec<Upstream> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Upstream::deserialize(doc).expect("each document is an Upstream"))
-        .collect()
+    serde_saphyr::from_multiple(yaml).expect("each document is an Upstream")
 }
 
 fn by_name<'a>(upstreams: &'a [Upstream], name: &str) -> &'a Upstream {

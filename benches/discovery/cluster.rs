@@ -1,5 +1,5 @@
 //! The benchmark's cluster: the test environment, the daemon's namespaces, ServiceAccount and
-//! RBAC (the e2e tests' `Setup`, as the chart grants them), the Services, and what the daemon
+//! RBAC (the e2e tests' `Scenario`, as the chart grants them), the Services, and what the daemon
 //! should write for them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,10 +13,10 @@ use serde_json::json;
 use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::{translate_service, TranslateSettings};
 
-use crate::daemon::Setup;
-use crate::env::TestEnv;
 use crate::prom::{RequestCounts, Samples};
+use crate::scenario::Scenario;
 use crate::support::fresh_namespace;
+use crate::test_env::TestEnv;
 
 /// Namespaces the Services are spread over.
 pub const SERVICE_NAMESPACES: usize = 4;
@@ -27,15 +27,15 @@ pub const REVISION_ANNOTATION: &str = "bench.upstream-discovery/revision";
 
 pub struct Cluster {
     pub env: Arc<TestEnv>,
-    pub setup: Setup,
-    /// The first is the Setup's own.
+    pub setup: Scenario,
+    /// The first is the Scenario's own.
     pub service_namespaces: Vec<String>,
 }
 
 impl Cluster {
     pub async fn start() -> Result<Self, String> {
         let env = Arc::new(tokio::task::block_in_place(TestEnv::start)?);
-        let setup = Setup::new(env.clone(), "bench", false).await;
+        let setup = Scenario::builder(env.clone(), "bench").build().await;
         let mut service_namespaces = vec![setup.service_ns.clone()];
         for _ in 1..SERVICE_NAMESPACES {
             let namespace = fresh_namespace(&setup.admin, "bench-s").await;

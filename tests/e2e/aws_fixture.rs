@@ -31,7 +31,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 
-use crate::env::TestEnv;
+use crate::test_env::TestEnv;
 
 /// The access key the tests sign with (moto checks no signature).
 pub const TEST_ACCESS_KEY_ID: &str = "AKIDTESTING0000000001";

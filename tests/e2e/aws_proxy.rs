@@ -19,10 +19,10 @@
 //!   every `$LATEST` it relays in a ListFunctions or ListVersionsByFunction answer, and when they
 //!   change (new `CodeSha256`, handler, ...) it answers a fresh `LastModified` from then on.
 //!   A change is noticed only if this proxy listed the function before it.
-//! - **Faults.** [`LambdaProxy::inject`] an [`AwsRule`]: the next N requests (or all, until
-//!   removed) of an operation, optionally only of one region or access key, get an
-//!   [`AwsFault`] in the wire format of their protocol instead of (or, for a delay, before)
-//!   moto's answer.
+//! - **Faults.** `proxy.rules.inject` ([`RuleBook::inject`]) an [`AwsRule`]: the next N
+//!   requests (or all, until removed) of an operation, optionally only of one region or access
+//!   key, get an [`AwsFault`] in the wire format of their protocol instead of (or, for a delay,
+//!   before) moto's answer.
 //! - **A record.** [`LambdaProxy::requests`], [`LambdaProxy::count`] and
 //!   [`LambdaProxy::count_in`] tell which operations came, from which region and key, when, and
 //!   what they were answered.
@@ -40,7 +40,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use crate::proxy_server::{forwardable, full, BoxError, ProxyBody, RuleId, Rules, Server};
+use crate::proxy_server::{forwardable, full, BoxError, FaultRule, ProxyBody, RuleBook, Server};
 
 /// AWS's page size for the three list calls, and the most a page holds whatever MaxItems says.
 pub const PAGE_SIZE: usize = 50;
@@ -131,6 +131,12 @@ impl AwsRule {
     }
 }
 
+impl FaultRule for AwsRule {
+    fn limit(&self) -> Option<usize> {
+        self.times
+    }
+}
+
 /// One request the proxy received.
 #[derive(Debug, Clone)]
 pub struct AwsSeen {
@@ -161,7 +167,6 @@ struct Latest {
 }
 
 struct Shared {
-    rules: Rules<AwsRule>,
     seen: Vec<AwsSeen>,
     emulate_last_modified: bool,
     /// Per (region, function name).
@@ -171,6 +176,8 @@ struct Shared {
 
 /// A running proxy; stopped by [`LambdaProxy::shutdown`] or when dropped.
 pub struct LambdaProxy {
+    /// The fault rules in force: `proxy.rules.inject(AwsRule::new(..))`.
+    pub rules: RuleBook<AwsRule>,
     server: Server,
     shared: Arc<Mutex<Shared>>,
 }
@@ -178,8 +185,8 @@ pub struct LambdaProxy {
 impl LambdaProxy {
     /// Starts a proxy to moto at `moto_url` (`http://127.0.0.1:PORT`).
     pub async fn start(moto_url: &str) -> Self {
+        let rules = RuleBook::default();
         let shared = Arc::new(Mutex::new(Shared {
-            rules: Rules::default(),
             seen: Vec::new(),
             emulate_last_modified: true,
             latest: HashMap::new(),
@@ -193,6 +200,7 @@ impl LambdaProxy {
         let state = Forwarder {
             client,
             upstream: moto_url.trim_end_matches('/').to_string(),
+            rules: rules.clone(),
             shared: shared.clone(),
         };
         let server = Server::start(move |request| {
@@ -200,7 +208,11 @@ impl LambdaProxy {
             async move { state.handle(request).await }
         })
         .await;
-        Self { server, shared }
+        Self {
+            rules,
+            server,
+            shared,
+        }
     }
 
     /// The URL to give an AWS client as its endpoint.
@@ -215,27 +227,6 @@ impl LambdaProxy {
     /// Turns the `LastModified` emulation of `$LATEST` on (the default) or off.
     pub fn emulate_last_modified(&self, on: bool) {
         self.lock().emulate_last_modified = on;
-    }
-
-    /// Adds a fault rule; see [`Rules`] for which rule applies.
-    pub fn inject(&self, rule: AwsRule) -> RuleId {
-        let times = rule.times;
-        self.lock().rules.add(rule, times)
-    }
-
-    /// Removes a rule (whether or not it is used up).
-    pub fn remove(&self, id: RuleId) {
-        self.lock().rules.remove(id);
-    }
-
-    /// Removes every rule.
-    pub fn clear(&self) {
-        self.lock().rules.clear();
-    }
-
-    /// How many more requests rule `id` applies to (`None`: unlimited or removed).
-    pub fn remaining(&self, id: RuleId) -> Option<usize> {
-        self.lock().rules.remaining(id)
     }
 
     /// Every request seen so far, in order of arrival.
@@ -275,6 +266,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
+    rules: RuleBook<AwsRule>,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -677,11 +669,12 @@ impl Forwarder {
         let classified = classify(&method, parts.uri.path(), &query, &parts.headers, &body);
 
         let (index, fault, request_id) = {
-            let mut shared = lock(&self.shared);
-            let fault = shared
-                .rules
+            // Both locks at once, so the record is in the order the rules were taken.
+            let mut rules = self.rules.lock();
+            let fault = rules
                 .take(|rule| rule.matches(&classified))
                 .map(|rule| rule.fault.clone());
+            let mut shared = lock(&self.shared);
             shared.seen.push(AwsSeen {
                 operation: classified.operation.clone(),
                 region: classified.region.clone(),

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::aws_fixture::{function_zip, lambda_client, Moto, TEST_ACCESS_KEY_ID};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
-use crate::env::TestEnv;
+use crate::test_env::TestEnv;
 
 const REGION: &str = "ap-south-1";
 
@@ -115,7 +115,9 @@ pub async fn the_lambda_proxy_pages_and_injects_faults(env: Arc<TestEnv>) {
         (AwsFault::Throttling, "ThrottlingException", 400),
         (AwsFault::ServerError, "ServiceException", 500),
     ] {
-        let rule = proxy.inject(AwsRule::new("ListFunctions", fault.clone()).times(1));
+        let rule = proxy
+            .rules
+            .inject(AwsRule::new("ListFunctions", fault.clone()).times(1));
         let error = client
             .list_functions()
             .send()
@@ -126,7 +128,7 @@ pub async fn the_lambda_proxy_pages_and_injects_faults(env: Arc<TestEnv>) {
             (code.to_string(), status),
             "{fault:?}"
         );
-        assert_eq!(proxy.remaining(rule), Some(0));
+        assert_eq!(proxy.rules.remaining(rule), Some(0));
         let last = proxy.requests().pop().expect("recorded");
         assert_eq!(
             (last.operation.as_str(), last.status),
@@ -137,21 +139,27 @@ pub async fn the_lambda_proxy_pages_and_injects_faults(env: Arc<TestEnv>) {
             .send()
             .await
             .unwrap_or_else(|e| panic!("after {fault:?}: {e:?}"));
-        proxy.remove(rule);
+        proxy.rules.remove(rule);
     }
     // A rule for another region or key leaves these requests alone.
-    proxy.inject(AwsRule::new("ListFunctions", AwsFault::Forbidden).region("eu-west-1"));
-    proxy.inject(AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id("AKIDOTHER"));
+    proxy
+        .rules
+        .inject(AwsRule::new("ListFunctions", AwsFault::Forbidden).region("eu-west-1"));
+    proxy
+        .rules
+        .inject(AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id("AKIDOTHER"));
     client
         .list_functions()
         .send()
         .await
         .expect("rules for others do not apply");
-    proxy.clear();
+    proxy.rules.clear();
 
     // A delay holds the request, then moto answers.
     let delay = Duration::from_millis(300);
-    proxy.inject(AwsRule::new("ListFunctions", AwsFault::Delay(delay)).times(1));
+    proxy
+        .rules
+        .inject(AwsRule::new("ListFunctions", AwsFault::Delay(delay)).times(1));
     let started = Instant::now();
     client
         .list_functions()
@@ -335,14 +343,16 @@ pub async fn the_lambda_proxy_pages_and_injects_faults(env: Arc<TestEnv>) {
         .any(|(name, _)| name == proxied));
 
     // STS speaks the query protocol: its faults are XML, its Action names the operation.
-    let rule = proxy.inject(AwsRule::new("GetCallerIdentity", AwsFault::Forbidden).times(1));
+    let rule = proxy
+        .rules
+        .inject(AwsRule::new("GetCallerIdentity", AwsFault::Forbidden).times(1));
     let (status, body) = sts_call(&proxy.url(), "GetCallerIdentity").await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body.contains("<Code>InvalidClientTokenId</Code>") && body.contains("<ErrorResponse"),
         "{body}"
     );
-    assert_eq!(proxy.remaining(rule), Some(0));
+    assert_eq!(proxy.rules.remaining(rule), Some(0));
     let (status, body) = sts_call(&proxy.url(), "GetCallerIdentity").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("GetCallerIdentityResult"), "{body}");

@@ -12,15 +12,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::PostParams;
 use kube::Api;
-use serde_json::json;
-use serde_yaml::Value;
+use serde_json::{json, Value};
 use upstream_discovery::crd::Upstream;
 
-use crate::daemon::Daemon;
-use crate::env::TestEnv;
-use crate::support::{
-    delete_namespace, fresh_namespace, install_crd, service_account_token, wait_for,
-};
+use crate::scenario::Scenario;
+use crate::support::{service_account_token, wait_for};
+use crate::test_env::TestEnv;
 
 const CHART: &str = "deploy/helm/upstream-discovery";
 
@@ -82,12 +79,9 @@ impl Release {
         ]);
     }
 
+    /// The documents that hold something (empty ones are left out).
     fn documents(&self) -> Vec<Value> {
-        use serde::Deserialize;
-        serde_yaml::Deserializer::from_str(&self.yaml)
-            .map(|d| Value::deserialize(d).expect("YAML"))
-            .filter(|v| !v.is_null())
-            .collect()
+        serde_saphyr::from_multiple(&self.yaml).expect("YAML")
     }
 
     fn find(&self, kind: &str) -> Value {
@@ -168,20 +162,22 @@ const NOT_FDS_UPSTREAM_VERBS: [&str; 3] = ["create", "update", "delete"];
 pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_needs(
     env: Arc<TestEnv>,
 ) {
-    let admin = env.admin_client().await;
-    install_crd(&admin).await;
-    let namespace = fresh_namespace(&admin, "chart").await;
-    let other = fresh_namespace(&admin, "chart-o").await;
-    let release = Release::render(&env, &namespace, &[]);
+    // The release in the write namespace; the Service namespace is any other one.
+    let scenario = Scenario::builder(env.clone(), "chart-def")
+        .without_account()
+        .build()
+        .await;
+    let (namespace, other) = (&scenario.write_ns, &scenario.service_ns);
+    let release = Release::render(&env, namespace, &[]);
     // The same release with function discovery off, applied over it below. Rendered first:
     // `helm template --dry-run=server` refuses objects that exist without Helm's annotations.
-    let disabled = Release::render(&env, &namespace, &["--set", "discovery.fdsMode=DISABLED"]);
+    let disabled = Release::render(&env, namespace, &["--set", "discovery.fdsMode=DISABLED"]);
     release.apply();
     let applied = env.kubectl(&[
         "get",
         "deployment,serviceaccount,service,role,rolebinding",
         "-n",
-        &namespace,
+        namespace,
         "-o",
         "name",
     ]);
@@ -267,7 +263,7 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     let args =
         disabled.find("Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
     let args: Vec<&str> = args
-        .as_sequence()
+        .as_array()
         .expect("args")
         .iter()
         .filter_map(Value::as_str)
@@ -285,21 +281,21 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     release.assert_rights(false, &refused);
 
     disabled.delete();
-    delete_namespace(&admin, &other).await;
-    delete_namespace(&admin, &namespace).await;
+    scenario.cleanup().await;
 }
 
 pub async fn service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets(
     env: Arc<TestEnv>,
 ) {
-    let admin = env.admin_client().await;
-    install_crd(&admin).await;
-    let namespace = fresh_namespace(&admin, "chart-svc").await;
-    let other = fresh_namespace(&admin, "chart-svc-o").await;
+    let scenario = Scenario::builder(env.clone(), "chart-svc")
+        .without_account()
+        .build()
+        .await;
+    let (namespace, other) = (&scenario.write_ns, &scenario.service_ns);
     let role_arn = "arn:aws:iam::123456789012:role/lambda-discovery";
     let release = Release::render(
         &env,
-        &namespace,
+        namespace,
         &[
             "--set",
             "discovery.writeNamespaceMode=service",
@@ -320,7 +316,7 @@ pub async fn service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_
         "poddisruptionbudgets.v1beta1.policy",
         &release.fullname,
         "-n",
-        &namespace,
+        namespace,
         "-o",
         "jsonpath={.spec.minAvailable}",
     ]);
@@ -330,7 +326,7 @@ pub async fn service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_
         "serviceaccount",
         &release.fullname,
         "-n",
-        &namespace,
+        namespace,
         "-o",
         "jsonpath={.metadata.annotations.eks\\.amazonaws\\.com/role-arn}",
     ]);
@@ -360,20 +356,25 @@ pub async fn service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_
     );
 
     release.delete();
-    delete_namespace(&admin, &other).await;
-    delete_namespace(&admin, &namespace).await;
+    scenario.cleanup().await;
 }
 
 pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(env: Arc<TestEnv>) {
-    let admin = env.admin_client().await;
-    install_crd(&admin).await;
-    let write_ns = fresh_namespace(&admin, "chart-w").await;
-    let service_ns = fresh_namespace(&admin, "chart-s").await;
     // A second watched namespace, with no Service: function discovery's Role is there too.
-    let quiet_ns = fresh_namespace(&admin, "chart-q").await;
+    let scenario = Scenario::builder(env.clone(), "chart")
+        .without_account()
+        .another_namespace("q")
+        .build()
+        .await;
+    let (admin, write_ns, service_ns, quiet_ns) = (
+        &scenario.admin,
+        &scenario.write_ns,
+        &scenario.service_ns,
+        &scenario.others[0],
+    );
     let release = Release::render(
         &env,
-        &write_ns,
+        write_ns,
         &[
             "--set",
             &format!("discovery.watchNamespaces={{{service_ns},{quiet_ns}}}"),
@@ -415,7 +416,7 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     assert_eq!(account, release.fullname);
     let container = &pod["containers"][0];
     let env_vars: Vec<(String, String)> = container["env"]
-        .as_sequence()
+        .as_array()
         .expect("env")
         .iter()
         .map(|e| {
@@ -431,7 +432,7 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     assert!(env_vars.contains(&("POD_NAMESPACE".into(), "metadata.namespace".into())));
     assert!(env_vars.contains(&("POD_NAME".into(), "metadata.name".into())));
     let chart_args: Vec<String> = container["args"]
-        .as_sequence()
+        .as_array()
         .expect("args")
         .iter()
         .map(|a| a.as_str().expect("string").to_string())
@@ -446,24 +447,25 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
         .collect();
 
     // As the chart's ServiceAccount, with its token (what the pod would mount).
-    let token = service_account_token(&admin, &write_ns, account).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, env.kubeconfig_yaml(&token)).expect("write kubeconfig");
-    let daemon = Daemon::start(&kubeconfig, &write_ns, &args);
-    daemon.wait_ready().await;
+    let token = service_account_token(admin, write_ns, account).await;
+    let daemon = scenario
+        .daemon()
+        .token(&token)
+        .exact_args(args)
+        .ready()
+        .await;
 
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": "petstore", "labels": {"app": "petstore"}},
         "spec": {"selector": {"app": "petstore"}, "ports": [{"name": "http", "port": 8080}]},
     }))
     .expect("service");
-    Api::<Service>::namespaced(admin.clone(), &service_ns)
+    Api::<Service>::namespaced(admin.clone(), service_ns)
         .create(&PostParams::default(), &service)
         .await
         .expect("create service");
     let name = format!("{service_ns}-petstore-8080");
-    let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write_ns);
+    let upstreams = Api::<Upstream>::namespaced(admin.clone(), write_ns);
     let upstream = wait_for(
         &format!("Upstream {write_ns}/{name}; daemon log:\n{}", daemon.logs()),
         || async { upstreams.get(&name).await.ok() },
@@ -480,7 +482,7 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     assert_eq!(spec["kube"]["servicePort"], 8080);
 
     // The leader's Lease, named by the chart, in the release namespace.
-    let lease = Api::<Lease>::namespaced(admin.clone(), &write_ns)
+    let lease = Api::<Lease>::namespaced(admin.clone(), write_ns)
         .get(&release.fullname)
         .await
         .expect("the chart's Lease exists");
@@ -498,7 +500,5 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
     daemon.terminate(Duration::from_secs(10));
 
     release.delete();
-    delete_namespace(&admin, &quiet_ns).await;
-    delete_namespace(&admin, &service_ns).await;
-    delete_namespace(&admin, &write_ns).await;
+    scenario.cleanup().await;
 }

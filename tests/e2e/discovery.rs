@@ -12,9 +12,9 @@ use serde_json::json;
 use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::{translate_service, TranslateSettings, WriteNamespace};
 
-use crate::daemon::Setup;
-use crate::env::TestEnv;
+use crate::scenario::Scenario;
 use crate::support::{essence, wait_for, wait_for_exact_upstreams};
+use crate::test_env::TestEnv;
 
 /// SIGTERM must end the daemon within this.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
@@ -65,13 +65,16 @@ async fn wait_for_event(admin: &Client, namespace: &str, service: &str, reason: 
 }
 
 pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "follow", false).await;
-    let daemon = setup.start(&["--service-selector", "discovery!=off"]);
-    daemon.wait_ready().await;
+    let scenario = Scenario::builder(env, "follow").build().await;
+    let daemon = scenario
+        .daemon()
+        .args(&["--service-selector", "discovery!=off"])
+        .ready()
+        .await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.as_str(),
-        setup.write_ns.as_str(),
+        &scenario.admin,
+        scenario.service_ns.as_str(),
+        scenario.write_ns.as_str(),
     );
     let settings = settings(write);
 
@@ -162,15 +165,15 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
     let (p50, p99) = daemon.lag_quantiles().await;
     eprintln!("discovery lag over {writes} writes: p50 <= {p50} s, p99 <= {p99} s");
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn an_upstream_it_does_not_own_is_left_alone(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "foreign", false).await;
+    let scenario = Scenario::builder(env, "foreign").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
     let taken = format!("{ns}-api-80");
     let foreign: Upstream = serde_json::from_value(json!({
@@ -185,8 +188,7 @@ pub async fn an_upstream_it_does_not_own_is_left_alone(env: Arc<TestEnv>) {
         .await
         .expect("create foreign upstream");
 
-    let daemon = setup.start(&[]);
-    daemon.wait_ready().await;
+    let daemon = scenario.daemon().ready().await;
     create_service(admin, &ns, &service("api", &[("http", 80)], json!({}))).await;
     create_service(admin, &ns, &service("web", &[("http", 80)], json!({}))).await;
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["web"]).await;
@@ -213,15 +215,15 @@ pub async fn an_upstream_it_does_not_own_is_left_alone(env: Arc<TestEnv>) {
         .expect("delete foreign");
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["web", "api"]).await;
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "adopt", false).await;
+    let scenario = Scenario::builder(env, "adopt").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
     let settings = settings(&write);
     let same = create_service(admin, &ns, &service("same", &[("http", 80)], json!({}))).await;
@@ -253,8 +255,7 @@ pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc
         .await
         .expect("gloo-style create");
 
-    let daemon = setup.start(&[]);
-    daemon.wait_ready().await;
+    let daemon = scenario.daemon().ready().await;
     let adopted = wait_for_exact_upstreams(admin, &settings, &ns, &write, &["same", "stale"]).await;
     daemon.wait_idle().await;
     let same_after = &adopted[&format!("{ns}-same-80")];
@@ -310,18 +311,17 @@ pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc
         "the user's field survives"
     );
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn a_restart_with_nothing_changed_makes_zero_writes(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "restart", false).await;
+    let scenario = Scenario::builder(env, "restart").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
-    let first = setup.start(&[]);
-    first.wait_ready().await;
+    let first = scenario.daemon().ready().await;
     for (name, annotations) in [
         ("a", json!({})),
         ("b", json!({"gloo.solo.io/h2_service": "true"})),
@@ -353,8 +353,11 @@ pub async fn a_restart_with_nothing_changed_makes_zero_writes(env: Arc<TestEnv>)
     eprintln!("SIGTERM to exit: {exit:?}");
 
     // A short resync, to see that a periodic pass over unchanged Services writes nothing either.
-    let second = setup.start(&["--resync-interval", "1s"]);
-    second.wait_ready().await;
+    let second = scenario
+        .daemon()
+        .args(&["--resync-interval", "1s"])
+        .ready()
+        .await;
     second.wait_idle().await;
     let synced_at = second
         .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
@@ -378,16 +381,22 @@ pub async fn a_restart_with_nothing_changed_makes_zero_writes(env: Arc<TestEnv>)
         "not even an attempt"
     );
     second.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn service_mode_upstreams_are_collected_by_kubernetes_while_the_daemon_is_down(
     env: Arc<TestEnv>,
 ) {
-    let setup = Setup::new(env, "owner", true).await;
-    let (admin, ns) = (&setup.admin, setup.service_ns.clone());
-    let daemon = setup.start(&["--write-namespace-mode", "service"]);
-    daemon.wait_ready().await;
+    let scenario = Scenario::builder(env, "owner")
+        .upstreams_cluster_wide()
+        .build()
+        .await;
+    let (admin, ns) = (&scenario.admin, scenario.service_ns.clone());
+    let daemon = scenario
+        .daemon()
+        .args(&["--write-namespace-mode", "service"])
+        .ready()
+        .await;
     let created = create_service(
         admin,
         &ns,
@@ -416,24 +425,22 @@ pub async fn service_mode_upstreams_are_collected_by_kubernetes_while_the_daemon
         matches!(api.get_opt(&format!("{ns}-petstore-8080")).await, Ok(None)).then_some(())
     })
     .await;
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn only_the_leader_writes_and_a_follower_takes_over(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "leader", false).await;
+    let scenario = Scenario::builder(env, "leader").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
-    let first = setup.start(&[]);
-    first.wait_ready().await;
+    let first = scenario.daemon().ready().await;
     wait_for("the first replica to lead", || async {
         (first.metric_sum("upstream_discovery_is_leader").await == 1.0).then_some(())
     })
     .await;
-    let second = setup.start(&[]);
-    second.wait_ready().await;
+    let second = scenario.daemon().ready().await;
     create_service(admin, &ns, &service("one", &[("http", 80)], json!({}))).await;
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["one"]).await;
     first.wait_idle().await;
@@ -450,21 +457,23 @@ pub async fn only_the_leader_writes_and_a_follower_takes_over(env: Arc<TestEnv>)
     assert!(takeover <= Duration::from_secs(20), "took {takeover:?}");
     assert_eq!(second.metric_sum("upstream_discovery_is_leader").await, 1.0);
     second.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn readyz_waits_for_the_first_sync(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "ready", false).await;
-    let admin = setup.admin.clone();
+    let scenario = Scenario::builder(env, "ready").build().await;
+    let admin = scenario.admin.clone();
     // Without its Role the daemon cannot list Upstreams, so it cannot finish its first sync.
-    let bindings =
-        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &setup.write_ns);
+    let bindings = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(
+        admin.clone(),
+        &scenario.write_ns,
+    );
     let binding = bindings.get("upstream-discovery").await.expect("binding");
     bindings
         .delete("upstream-discovery", &DeleteParams::default())
         .await
         .expect("unbind");
-    let daemon = setup.start(&["--leader-elect", "false"]);
+    let daemon = scenario.daemon().args(&["--leader-elect", "false"]).start();
     wait_for("/healthz", || async {
         matches!(daemon.get("/healthz").await, Some((200, _))).then_some(())
     })
@@ -496,18 +505,17 @@ pub async fn readyz_waits_for_the_first_sync(env: Arc<TestEnv>) {
         Some(200)
     );
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn dry_run_writes_nothing(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "dry", false).await;
+    let scenario = Scenario::builder(env, "dry").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
-    let daemon = setup.start(&["--dry-run"]);
-    daemon.wait_ready().await;
+    let daemon = scenario.daemon().args(&["--dry-run"]).ready().await;
     create_service(
         admin,
         &ns,
@@ -534,18 +542,17 @@ pub async fn dry_run_writes_nothing(env: Arc<TestEnv>) {
     );
     assert_eq!(daemon.writes().await, 0.0);
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "badann", false).await;
+    let scenario = Scenario::builder(env, "badann").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
-    let daemon = setup.start(&[]);
-    daemon.wait_ready().await;
+    let daemon = scenario.daemon().ready().await;
     create_service(admin, &ns, &service("broken", &[("http", 80)], json!({
         "metadata": {"annotations": {"gloo.solo.io/upstream_config": "{not json", "gloo.solo.io/h2_service": "sometimes"}},
     })))
@@ -570,15 +577,18 @@ pub async fn a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing(env:
     })
     .await;
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn switching_to_service_mode_moves_the_upstreams(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "switch", true).await;
+    let scenario = Scenario::builder(env, "switch")
+        .upstreams_cluster_wide()
+        .build()
+        .await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
     create_service(
         admin,
@@ -586,13 +596,15 @@ pub async fn switching_to_service_mode_moves_the_upstreams(env: Arc<TestEnv>) {
         &service("petstore", &[("http", 8080)], json!({})),
     )
     .await;
-    let fixed = setup.start(&[]);
-    fixed.wait_ready().await;
+    let fixed = scenario.daemon().ready().await;
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
     fixed.terminate(EXIT_LIMIT);
 
-    let per_service = setup.start(&["--write-namespace-mode", "service"]);
-    per_service.wait_ready().await;
+    let per_service = scenario
+        .daemon()
+        .args(&["--write-namespace-mode", "service"])
+        .ready()
+        .await;
     let beside = TranslateSettings {
         write_namespace: WriteNamespace::ServiceNamespace,
         global_annotations: BTreeMap::new(),
@@ -600,18 +612,17 @@ pub async fn switching_to_service_mode_moves_the_upstreams(env: Arc<TestEnv>) {
     wait_for_exact_upstreams(admin, &beside, &ns, &ns, &["petstore"]).await;
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
     per_service.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn owned_upstreams_changed_or_deleted_by_hand_are_put_back(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "putback", false).await;
+    let scenario = Scenario::builder(env, "putback").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
-    let daemon = setup.start(&[]);
-    daemon.wait_ready().await;
+    let daemon = scenario.daemon().ready().await;
     create_service(
         admin,
         &ns,
@@ -642,15 +653,15 @@ pub async fn owned_upstreams_changed_or_deleted_by_hand_are_put_back(env: Arc<Te
     let back = wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
     assert_ne!(back[&name].metadata.uid, before.metadata.uid, "re-created");
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
-    let setup = Setup::new(env, "nssel", false).await;
+    let scenario = Scenario::builder(env, "nssel").build().await;
     let (admin, ns, write) = (
-        &setup.admin,
-        setup.service_ns.clone(),
-        setup.write_ns.clone(),
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
     );
     create_service(
         admin,
@@ -658,8 +669,11 @@ pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
         &service("petstore", &[("http", 8080)], json!({})),
     )
     .await;
-    let daemon = setup.start(&["--namespace-selector", "discovery=enabled"]);
-    daemon.wait_ready().await;
+    let daemon = scenario
+        .daemon()
+        .args(&["--namespace-selector", "discovery=enabled"])
+        .ready()
+        .await;
     daemon.wait_idle().await;
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
 
@@ -680,5 +694,5 @@ pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
         .expect("unlabel");
     wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
     daemon.terminate(EXIT_LIMIT);
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }

@@ -6,9 +6,9 @@
 //! its own rights. Responses are streamed back as they come, so watches stay live.
 //!
 //! A test changes the proxy's behaviour at runtime through [`FaultProxy`]:
-//! - [`FaultProxy::inject`] a [`Rule`]: the next N requests (or all, until removed) matching a
-//!   method and substrings of the path and query get a [`Fault`] instead of (or, for a delay,
-//!   before) being forwarded;
+//! - `proxy.rules.inject` ([`RuleBook::inject`]) a [`Rule`]: the next N requests (or all, until
+//!   removed) matching a method and substrings of the path and query get a [`Fault`] instead of
+//!   (or, for a delay, before) being forwarded;
 //! - [`FaultProxy::drop_watches`] ends every open watch stream abruptly, mid-body;
 //! - [`FaultProxy::requests`] and [`FaultProxy::count`] tell what the proxy saw, and when.
 //!
@@ -31,8 +31,8 @@ use kube::{Client, Config};
 use serde_json::json;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::env::TestEnv;
-use crate::proxy_server::{forwardable, full, BoxError, ProxyBody, RuleId, Rules, Server};
+use crate::proxy_server::{forwardable, full, BoxError, FaultRule, ProxyBody, RuleBook, Server};
+use crate::test_env::TestEnv;
 
 /// What a matching request gets.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +142,12 @@ impl Rule {
     }
 }
 
+impl FaultRule for Rule {
+    fn limit(&self) -> Option<usize> {
+        self.times
+    }
+}
+
 /// One request the proxy received.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -163,7 +169,6 @@ pub struct Seen {
 }
 
 struct Shared {
-    rules: Rules<Rule>,
     seen: Vec<Seen>,
     /// Cancelled to drop every watch stream open at that moment; replaced after.
     watches: CancellationToken,
@@ -171,6 +176,8 @@ struct Shared {
 
 /// A running proxy; stopped by [`FaultProxy::shutdown`] or when dropped.
 pub struct FaultProxy {
+    /// The fault rules in force: `proxy.rules.inject(Rule::new(..))`.
+    pub rules: RuleBook<Rule>,
     server: Server,
     shared: Arc<Mutex<Shared>>,
     open_watches: Arc<AtomicUsize>,
@@ -189,14 +196,15 @@ impl FaultProxy {
         config.read_timeout = None;
         let client = Client::try_from(config).expect("client");
 
+        let rules = RuleBook::default();
         let shared = Arc::new(Mutex::new(Shared {
-            rules: Rules::default(),
             seen: Vec::new(),
             watches: CancellationToken::new(),
         }));
         let open_watches = Arc::new(AtomicUsize::new(0));
         let state = Forwarder {
             client,
+            rules: rules.clone(),
             shared: shared.clone(),
             open_watches: open_watches.clone(),
         };
@@ -206,6 +214,7 @@ impl FaultProxy {
         })
         .await;
         Self {
+            rules,
             server,
             shared,
             open_watches,
@@ -219,27 +228,6 @@ impl FaultProxy {
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Adds a fault rule; see [`Rules`] for which rule applies.
-    pub fn inject(&self, rule: Rule) -> RuleId {
-        let times = rule.times;
-        self.lock().rules.add(rule, times)
-    }
-
-    /// Removes a rule (whether or not it is used up).
-    pub fn remove(&self, id: RuleId) {
-        self.lock().rules.remove(id);
-    }
-
-    /// Removes every rule.
-    pub fn clear(&self) {
-        self.lock().rules.clear();
-    }
-
-    /// How many more requests rule `id` applies to (`None`: unlimited or removed).
-    pub fn remaining(&self, id: RuleId) -> Option<usize> {
-        self.lock().rules.remaining(id)
     }
 
     /// Ends every watch stream open now, abruptly (the chunked body stops without its end);
@@ -279,6 +267,7 @@ impl FaultProxy {
 #[derive(Clone)]
 struct Forwarder {
     client: Client,
+    rules: RuleBook<Rule>,
     shared: Arc<Mutex<Shared>>,
     open_watches: Arc<AtomicUsize>,
 }
@@ -343,11 +332,12 @@ impl Forwarder {
             .is_some_and(|v| v.starts_with("Bearer "));
 
         let (fault, cancel_watch) = {
-            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-            let fault = shared
-                .rules
+            // Both locks at once, so the record is in the order the rules were taken.
+            let mut rules = self.rules.lock();
+            let fault = rules
                 .take(|rule| rule.matches(&method, &path))
                 .map(|rule| rule.fault.clone());
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             shared.seen.push(Seen {
                 at: Instant::now(),
                 method: method.clone(),

@@ -14,10 +14,11 @@ use serde_json::json;
 use upstream_discovery::crd::Upstream;
 use upstream_discovery::translate::TranslateSettings;
 
-use crate::daemon::{Daemon, Setup};
-use crate::env::TestEnv;
+use crate::daemon::Daemon;
 use crate::fault_proxy::{matching, Fault, FaultProxy, Rule, Seen};
+use crate::scenario::{kubeconfig_via, Scenario};
 use crate::support::{wait_for, wait_until};
+use crate::test_env::TestEnv;
 
 /// SIGTERM must end the daemon within this.
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
@@ -99,41 +100,40 @@ async fn upstream_exists(admin: &Client, write_ns: &str, name: &str) -> bool {
         .is_some()
 }
 
-/// A test's setup, proxy and daemon (talking to the API server through the proxy), ready.
+/// A test's scenario, proxy and daemon (talking to the API server through the proxy), ready.
 struct Rig {
-    setup: Setup,
+    scenario: Scenario,
     proxy: FaultProxy,
     daemon: Daemon,
 }
 
 impl Rig {
     async fn start(env: Arc<TestEnv>, purpose: &str) -> Self {
-        let setup = Setup::new(env.clone(), purpose, false).await;
-        let proxy = FaultProxy::start(&env, setup.token()).await;
-        let daemon = setup.start_via(&proxy.url(), &[]);
-        daemon.wait_ready().await;
+        let scenario = Scenario::builder(env.clone(), purpose).build().await;
+        let proxy = FaultProxy::start(&env, scenario.token()).await;
+        let daemon = scenario.daemon().via(&proxy.url()).ready().await;
         Self {
-            setup,
+            scenario,
             proxy,
             daemon,
         }
     }
 
     fn admin(&self) -> &Client {
-        &self.setup.admin
+        &self.scenario.admin
     }
 
     fn ns(&self) -> &str {
-        &self.setup.service_ns
+        &self.scenario.service_ns
     }
 
     fn write(&self) -> &str {
-        &self.setup.write_ns
+        &self.scenario.write_ns
     }
 
     /// The Upstream name of `service`'s port.
     fn upstream(&self, service: &str, port: i32) -> String {
-        format!("{}-{service}-{port}", self.setup.service_ns)
+        format!("{}-{service}-{port}", self.scenario.service_ns)
     }
 
     /// Requests with `method` whose path and query contain `contains`.
@@ -170,7 +170,7 @@ impl Rig {
     async fn finish(self) {
         self.daemon.terminate(EXIT_LIMIT);
         self.proxy.shutdown().await;
-        self.setup.cleanup().await;
+        self.scenario.cleanup().await;
     }
 }
 
@@ -189,24 +189,22 @@ const LAG_SUM: &str = r#"upstream_discovery_lag_seconds_sum{source="kubernetes"}
 /// with the ServiceAccount's rights, kube-rs sends its bearer token over plain HTTP, watches
 /// stream, and dropping them ends them.
 pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
-    let setup = Setup::new(env.clone(), "proxy", false).await;
-    let proxy = FaultProxy::start(&env, setup.token()).await;
-    let kubeconfig = Kubeconfig::from_yaml(&format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: p\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: p\n  context: {{cluster: p, user: u}}\ncurrent-context: p\n",
-        proxy.url(),
-        setup.token()
-    ))
-    .expect("kubeconfig");
+    let scenario = Scenario::builder(env.clone(), "proxy").build().await;
+    let proxy = FaultProxy::start(&env, scenario.token()).await;
+    let kubeconfig =
+        Kubeconfig::from_yaml(&kubeconfig_via(&proxy.url(), scenario.token())).expect("kubeconfig");
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("config");
     // kube-rs retries 429/503/504 by itself by default; this client must see each answer.
     config.default_retry = false;
     let client = Client::try_from(config).expect("client over http");
-    let services = Api::<Service>::namespaced(client.clone(), &setup.service_ns);
+    let services = Api::<Service>::namespaced(client.clone(), &scenario.service_ns);
 
     // A faulted GET gets the 429 with its Retry-After; the next one goes through.
-    proxy.inject(Rule::new("GET", &["/services"], Fault::too_many_requests(7)).times(1));
+    proxy
+        .rules
+        .inject(Rule::new("GET", &["/services"], Fault::too_many_requests(7)).times(1));
     match services.list(&ListParams::default()).await {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 429);
@@ -234,9 +232,11 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
     );
 
     // The Retry-After header is there too (kube-rs' own retry reads the header, not the body).
-    proxy.inject(Rule::new("GET", &["/api/v1/namespaces"], Fault::too_many_requests(3)).times(1));
+    proxy
+        .rules
+        .inject(Rule::new("GET", &["/api/v1/namespaces"], Fault::too_many_requests(3)).times(1));
     let raw = proxy.url().trim_start_matches("http://").to_string();
-    let raw_head = raw_request(&raw, &format!("/api/v1/namespaces/{}", setup.service_ns)).await;
+    let raw_head = raw_request(&raw, &format!("/api/v1/namespaces/{}", scenario.service_ns)).await;
     assert!(raw_head.starts_with("HTTP/1.1 429"), "{raw_head}");
     assert!(
         raw_head.to_ascii_lowercase().contains("retry-after: 3"),
@@ -264,14 +264,16 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
         (Fault::conflict(), 409),
         (Fault::gone(), 410),
     ] {
-        let id = proxy.inject(Rule::new("GET", &["/services/x"], fault));
+        let id = proxy
+            .rules
+            .inject(Rule::new("GET", &["/services/x"], fault));
         for _ in 0..2 {
             match services.get("x").await {
                 Err(kube::Error::Api(status)) => assert_eq!(status.code, code),
                 other => panic!("expected {code}, got {other:?}"),
             }
         }
-        proxy.remove(id);
+        proxy.rules.remove(id);
     }
     match services.get("x").await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 404, "forwarded again"),
@@ -280,7 +282,9 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
     assert_eq!(proxy.count("GET", "services"), 2 + 8 + 1);
 
     // A delay holds the request that long.
-    proxy.inject(Rule::new("GET", &["/services"], Fault::Delay(Duration::from_secs(1))).times(1));
+    proxy
+        .rules
+        .inject(Rule::new("GET", &["/services"], Fault::Delay(Duration::from_secs(1))).times(1));
     let started = Instant::now();
     services
         .list(&ListParams::default())
@@ -301,7 +305,7 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
         (proxy.open_watches() == 1).then_some(())
     })
     .await;
-    create_service(&setup.admin, &setup.service_ns, "watched", 80).await;
+    create_service(&scenario.admin, &scenario.service_ns, "watched", 80).await;
     let event = tokio::time::timeout(Duration::from_secs(30), stream.try_next())
         .await
         .expect("an event in time");
@@ -329,7 +333,9 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
     .await;
 
     // A watch answered with a 410 Gone event, as for a too old resourceVersion.
-    proxy.inject(Rule::new("GET", &["watch="], Fault::WatchGone).times(1));
+    proxy
+        .rules
+        .inject(Rule::new("GET", &["watch="], Fault::WatchGone).times(1));
     let mut stream = services
         .watch(&WatchParams::default(), &version)
         .await
@@ -341,15 +347,17 @@ pub async fn the_fault_proxy_injects_and_forwards(env: Arc<TestEnv>) {
     }
 
     // Rules can be cleared all at once.
-    proxy.inject(Rule::new("", &["/services"], Fault::internal_error()));
-    proxy.clear();
+    proxy
+        .rules
+        .inject(Rule::new("", &["/services"], Fault::internal_error()));
+    proxy.rules.clear();
     services
         .list(&ListParams::default())
         .await
         .expect("no fault left");
 
     proxy.shutdown().await;
-    setup.cleanup().await;
+    scenario.cleanup().await;
 }
 
 /// The response head of a raw GET with no credentials.
@@ -375,6 +383,7 @@ pub async fn throttled_writes_wait_for_retry_after_and_are_counted(env: Arc<Test
     let name = rig.upstream("throttled", 80);
     let path = format!("/upstreams/{name}");
     rig.proxy
+        .rules
         .inject(Rule::new("PATCH", &[&path], Fault::too_many_requests(2)).times(2));
 
     create_service(rig.admin(), rig.ns(), "throttled", 80).await;
@@ -433,6 +442,7 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
     let broken = format!("/upstreams/{}", rig.upstream("broken", 80));
     let failing = rig
         .proxy
+        .rules
         .inject(Rule::new("PATCH", &[&broken], Fault::internal_error()));
 
     create_service(rig.admin(), rig.ns(), "broken", 80).await;
@@ -455,7 +465,7 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
         (rig.seen("PATCH", &broken).len() >= 4).then_some(())
     })
     .await;
-    rig.proxy.remove(failing);
+    rig.proxy.rules.remove(failing);
     wait_for_exact_upstreams(rig.admin(), rig.ns(), rig.write(), &["broken", "healthy"]).await;
 
     // Backoff: each wait after a failure is longer than the one before (doubling, ±25 %).
@@ -493,6 +503,7 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
     // 503 on the next three writes of another Service: retried, and ends right.
     let flaky = format!("/upstreams/{}", rig.upstream("flaky", 80));
     rig.proxy
+        .rules
         .inject(Rule::new("PATCH", &[&flaky], Fault::unavailable()).times(3));
     create_service(rig.admin(), rig.ns(), "flaky", 80).await;
     wait_for_exact_upstreams(
@@ -531,6 +542,7 @@ pub async fn a_conflict_makes_the_daemon_replan(env: Arc<TestEnv>) {
 
     // On the create.
     rig.proxy
+        .rules
         .inject(Rule::new("PATCH", &[&path], Fault::conflict()).times(1));
     create_service(rig.admin(), rig.ns(), "contested", 80).await;
     wait_for_exact_upstreams(rig.admin(), rig.ns(), rig.write(), &["contested"]).await;
@@ -541,6 +553,7 @@ pub async fn a_conflict_makes_the_daemon_replan(env: Arc<TestEnv>) {
     // On an update.
     rig.daemon.wait_idle().await;
     rig.proxy
+        .rules
         .inject(Rule::new("PATCH", &[&path], Fault::conflict()).times(1));
     annotate_service(rig.admin(), rig.ns(), "contested", "team", "b").await;
     wait_until("the annotation on the Upstream", || async {
@@ -624,6 +637,7 @@ pub async fn dropped_watches_are_reestablished_and_a_relist_collects(env: Arc<Te
     .await;
     let refused = rig
         .proxy
+        .rules
         .inject(Rule::new("GET", &["watch="], Fault::unavailable()));
     let dropped_at = Instant::now();
     rig.proxy.drop_watches();
@@ -645,10 +659,11 @@ pub async fn dropped_watches_are_reestablished_and_a_relist_collects(env: Arc<Te
     // the watcher must re-list; then watches go through again.
     let gone = rig
         .proxy
+        .rules
         .inject(Rule::new("GET", &["/services?", "watch="], Fault::WatchGone).times(1));
-    rig.proxy.remove(refused);
+    rig.proxy.rules.remove(refused);
     wait_for("the Service watch to get its 410", || async {
-        (rig.proxy.remaining(gone) == Some(0)).then_some(())
+        (rig.proxy.rules.remaining(gone) == Some(0)).then_some(())
     })
     .await;
     let gone_at = rig
@@ -682,6 +697,7 @@ pub async fn a_service_deleted_during_its_write_is_collected(env: Arc<TestEnv>) 
     let name = rig.upstream("inflight", 80);
     let path = format!("/upstreams/{name}");
     rig.proxy
+        .rules
         .inject(Rule::new("PATCH", &[&path], Fault::Delay(Duration::from_secs(2))).times(1));
     create_service(rig.admin(), rig.ns(), "inflight", 80).await;
     let held = wait_for("the write to reach the proxy", || async {

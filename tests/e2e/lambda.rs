@@ -14,19 +14,20 @@ use upstream_discovery::crd::{LambdaFunction, Upstream};
 
 use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
-use crate::daemon::{Daemon, Setup};
-use crate::env::TestEnv;
+use crate::daemon::Daemon;
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::scenario::Scenario;
 use crate::support::{wait_for, wait_for_event, wait_until};
+use crate::test_env::TestEnv;
 
 /// Short, so the tests see several sweeps; the default is 30 s.
 const POLL: &str = "2s";
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const SECRET: &str = "aws-credentials";
 
-/// A test's namespaces and daemon identity, its moto region and its proxy.
+/// A test's scenario (namespaces and daemon identity), its moto region and its proxy.
 struct Rig {
-    setup: Setup,
+    scenario: Scenario,
     moto: Moto,
     proxy: LambdaProxy,
 }
@@ -36,16 +37,20 @@ impl Rig {
         let moto = Moto::new(&env, region).await;
         moto.clean_region().await;
         let proxy = LambdaProxy::start(env.get("MOTO_URL")).await;
-        let setup = Setup::new(env, purpose, false).await;
-        Self { setup, moto, proxy }
+        let scenario = Scenario::builder(env, purpose).build().await;
+        Self {
+            scenario,
+            moto,
+            proxy,
+        }
     }
 
     fn admin(&self) -> &Client {
-        &self.setup.admin
+        &self.scenario.admin
     }
 
     fn ns(&self) -> &str {
-        &self.setup.service_ns
+        &self.scenario.service_ns
     }
 
     fn region(&self) -> &str {
@@ -64,16 +69,21 @@ impl Rig {
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Daemon {
-        let mut vars = vec![("AWS_ENDPOINT_URL".to_string(), self.proxy.url())];
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        let mut flags = extra.to_vec();
-        if !flags.contains(&"--lambda-poll-interval") {
-            flags.extend(["--lambda-poll-interval", POLL]);
+        let mut daemon = self
+            .scenario
+            .daemon()
+            .args(extra)
+            .env("AWS_ENDPOINT_URL", self.proxy.url());
+        if !extra.contains(&"--lambda-poll-interval") {
+            daemon = daemon.args(&["--lambda-poll-interval", POLL]);
         }
-        match kube_proxy {
-            Some(proxy) => self.setup.start_via_with_env(&proxy.url(), &flags, &vars),
-            None => self.setup.start_with_env(&flags, &vars),
+        for (name, value) in env {
+            daemon = daemon.env(name, value.clone());
         }
+        if let Some(proxy) = kube_proxy {
+            daemon = daemon.via(&proxy.url());
+        }
+        daemon.start()
     }
 
     async fn secret(&self, name: &str, data: &[(&str, &str)]) {
@@ -175,7 +185,7 @@ impl Rig {
     async fn cleanup(self) {
         self.proxy.shutdown().await;
         self.moto.clean_region().await;
-        self.setup.cleanup().await;
+        self.scenario.cleanup().await;
     }
 }
 
@@ -552,11 +562,11 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         json!({}),
     )
     .await;
-    let refused = rig.proxy.inject(
+    let refused = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id("AKIDREFUSED000000001"),
     );
     // More than the SDK's three attempts: the sweep fails, then succeeds on a later retry.
-    let throttle = rig.proxy.inject(
+    let throttle = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::TooManyRequests)
             .access_key_id(TEST_ACCESS_KEY_ID)
             .times(4),
@@ -580,7 +590,7 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     let expected = rig.expected(|_| true).await;
     rig.wait_for_functions("throttled", &expected, &daemon)
         .await;
-    assert_eq!(rig.proxy.remaining(throttle), Some(0));
+    assert_eq!(rig.proxy.rules.remaining(throttle), Some(0));
     let metrics = daemon.metrics().await;
     let value = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
     assert!(value("upstream_discovery_lambda_api_calls_total{operation=\"ListFunctions\",result=\"throttled\"}") >= 4.0);
@@ -623,7 +633,7 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         !logs.contains(TEST_SECRET_ACCESS_KEY),
         "a secret in the log"
     );
-    rig.proxy.remove(refused);
+    rig.proxy.rules.remove(refused);
     rig.test_secret().await;
     rig.secret(
         "wrong-keys",
@@ -841,10 +851,12 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
     let aws = rig.by_test_secret();
     rig.upstream("refused", aws.clone(), json!({})).await;
     rig.upstream("doomed", aws.clone(), json!({})).await;
-    let kube = FaultProxy::start(&env, rig.setup.token()).await;
-    kube.inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::conflict()).times(1));
-    kube.inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::internal_error()).times(1));
-    let held = kube.inject(
+    let kube = FaultProxy::start(&env, rig.scenario.token()).await;
+    kube.rules
+        .inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::conflict()).times(1));
+    kube.rules
+        .inject(Rule::new("PATCH", &["/upstreams/refused"], Fault::internal_error()).times(1));
+    let held = kube.rules.inject(
         Rule::new(
             "PATCH",
             &["/upstreams/doomed"],
@@ -852,7 +864,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
         )
         .times(1),
     );
-    let aws_error = rig.proxy.inject(
+    let aws_error = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::ServerError)
             .access_key_id(TEST_ACCESS_KEY_ID)
             .times(3),
@@ -873,7 +885,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
         .contains("ServiceException"));
     // The doomed Upstream's write is held by the proxy: delete it meanwhile.
     wait_for("the held write", || async {
-        (kube.remaining(held) == Some(0)).then_some(())
+        (kube.rules.remaining(held) == Some(0)).then_some(())
     })
     .await;
     rig.upstreams()
@@ -882,7 +894,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
         .expect("delete");
     rig.wait_for_functions("refused", &[entry("f", "$LATEST")], &daemon)
         .await;
-    assert_eq!(rig.proxy.remaining(aws_error), Some(0));
+    assert_eq!(rig.proxy.rules.remaining(aws_error), Some(0));
     wait_for("the held write to be refused", || async {
         let conflicts = daemon
             .metric_sum("upstream_discovery_writes_total{op=\"update\",result=\"conflict\",source=\"lambda\"}")

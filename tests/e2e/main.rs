@@ -7,20 +7,21 @@ mod aws_selftest;
 mod chart;
 mod daemon;
 mod discovery;
-mod env;
-mod environment;
+mod env_selftest;
 mod fault_proxy;
 mod faults;
 mod lambda;
 mod proxy_server;
+mod scenario;
 mod support;
+mod test_env;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use env::TestEnv;
+use test_env::TestEnv;
 
 static ENV: OnceLock<Result<Arc<TestEnv>, String>> = OnceLock::new();
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -56,13 +57,13 @@ fn main() {
     // The tests mostly wait on servers, so more of them than cores can run side by side.
     args.test_threads.get_or_insert(4);
     let trials = trials![
-        environment::api_server_is_v1_20_2_with_tls,
-        environment::crd_applies_and_an_upstream_round_trips_through_kubectl,
-        environment::rendered_upstreams_are_accepted_by_the_api_server,
-        environment::controller_manager_collects_dependents_of_a_deleted_owner,
-        environment::a_token_without_rights_is_refused_with_403,
-        environment::a_service_account_has_only_the_rights_it_is_bound_to,
-        environment::moto_serves_lambda,
+        env_selftest::api_server_is_v1_20_2_with_tls,
+        env_selftest::crd_applies_and_an_upstream_round_trips_through_kubectl,
+        env_selftest::rendered_upstreams_are_accepted_by_the_api_server,
+        env_selftest::controller_manager_collects_dependents_of_a_deleted_owner,
+        env_selftest::a_token_without_rights_is_refused_with_403,
+        env_selftest::a_service_account_has_only_the_rights_it_is_bound_to,
+        env_selftest::moto_serves_lambda,
         discovery::services_become_upstreams_and_follow_every_change,
         discovery::an_upstream_it_does_not_own_is_left_alone,
         discovery::gloo_written_upstreams_are_adopted_and_user_fields_survive,

@@ -1,9 +1,11 @@
 //! What the test proxies (`fault_proxy` for Kubernetes, `aws_proxy` for moto) have in common:
-//! the HTTP/1 accept loop, the response body type, and which headers are never forwarded.
+//! the HTTP/1 accept loop, the response body type, which headers are never forwarded, and the
+//! fault rules a test injects ([`RuleBook`]).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
@@ -142,6 +144,13 @@ pub fn forwardable<'a>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleId(u64);
 
+/// A fault rule of a proxy: which requests it matches is the proxy's business; how many it
+/// applies to is the rule book's.
+pub trait FaultRule {
+    /// How many matching requests the rule applies to (`None`: every one until removed).
+    fn limit(&self) -> Option<usize>;
+}
+
 /// A proxy's fault rules. The newest rule is tried first and the first that matches applies,
 /// so a rule added on top of a standing one overrides it for the requests it matches; a rule
 /// may apply to its next `n` matches only.
@@ -162,30 +171,6 @@ impl<R> Default for Rules<R> {
 }
 
 impl<R> Rules<R> {
-    pub fn add(&mut self, rule: R, times: Option<usize>) -> RuleId {
-        let id = RuleId(self.next);
-        self.next += 1;
-        self.rules.push((id, rule, times));
-        id
-    }
-
-    /// Removes a rule (whether or not it is used up).
-    pub fn remove(&mut self, id: RuleId) {
-        self.rules.retain(|(rule, _, _)| *rule != id);
-    }
-
-    pub fn clear(&mut self) {
-        self.rules.clear();
-    }
-
-    /// How many more requests rule `id` applies to (`None`: unlimited or removed).
-    pub fn remaining(&self, id: RuleId) -> Option<usize> {
-        self.rules
-            .iter()
-            .find(|(rule, _, _)| *rule == id)
-            .and_then(|(_, _, remaining)| *remaining)
-    }
-
     /// The newest rule that is not used up and `matches`, counting one use of it.
     pub fn take(&mut self, matches: impl Fn(&R) -> bool) -> Option<&R> {
         let (_, rule, remaining) = self
@@ -197,5 +182,60 @@ impl<R> Rules<R> {
             *n -= 1;
         }
         Some(rule)
+    }
+}
+
+/// The handle on a proxy's [`Rules`] that a test holds (as `proxy.rules`) and the proxy's
+/// request handler shares: clones are the same rules.
+#[derive(Debug)]
+pub struct RuleBook<R>(Arc<Mutex<Rules<R>>>);
+
+impl<R> Default for RuleBook<R> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<R> Clone for RuleBook<R> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<R: FaultRule> RuleBook<R> {
+    /// Adds a fault rule; see [`Rules`] for which rule applies.
+    pub fn inject(&self, rule: R) -> RuleId {
+        let mut rules = self.lock();
+        let id = RuleId(rules.next);
+        rules.next += 1;
+        let limit = rule.limit();
+        rules.rules.push((id, rule, limit));
+        id
+    }
+}
+
+impl<R> RuleBook<R> {
+    /// Removes a rule (whether or not it is used up).
+    pub fn remove(&self, id: RuleId) {
+        self.lock().rules.retain(|(rule, _, _)| *rule != id);
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.lock().rules.clear();
+    }
+
+    /// How many more requests rule `id` applies to (`None`: unlimited or removed).
+    pub fn remaining(&self, id: RuleId) -> Option<usize> {
+        self.lock()
+            .rules
+            .iter()
+            .find(|(rule, _, _)| *rule == id)
+            .and_then(|(_, _, remaining)| *remaining)
+    }
+
+    /// The rules themselves, for the request handler to [`Rules::take`] one.
+    pub fn lock(&self) -> MutexGuard<'_, Rules<R>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

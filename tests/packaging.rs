@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 const CHART: &str = "deploy/helm/upstream-discovery";
 const MANIFESTS: &str = "deploy/manifests/upstream-discovery.yaml";
@@ -85,12 +85,9 @@ fn template(args: &[&str]) -> Vec<Value> {
     documents(&yaml)
 }
 
+/// The documents that hold something (empty ones are left out).
 fn documents(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|document| Value::deserialize(document).expect("helm renders valid YAML"))
-        .filter(|value| !value.is_null())
-        .collect()
+    serde_saphyr::from_multiple(yaml).expect("helm renders valid YAML")
 }
 
 fn kinds(docs: &[Value]) -> Vec<String> {
@@ -135,7 +132,7 @@ fn container(docs: &[Value]) -> &Value {
 
 fn rendered_args(docs: &[Value]) -> Vec<String> {
     at(container(docs), "args")
-        .as_sequence()
+        .as_array()
         .expect("args is a list")
         .iter()
         .map(|a| a.as_str().expect("string arg").to_string())
@@ -145,7 +142,7 @@ fn rendered_args(docs: &[Value]) -> Vec<String> {
 /// The RBAC rules of a Role or ClusterRole as (group, resource, verbs) triples.
 fn rules(role: &Value) -> Vec<(String, String, Vec<String>)> {
     let strings = |v: &Value| -> Vec<String> {
-        v.as_sequence()
+        v.as_array()
             .map(|s| {
                 s.iter()
                     .filter_map(|x| x.as_str().map(String::from))
@@ -154,7 +151,7 @@ fn rules(role: &Value) -> Vec<(String, String, Vec<String>)> {
             .unwrap_or_default()
     };
     let mut out = Vec::new();
-    for rule in at(role, "rules").as_sequence().expect("rules") {
+    for rule in at(role, "rules").as_array().expect("rules") {
         for group in strings(at(rule, "apiGroups")) {
             for resource in strings(at(rule, "resources")) {
                 out.push((group.clone(), resource, strings(at(rule, "verbs"))));
@@ -246,7 +243,7 @@ fn helm_lint_passes_strictly() {
 
 #[test]
 fn chart_follows_the_crate_version_and_ships_the_generated_crd() {
-    let chart: Value = serde_yaml::from_str(
+    let chart: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(repo().join(CHART).join("Chart.yaml")).expect("Chart.yaml"),
     )
     .expect("Chart.yaml is YAML");
@@ -894,8 +891,8 @@ fn expected_manifests() -> String {
          #   kubectl create namespace {NAMESPACE}\n\
          #   kubectl apply --server-side -f {MANIFESTS}\n\
          #\n\
-         # Generated; do not edit. tests/chart.rs checks it is in sync; to regenerate:\n\
-         #   UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests\n\
+         # Generated; do not edit. tests/packaging.rs checks it is in sync; to regenerate:\n\
+         #   UPDATE_MANIFESTS=1 cargo test --test packaging plain_manifests\n\
          # (that runs: helm template {RELEASE} {CHART} --namespace {NAMESPACE} --include-crds)\n\
          {rendered}"
     )
@@ -912,7 +909,7 @@ fn plain_manifests_are_the_chart_rendered_with_default_values() {
     assert!(
         actual == expected,
         "{MANIFESTS} is not the chart rendered with default values; regenerate it with\n  \
-         UPDATE_MANIFESTS=1 cargo test --test chart plain_manifests"
+         UPDATE_MANIFESTS=1 cargo test --test packaging plain_manifests"
     );
     let docs = documents(&actual);
     assert!(kinds(&docs).contains(&"CustomResourceDefinition".to_string()));

@@ -7,14 +7,13 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::Api;
-use serde::Deserialize;
 use serde_json::json;
 use upstream_discovery::crd::Upstream;
 
-use crate::env::TestEnv;
 use crate::support::{
     delete_namespace, fresh_namespace, install_crd, service_account_token, wait_for,
 };
+use crate::test_env::TestEnv;
 
 fn status_code(error: &kube::Error) -> Option<u16> {
     match error {
@@ -76,7 +75,7 @@ pub async fn crd_applies_and_an_upstream_round_trips_through_kubectl(env: Arc<Te
         "-o",
         "yaml",
     ]);
-    let read: Upstream = serde_yaml::from_str(&yaml).expect("kubectl prints an Upstream");
+    let read: Upstream = serde_saphyr::from_str(&yaml).expect("kubectl prints an Upstream");
     assert_eq!(
         read.spec, written.spec,
         "every field, typed or not, survives the API server"
@@ -124,9 +123,7 @@ pub async fn rendered_upstreams_are_accepted_by_the_api_server(env: Arc<TestEnv>
         String::from_utf8_lossy(&output.stderr)
     );
     let rendered: Vec<Upstream> =
-        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&output.stdout))
-            .map(|doc| Upstream::deserialize(doc).expect("an Upstream"))
-            .collect();
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&output.stdout)).expect("Upstreams");
     assert_eq!(rendered.len(), 11);
     let api = Api::<Upstream>::namespaced(client.clone(), &namespace);
     for upstream in &rendered {
