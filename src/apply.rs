@@ -218,6 +218,16 @@ impl Applier {
     }
 }
 
+/// For the loops' unit tests: a client pointed at a closed local port and a dry-run writer on
+/// it, so that nothing is ever sent.
+#[cfg(test)]
+pub(crate) fn offline() -> (Client, Applier) {
+    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+    let client = Client::try_from(config).expect("client");
+    let applier = Applier::new(client.clone(), NonZeroU32::MIN, NonZeroU32::MIN, true);
+    (client, applier)
+}
+
 fn log_dry_run(action: &Action) {
     match action {
         Action::Create(desired) => {

@@ -402,15 +402,12 @@ impl LambdaEngine {
 mod tests {
     use super::*;
 
-    use kube::Client;
     use tokio::sync::watch;
 
     /// A loop whose client points nowhere and that does not lead: nothing is sent.
     fn engine() -> LambdaEngine {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
-        let client = Client::try_from(config).expect("client");
+        let (client, applier) = crate::apply::offline();
         let metrics = Metrics::new().expect("metrics");
-        let applier = Applier::new(client.clone(), NonZeroU32::MIN, NonZeroU32::MIN, true);
         let (_, leader) = watch::channel(false);
         LambdaEngine::new(
             LambdaConfig {

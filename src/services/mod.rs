@@ -377,9 +377,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
-
-    use kube::Client;
     use tokio::sync::watch;
 
     use crate::model::Scope;
@@ -387,9 +384,7 @@ mod tests {
 
     /// An engine whose client points nowhere: nothing here is sent.
     fn engine() -> Engine {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
-        let client = Client::try_from(config).expect("client");
-        let applier = Applier::new(client, NonZeroU32::MIN, NonZeroU32::MIN, true);
+        let (_, applier) = crate::apply::offline();
         let (_, leader) = watch::channel(false);
         Engine::new(
             EngineConfig {
