@@ -330,7 +330,8 @@ impl LambdaState {
         self.groups.keys()
     }
 
-    /// Upstreams with any bookkeeping (for tests of bounded memory).
+    /// Entries kept about Upstreams (targets, memberships, reported problems), for tests of
+    /// bounded memory: zero once every Upstream is gone.
     pub fn tracked(&self) -> usize {
         self.targets.len() + self.membership.len() + self.reported.len()
     }
