@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
 use crate::crd::{LambdaFunction, Upstream};
 use crate::metrics::WriteOp;
 use crate::model::{is_owned, ErrorKind, UpstreamKey, FIELD_MANAGER, LAMBDA_FIELD_MANAGER};
-use crate::plan::Action;
+use crate::plan::{removal_patch, Action, FieldPath, UpdateReason};
 
 /// What became of one planned action.
 #[derive(Debug)]
@@ -70,8 +70,13 @@ impl Applier {
                 desired,
                 uid,
                 resource_version,
-                ..
-            } => self.update(desired, uid, resource_version).await,
+                reason,
+                remove,
+            } => {
+                let set_values = matches!(reason, UpdateReason::Differs(_));
+                self.update(desired, uid, resource_version, remove, set_values)
+                    .await
+            }
             Action::Delete {
                 namespace,
                 name,
@@ -133,8 +138,9 @@ impl Applier {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// Server-side apply without force: if an object of that name appeared that someone else
-    /// wrote, its fields conflict with ours and the API server refuses (409) instead of merging.
+    /// A plain create (POST): it fails with 409 when any object of that name exists, so it never
+    /// merges into an object that appeared after the cache last saw the name. Server-side apply
+    /// would: an unlabelled object whose fields do not overlap ours raises no conflict.
     async fn create(&self, desired: &Upstream) -> Outcome {
         let Some(key) = UpstreamKey::of(&desired.metadata) else {
             return failed(
@@ -144,26 +150,33 @@ impl Applier {
                 "the desired Upstream has no name or namespace".into(),
             );
         };
-        let params = PatchParams::apply(FIELD_MANAGER);
-        match self
-            .api(&key.namespace)
-            .patch(&key.name, &params, &Patch::Apply(desired))
-            .await
-        {
-            Ok(stored) if is_owned(stored.metadata.labels.as_ref()) => Outcome::Written {
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        match self.api(&key.namespace).create(&params, desired).await {
+            Ok(stored) => Outcome::Written {
                 op: WriteOp::Create,
                 upstream: Box::new(stored),
             },
-            Ok(_) => Outcome::NotOwned(key),
             Err(error) if status_code(&error) == Some(409) => self.classify_conflict(key).await,
             Err(error) => failed_from(WriteOp::Create, &error),
         }
     }
 
-    /// Server-side apply with force (we take back the fields we manage, which is how an Upstream
-    /// written by Gloo's discovery is adopted), guarded by the uid and resourceVersion we planned
-    /// against, so an object replaced in the meantime is never overwritten.
-    async fn update(&self, desired: &Upstream, uid: &str, resource_version: &str) -> Outcome {
+    /// Removes the stale fields (a JSON merge patch with nulls), then, when a value differs,
+    /// server-side applies `desired` with force (we take back the fields we manage, which is how
+    /// an Upstream written by Gloo's discovery is adopted). Both are guarded by the uid and the
+    /// resourceVersion we planned against, so an object replaced or changed in the meantime is
+    /// never overwritten but re-planned.
+    async fn update(
+        &self,
+        desired: &Upstream,
+        uid: &str,
+        resource_version: &str,
+        remove: &[FieldPath],
+        set_values: bool,
+    ) -> Outcome {
         let Some(key) = UpstreamKey::of(&desired.metadata) else {
             return failed(
                 WriteOp::Update,
@@ -172,9 +185,46 @@ impl Applier {
                 "the desired Upstream has no name or namespace".into(),
             );
         };
+        let mut resource_version = resource_version.to_string();
+        if !remove.is_empty() {
+            let mut patch = removal_patch(remove);
+            if let Some(object) = patch.as_object_mut() {
+                let metadata = object
+                    .entry("metadata")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(metadata) = metadata.as_object_mut() {
+                    metadata.insert("uid".into(), uid.into());
+                    metadata.insert("resourceVersion".into(), resource_version.clone().into());
+                }
+            }
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
+            match self
+                .api(&key.namespace)
+                .patch(&key.name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(patched) if !set_values => {
+                    return Outcome::Written {
+                        op: WriteOp::Update,
+                        upstream: Box::new(patched),
+                    }
+                }
+                Ok(patched) => {
+                    resource_version = patched.metadata.resource_version.unwrap_or_default();
+                }
+                Err(error) if matches!(status_code(&error), Some(404 | 409)) => {
+                    return Outcome::Conflict(key)
+                }
+                Err(error) => return failed_from(WriteOp::Update, &error),
+            }
+            self.limiter.until_ready().await;
+        }
         let mut guarded = desired.clone();
         guarded.metadata.uid = Some(uid.to_string());
-        guarded.metadata.resource_version = Some(resource_version.to_string());
+        guarded.metadata.resource_version = Some(resource_version);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         match self
             .api(&key.namespace)
@@ -235,10 +285,14 @@ fn log_dry_run(action: &Action) {
             tracing::info!(op = "create", namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, %body, "dry run: would apply");
         }
         Action::Update {
-            desired, reason, ..
+            desired,
+            reason,
+            remove,
+            ..
         } => {
             let body = serde_json::to_string(desired).unwrap_or_default();
-            tracing::info!(op = "update", namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, ?reason, %body, "dry run: would apply");
+            let removed: Vec<String> = remove.iter().map(ToString::to_string).collect();
+            tracing::info!(op = "update", namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, ?reason, ?removed, %body, "dry run: would apply");
         }
         Action::Delete {
             namespace, name, ..

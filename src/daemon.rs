@@ -107,6 +107,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
         &scopes.services,
         &scopes.upstreams,
         scopes.namespace_selector.clone(),
+        settings.write_namespace.clone(),
     );
     let applier = Applier::new(
         client.clone(),

@@ -11,6 +11,12 @@ pub const KUBERNETES_PLUGIN: &str = "kubernetesplugin";
 pub const FIELD_MANAGER: &str = "upstream-discovery";
 /// Field manager of function discovery's writes: it owns `spec.aws.lambdaFunctions` only.
 pub const LAMBDA_FIELD_MANAGER: &str = "upstream-discovery-lambda";
+/// The field manager the API server records for Gloo's own discovery pod: client-go sends no
+/// `fieldManager`, so the server takes the user agent's first word, the binary's name.
+pub const GLOO_DISCOVERY_MANAGER: &str = "discovery";
+/// The managers whose fields of an owned Upstream were produced by discovery: ours, and Gloo's
+/// on an Upstream adopted from it. Such a field the Service no longer gives is removed.
+pub const DISCOVERY_MANAGERS: [&str; 2] = [FIELD_MANAGER, GLOO_DISCOVERY_MANAGER];
 
 /// kubectl's copy of the whole object: never copied from a Service to its Upstreams.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -42,7 +42,7 @@ pub struct CompactUpstream {
     uid: String,
     resource_version: String,
     object: Box<str>,
-    our_fields: Box<str>,
+    discovery_fields: Box<str>,
     /// The Service named in its `spec.kube`, kept apart for the index.
     pub source: Option<ServiceKey>,
 }
@@ -50,8 +50,8 @@ pub struct CompactUpstream {
 impl CompactUpstream {
     pub fn new(observed: &ObservedUpstream) -> Self {
         let source = source_service(&observed.object);
-        let our_fields = observed
-            .our_fields
+        let discovery_fields = observed
+            .discovery_fields
             .iter()
             .map(|path| path.keys().join(&KEY_SEPARATOR.to_string()))
             .collect::<Vec<_>>()
@@ -62,15 +62,15 @@ impl CompactUpstream {
             uid: observed.uid.clone(),
             resource_version: observed.resource_version.clone(),
             object: observed.object.to_string().into_boxed_str(),
-            our_fields: our_fields.into_boxed_str(),
+            discovery_fields: discovery_fields.into_boxed_str(),
             source,
         }
     }
 
     /// The form plan works on.
     pub fn expand(&self) -> Option<ObservedUpstream> {
-        let our_fields: BTreeSet<FieldPath> = self
-            .our_fields
+        let discovery_fields: BTreeSet<FieldPath> = self
+            .discovery_fields
             .split(PATH_SEPARATOR)
             .filter(|path| !path.is_empty())
             .map(|path| FieldPath::new(path.split(KEY_SEPARATOR)))
@@ -81,7 +81,7 @@ impl CompactUpstream {
             uid: self.uid.clone(),
             resource_version: self.resource_version.clone(),
             object: serde_json::from_str(&self.object).ok()?,
-            our_fields,
+            discovery_fields,
         })
     }
 }
@@ -109,7 +109,7 @@ mod tests {
             resource_version: "9".into(),
             object: json!({"metadata": {"labels": {"discovered_by": "kubernetesplugin"}},
                            "spec": {"kube": {"serviceName": "web", "serviceNamespace": "shop"}}}),
-            our_fields: [
+            discovery_fields: [
                 FieldPath::new(["metadata", "labels", "discovered_by"]),
                 FieldPath::new(["metadata", "annotations", "example.com/team"]),
                 FieldPath::new(["spec", "kube", "serviceName"]),
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(compact.expand(), Some(observed.clone()));
 
         let none = ObservedUpstream {
-            our_fields: BTreeSet::new(),
+            discovery_fields: BTreeSet::new(),
             ..observed
         };
         assert_eq!(CompactUpstream::new(&none).expand(), Some(none));

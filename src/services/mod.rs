@@ -26,7 +26,7 @@ use crate::reconcile::{Backoff, Change, Finished, LeaderGate, ReportOnce, WorkQu
 use crate::source::ServiceInput;
 use crate::translate::{translate_service, TranslateSettings, TranslateWarning};
 
-use state::State;
+use state::{Job, State};
 
 /// Retries of a Service's writes.
 const RETRY: Backoff = Backoff {
@@ -54,7 +54,7 @@ pub struct Engine {
     events: EventSink,
     health: Health,
     leader: LeaderGate,
-    queue: WorkQueue<ServiceKey, Outcomes>,
+    queue: WorkQueue<Job, Outcomes>,
     /// Warnings already recorded as Events, per Service, so a resync does not repeat them.
     reported_warnings: ReportOnce<ServiceKey, Vec<String>>,
     /// Names held by someone else, already reported.
@@ -163,8 +163,8 @@ impl Engine {
 
     fn mark_all_dirty(&mut self) {
         let now = Instant::now();
-        for key in self.state.all_service_keys() {
-            self.queue.mark(key, now);
+        for job in self.state.all_jobs() {
+            self.queue.mark(job, now);
         }
     }
 
@@ -175,15 +175,18 @@ impl Engine {
         }
         let mut cursor = None;
         while self.queue.running() < self.config.write_concurrency {
-            let Some((key, changed_at)) = self.queue.pop_ready(&mut cursor) else {
+            let Some((job, changed_at)) = self.queue.pop_ready(&mut cursor) else {
                 break;
             };
-            let actions = self.plan_for(&key);
+            let actions = match &job {
+                Job::Service(key) => self.plan_for(key),
+                Job::Orphan(name) => self.plan_collection(name),
+            };
             if actions.is_empty() {
                 continue;
             }
             let applier = self.applier.clone();
-            self.queue.spawn(key, changed_at, async move {
+            self.queue.spawn(job, changed_at, async move {
                 let mut outcomes = Vec::with_capacity(actions.len());
                 for action in &actions {
                     outcomes.push((applier.apply(action).await, Instant::now()));
@@ -219,7 +222,6 @@ impl Engine {
             }
         }
         for blocked in plan.blocked {
-            self.state.wants(blocked.name.clone(), key.clone());
             self.report_blocked(key, uid.clone(), blocked);
         }
         for action in &plan.actions {
@@ -237,6 +239,16 @@ impl Engine {
             deletes_held_back = plan.deletes_held_back,
             "planned"
         );
+        plan.actions
+    }
+
+    /// Plans the collection of an owned Upstream no in-scope Service maps to.
+    fn plan_collection(&mut self, name: &UpstreamKey) -> Vec<Action> {
+        let Some(unclaimed) = self.state.unclaimed(name) else {
+            return Vec::new();
+        };
+        let plan = plan::collect(&unclaimed, self.state.synced());
+        tracing::debug!(upstream = %name, deletes_held_back = plan.deletes_held_back, "unclaimed");
         plan.actions
     }
 
@@ -284,9 +296,9 @@ impl Engine {
         });
     }
 
-    fn on_finished(&mut self, finished: Finished<ServiceKey, Outcomes>) {
+    fn on_finished(&mut self, finished: Finished<Job, Outcomes>) {
         let Finished {
-            key,
+            key: job,
             changed_at,
             output,
         } = finished;
@@ -295,9 +307,9 @@ impl Engine {
             Err(error) => {
                 // A bug, not a server's answer: retry like a failure, so the Service is planned
                 // again instead of being forgotten.
-                tracing::error!(service = %key, %error, "a write task ended abnormally; retrying");
+                tracing::error!(%job, %error, "a write task ended abnormally; retrying");
                 self.metrics.error(ErrorKind::TaskFailed);
-                self.queue.retry(key, changed_at, None);
+                self.queue.retry(job, changed_at, None);
                 return;
             }
         };
@@ -310,7 +322,7 @@ impl Engine {
                     self.metrics
                         .record_write(Source::Kubernetes, op, WriteResult::Success);
                     self.metrics.observe_lag(Source::Kubernetes, lag);
-                    tracing::info!(service = %key, upstream = ?upstream.metadata.name, op = op.as_str(), lag_ms = lag.as_millis() as u64, "upstream written");
+                    tracing::info!(%job, upstream = ?upstream.metadata.name, op = op.as_str(), lag_ms = lag.as_millis() as u64, "upstream written");
                 }
                 Outcome::Deleted(name) => {
                     self.state.on_deleted(&name);
@@ -320,7 +332,7 @@ impl Engine {
                         WriteResult::Success,
                     );
                     self.metrics.observe_lag(Source::Kubernetes, lag);
-                    tracing::info!(service = %key, upstream = %name, op = "delete", lag_ms = lag.as_millis() as u64, "upstream deleted");
+                    tracing::info!(%job, upstream = %name, op = "delete", lag_ms = lag.as_millis() as u64, "upstream deleted");
                 }
                 Outcome::NotOwned(name) => {
                     self.metrics.record_write(
@@ -329,19 +341,20 @@ impl Engine {
                         WriteResult::Skipped,
                     );
                     self.state.mark_foreign(name.clone());
-                    self.state.wants(name.clone(), key.clone());
-                    let uid = self
-                        .state
-                        .service_in_scope(&key)
-                        .and_then(|service: Service| service.metadata.uid);
-                    let blocked = Blocked {
-                        name,
-                        by: plan::BlockedBy::NotOwned,
-                    };
-                    self.report_blocked(&key, uid, blocked);
+                    if let Job::Service(key) = &job {
+                        let uid = self
+                            .state
+                            .service_in_scope(key)
+                            .and_then(|service: Service| service.metadata.uid);
+                        let blocked = Blocked {
+                            name,
+                            by: plan::BlockedBy::NotOwned,
+                        };
+                        self.report_blocked(key, uid, blocked);
+                    }
                 }
                 Outcome::Conflict(name) => {
-                    tracing::debug!(service = %key, upstream = %name, "conflict; re-planning");
+                    tracing::debug!(%job, upstream = %name, "conflict; re-planning");
                     self.metrics.record_write(
                         Source::Kubernetes,
                         WriteOp::Update,
@@ -359,16 +372,16 @@ impl Engine {
                     self.metrics
                         .record_write(Source::Kubernetes, op, WriteResult::Error);
                     self.metrics.error(kind);
-                    tracing::warn!(service = %key, op = op.as_str(), kind = kind.as_str(), error = %message, "write failed; will retry");
+                    tracing::warn!(%job, op = op.as_str(), kind = kind.as_str(), error = %message, "write failed; will retry");
                     let slot = retry_after.get_or_insert(None);
                     *slot = (*slot).max(hint);
                 }
             }
         }
         match retry_after {
-            None => self.queue.succeeded(&key),
+            None => self.queue.succeeded(&job),
             Some(hint) => {
-                self.queue.retry(key, changed_at, hint);
+                self.queue.retry(job, changed_at, hint);
             }
         }
     }
@@ -381,6 +394,7 @@ mod tests {
 
     use crate::model::Scope;
     use crate::selector::LabelSelector;
+    use crate::translate::WriteNamespace;
 
     /// An engine whose client points nowhere: nothing here is sent.
     fn engine() -> Engine {
@@ -392,7 +406,12 @@ mod tests {
                 resync_interval: Duration::from_secs(600),
                 write_concurrency: 1,
             },
-            State::new(&[Scope::All], &[Scope::All], LabelSelector::default()),
+            State::new(
+                &[Scope::All],
+                &[Scope::All],
+                LabelSelector::default(),
+                WriteNamespace::Fixed("gloo-system".into()),
+            ),
             applier,
             Metrics::new().expect("metrics"),
             EventSink::log_only(),
@@ -404,7 +423,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_task_that_panics_is_retried() {
         let mut engine = engine();
-        let key = ServiceKey::new("shop", "web");
+        let key = Job::Service(ServiceKey::new("shop", "web"));
         let changed_at = Instant::now();
         engine.queue.spawn(key.clone(), changed_at, async {
             panic!("a bug in a write")

@@ -1,9 +1,16 @@
 //! What service discovery knows of the cluster: the Services in scope and the Upstreams in the
-//! write namespace(s), kept compact (only the fields translation and planning use), with an
-//! index from each Service to the Upstreams it owns and who holds each name. Pure: fed watch
-//! events, it says which Services they affect; it never talks to the network.
+//! write namespace(s), kept compact (only the fields translation and planning use), and who
+//! claims each Upstream name. Pure: fed watch events, it says which jobs they affect; it never
+//! talks to the network.
+//!
+//! Names are claimed and collected by name (DESIGN.md §2), not by what an Upstream's `kube`
+//! says: an owned Upstream belongs to the in-scope Service that maps to its name, and one that
+//! no in-scope Service maps to is collected, whatever its spec (an override may have replaced
+//! `kube`). When several Services map to one name, the one named in the Upstream's `kube` keeps
+//! it while it still maps there; otherwise the smallest Service key gets it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
 
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -12,11 +19,30 @@ use kube::runtime::watcher;
 use super::compact::{CompactService, CompactUpstream};
 use crate::crd::Upstream;
 use crate::model::{
-    is_owned, Scope, ServiceKey, UpstreamKey, FIELD_MANAGER, LAST_APPLIED_ANNOTATION,
+    is_owned, Scope, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS, LAST_APPLIED_ANNOTATION,
 };
 use crate::plan::{NameClaims, NameHolder, ObservedUpstream};
 use crate::reconcile::ListTracker;
 use crate::selector::LabelSelector;
+use crate::translate::{upstream_keys, WriteNamespace};
+
+/// A unit of work of the loop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Job {
+    /// Write the Upstreams of one Service (the names it holds).
+    Service(ServiceKey),
+    /// An owned Upstream whose name no in-scope Service maps to: collect it.
+    Orphan(UpstreamKey),
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Job::Service(key) => write!(f, "Service {key}"),
+            Job::Orphan(key) => write!(f, "unclaimed Upstream {key}"),
+        }
+    }
+}
 
 /// The daemon's cache.
 #[derive(Debug)]
@@ -26,10 +52,12 @@ pub struct State {
     upstreams: HashMap<UpstreamKey, CompactUpstream>,
     /// Upstreams without our label: their names are taken, their content is none of our business.
     foreign: HashSet<UpstreamKey>,
-    /// The Service that wants each foreign name, so it is re-planned when the name frees up.
-    wanted_by: HashMap<UpstreamKey, ServiceKey>,
     upstream_lists: ListTracker<UpstreamKey>,
-    by_service: HashMap<ServiceKey, BTreeSet<UpstreamKey>>,
+    /// The names each in-scope Service maps to.
+    names_of: HashMap<ServiceKey, Vec<UpstreamKey>>,
+    /// The in-scope Services that map to each name (usually one).
+    mappers: HashMap<UpstreamKey, BTreeSet<ServiceKey>>,
+    write_namespace: WriteNamespace,
     /// Labels of each namespace, kept only with a namespace selector.
     namespaces: HashMap<String, BTreeMap<String, String>>,
     namespace_list: ListTracker<String>,
@@ -37,20 +65,23 @@ pub struct State {
 }
 
 impl State {
-    /// The scopes of the watch streams of each kind.
+    /// The scopes of the watch streams of each kind, and where Upstreams are written (it decides
+    /// the names Services claim).
     pub fn new(
         service_scopes: &[Scope],
         upstream_scopes: &[Scope],
         namespace_selector: LabelSelector,
+        write_namespace: WriteNamespace,
     ) -> Self {
         Self {
             services: HashMap::new(),
             service_lists: ListTracker::new(service_scopes.iter().cloned()),
             upstreams: HashMap::new(),
             foreign: HashSet::new(),
-            wanted_by: HashMap::new(),
             upstream_lists: ListTracker::new(upstream_scopes.iter().cloned()),
-            by_service: HashMap::new(),
+            names_of: HashMap::new(),
+            mappers: HashMap::new(),
+            write_namespace,
             namespaces: HashMap::new(),
             namespace_list: ListTracker::new([Scope::All]),
             namespace_selector,
@@ -69,43 +100,57 @@ impl State {
         self.upstreams.len()
     }
 
-    /// Every Service a full pass must look at: those we know and those that own Upstreams.
-    pub fn all_service_keys(&self) -> BTreeSet<ServiceKey> {
-        self.services
+    /// Every job a full pass must look at: each known Service, and each unclaimed Upstream.
+    pub fn all_jobs(&self) -> BTreeSet<Job> {
+        let services = self.services.keys().cloned().map(Job::Service);
+        let orphans = self
+            .upstreams
             .keys()
-            .chain(self.by_service.keys())
+            .filter(|name| !self.mappers.contains_key(*name))
             .cloned()
-            .collect()
+            .map(Job::Orphan);
+        services.chain(orphans).collect()
     }
 
     /// The Service, when it exists and is in scope (its namespace matches the selector).
     pub fn service_in_scope(&self, key: &ServiceKey) -> Option<Service> {
         let service = self.services.get(key)?;
-        if !self.namespace_selector.selects_all() {
-            let labels = self.namespaces.get(&key.namespace)?;
-            if !self.namespace_selector.matches(labels) {
-                return None;
-            }
+        if !self.in_scope(key) {
+            return None;
         }
         service.expand()
     }
 
-    /// The owned Upstreams that point at this Service.
+    fn in_scope(&self, key: &ServiceKey) -> bool {
+        self.namespace_selector.selects_all()
+            || self
+                .namespaces
+                .get(&key.namespace)
+                .is_some_and(|labels| self.namespace_selector.matches(labels))
+    }
+
+    /// The owned Upstreams at the names this Service holds: what its plan updates in place.
     pub fn observed_for(&self, key: &ServiceKey) -> Vec<ObservedUpstream> {
-        self.by_service
+        let holder = NameHolder::Service(key.clone());
+        self.names_of
             .get(key)
             .into_iter()
             .flatten()
-            .filter_map(|upstream| self.upstreams.get(upstream)?.expand())
+            .filter(|name| self.holder(name) == holder)
+            .filter_map(|name| self.upstreams.get(name)?.expand())
             .collect()
     }
 
-    /// A Service watch event; returns the Services whose Upstreams may need work.
-    pub fn on_service_event(
-        &mut self,
-        scope: &Scope,
-        event: watcher::Event<Service>,
-    ) -> Vec<ServiceKey> {
+    /// The owned Upstream of that name, when no in-scope Service maps to it.
+    pub fn unclaimed(&self, name: &UpstreamKey) -> Option<ObservedUpstream> {
+        if self.mappers.contains_key(name) {
+            return None;
+        }
+        self.upstreams.get(name)?.expand()
+    }
+
+    /// A Service watch event; returns the jobs that may need work.
+    pub fn on_service_event(&mut self, scope: &Scope, event: watcher::Event<Service>) -> Vec<Job> {
         match event {
             watcher::Event::Init => {
                 self.service_lists.started(scope);
@@ -117,40 +162,40 @@ impl State {
                 };
                 self.service_lists.saw(scope, &key);
                 let service = CompactService::new(&compact_service(service));
-                let changed = self.services.get(&key) != Some(&service);
-                self.services.insert(key.clone(), service);
-                if changed {
-                    vec![key]
-                } else {
-                    Vec::new()
+                if self.services.get(&key) == Some(&service) {
+                    return Vec::new();
                 }
+                self.services.insert(key.clone(), service);
+                self.service_changed(key)
             }
             watcher::Event::Delete(service) => {
                 let Some(key) = ServiceKey::of(&service.metadata) else {
                     return Vec::new();
                 };
                 self.services.remove(&key);
-                vec![key]
+                self.service_changed(key)
             }
             watcher::Event::InitDone => {
                 // A Service gone while the watch was down shows up as missing from the re-list.
                 let Some(gone) = self.service_lists.finished(scope, self.services.keys()) else {
                     return Vec::new();
                 };
-                for key in &gone {
-                    self.services.remove(key);
+                let mut jobs = Vec::new();
+                for key in gone {
+                    self.services.remove(&key);
+                    jobs.extend(self.service_changed(key));
                 }
-                gone
+                jobs
             }
         }
     }
 
-    /// An Upstream watch event; returns the Services whose Upstreams may need work.
+    /// An Upstream watch event; returns the jobs that may need work.
     pub fn on_upstream_event(
         &mut self,
         scope: &Scope,
         event: watcher::Event<Upstream>,
-    ) -> Vec<ServiceKey> {
+    ) -> Vec<Job> {
         match event {
             watcher::Event::Init => {
                 self.upstream_lists.started(scope);
@@ -181,10 +226,9 @@ impl State {
 
     /// Records the object the API server returned for one of our writes, so the next plan sees
     /// it even before the watch delivers it.
-    pub fn on_written(&mut self, upstream: &Upstream) -> Vec<ServiceKey> {
-        match UpstreamKey::of(&upstream.metadata) {
-            Some(key) => self.put_upstream(key, upstream),
-            None => Vec::new(),
+    pub fn on_written(&mut self, upstream: &Upstream) {
+        if let Some(key) = UpstreamKey::of(&upstream.metadata) {
+            self.put_upstream(key, upstream);
         }
     }
 
@@ -194,19 +238,14 @@ impl State {
         self.foreign.insert(key);
     }
 
-    /// Remembers that `service` wants a name a foreign object holds.
-    pub fn wants(&mut self, key: UpstreamKey, service: ServiceKey) {
-        self.wanted_by.insert(key, service);
-    }
-
     /// Records that one of our deletes went through.
     pub fn on_deleted(&mut self, key: &UpstreamKey) {
         self.remove_upstream(key);
     }
 
-    /// A Namespace watch event (only with a namespace selector); returns the Services whose
-    /// scope may have changed.
-    pub fn on_namespace_event(&mut self, event: watcher::Event<Namespace>) -> Vec<ServiceKey> {
+    /// A Namespace watch event (only with a namespace selector); returns the jobs whose scope
+    /// may have changed.
+    pub fn on_namespace_event(&mut self, event: watcher::Event<Namespace>) -> Vec<Job> {
         let changed_namespaces: Vec<String> = match event {
             watcher::Event::Init => {
                 self.namespace_list.started(&Scope::All);
@@ -247,69 +286,112 @@ impl State {
             }
         };
         let changed: HashSet<&String> = changed_namespaces.iter().collect();
-        self.all_service_keys()
-            .into_iter()
+        let services: Vec<ServiceKey> = self
+            .services
+            .keys()
             .filter(|key| changed.contains(&key.namespace))
+            .cloned()
+            .collect();
+        services
+            .into_iter()
+            .flat_map(|key| self.service_changed(key))
             .collect()
     }
 
-    fn put_upstream(&mut self, key: UpstreamKey, upstream: &Upstream) -> Vec<ServiceKey> {
-        let mut affected = self.remove_upstream(&key);
-        if !is_owned(upstream.metadata.labels.as_ref()) {
-            self.foreign.insert(key);
-            // A foreign object appearing or going may block or free a name a Service wants.
-            return affected;
-        }
-        let Some(observed) = ObservedUpstream::from_upstream(upstream, FIELD_MANAGER) else {
-            return affected;
+    /// Re-reads which names a Service maps to after it changed, appeared, went or changed scope;
+    /// returns its job and those of every name whose claimants changed.
+    fn service_changed(&mut self, key: ServiceKey) -> Vec<Job> {
+        let names = match self.service_in_scope(&key) {
+            Some(service) => upstream_keys(&service, &self.write_namespace),
+            None => Vec::new(),
         };
-        let cached = CompactUpstream::new(&observed);
-        if let Some(service) = cached.source.clone() {
-            self.by_service
-                .entry(service.clone())
+        let old = match names.is_empty() {
+            true => self.names_of.remove(&key),
+            false => self.names_of.insert(key.clone(), names.clone()),
+        }
+        .unwrap_or_default();
+        let mut jobs = vec![Job::Service(key.clone())];
+        for name in old.iter().filter(|name| !names.contains(name)) {
+            if let Some(claimants) = self.mappers.get_mut(name) {
+                claimants.remove(&key);
+                if claimants.is_empty() {
+                    self.mappers.remove(name);
+                }
+            }
+            jobs.extend(self.jobs_for_name(name));
+        }
+        for name in names.iter().filter(|name| !old.contains(name)) {
+            self.mappers
+                .entry(name.clone())
                 .or_default()
                 .insert(key.clone());
-            if !affected.contains(&service) {
-                affected.push(service);
-            }
+            jobs.extend(self.jobs_for_name(name));
         }
-        self.upstreams.insert(key, cached);
-        affected
+        jobs.sort();
+        jobs.dedup();
+        jobs
     }
 
-    fn remove_upstream(&mut self, key: &UpstreamKey) -> Vec<ServiceKey> {
-        if self.foreign.remove(key) {
-            return self.wanted_by.remove(key).into_iter().collect();
+    /// The jobs a change at `name` may concern: every Service that maps to it (one may take it
+    /// over), and its collection when it is owned and unclaimed.
+    fn jobs_for_name(&self, name: &UpstreamKey) -> Vec<Job> {
+        let mut jobs: Vec<Job> = self
+            .mappers
+            .get(name)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .map(Job::Service)
+            .collect();
+        if jobs.is_empty() && self.upstreams.contains_key(name) {
+            jobs.push(Job::Orphan(name.clone()));
         }
-        let Some(old) = self.upstreams.remove(key) else {
-            return Vec::new();
-        };
-        let Some(service) = old.source else {
-            return Vec::new();
-        };
-        if let Some(set) = self.by_service.get_mut(&service) {
-            set.remove(key);
-            if set.is_empty() {
-                self.by_service.remove(&service);
-            }
+        jobs
+    }
+
+    fn put_upstream(&mut self, key: UpstreamKey, upstream: &Upstream) -> Vec<Job> {
+        self.upstreams.remove(&key);
+        self.foreign.remove(&key);
+        if !is_owned(upstream.metadata.labels.as_ref()) {
+            // A foreign object appearing may block a name a Service wants.
+            self.foreign.insert(key.clone());
+        } else if let Some(observed) =
+            ObservedUpstream::from_upstream(upstream, &DISCOVERY_MANAGERS)
+        {
+            self.upstreams
+                .insert(key.clone(), CompactUpstream::new(&observed));
         }
-        vec![service]
+        self.jobs_for_name(&key)
+    }
+
+    fn remove_upstream(&mut self, key: &UpstreamKey) -> Vec<Job> {
+        let known = self.upstreams.remove(key).is_some() | self.foreign.remove(key);
+        if !known {
+            return Vec::new();
+        }
+        // A freed name passes at once to a Service waiting for it.
+        self.jobs_for_name(key)
     }
 }
 
-/// Who holds each name: an object without our label, or the Service an owned one was
-/// discovered from (named in its `spec.kube`).
+/// Who holds each name: an object without our label; else the Service named in the owned
+/// Upstream's `spec.kube` while that Service still maps to the name; else the smallest Service
+/// key among those that map to it.
 impl NameClaims for State {
     fn holder(&self, name: &UpstreamKey) -> NameHolder {
         if self.foreign.contains(name) {
             return NameHolder::Foreign;
         }
-        match self
+        let Some(claimants) = self.mappers.get(name) else {
+            return NameHolder::Free;
+        };
+        let named_in_kube = self
             .upstreams
             .get(name)
-            .and_then(|cached| cached.source.clone())
-        {
-            Some(service) => NameHolder::Service(service),
+            .and_then(|cached| cached.source.as_ref())
+            .filter(|source| claimants.contains(*source));
+        match named_in_kube.or_else(|| claimants.first()) {
+            Some(holder) => NameHolder::Service(holder.clone()),
             None => NameHolder::Free,
         }
     }
@@ -371,22 +453,34 @@ mod tests {
         .expect("service")
     }
 
-    fn upstream(namespace: &str, name: &str, owned: bool, service: &str) -> Upstream {
+    /// An Upstream whose `kube` names Service `kube_ns`/`kube_name` (`None`: an override
+    /// replaced `kube` with `static`).
+    fn upstream(name: &str, owned: bool, kube: Option<(&str, &str)>) -> Upstream {
         let labels = if owned {
             json!({"discovered_by": "kubernetesplugin"})
         } else {
             json!({})
         };
+        let spec = match kube {
+            Some((namespace, service)) => {
+                json!({"kube": {"serviceName": service, "serviceNamespace": namespace, "servicePort": 80}})
+            }
+            None => json!({"static": {"hosts": [{"addr": "10.0.0.9", "port": 80}]}}),
+        };
         serde_json::from_value(json!({
             "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
-            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"), "resourceVersion": "1", "labels": labels},
-            "spec": {"kube": {"serviceName": service, "serviceNamespace": "shop", "servicePort": 80}},
+            "metadata": {"name": name, "namespace": "gloo-system", "uid": format!("uid-{name}"), "resourceVersion": "1", "labels": labels},
+            "spec": spec,
         }))
         .expect("upstream")
     }
 
     fn key(name: &str) -> ServiceKey {
         ServiceKey::new("shop", name)
+    }
+
+    fn job(name: &str) -> Job {
+        Job::Service(key(name))
     }
 
     fn ukey(name: &str) -> UpstreamKey {
@@ -399,8 +493,17 @@ mod tests {
 
     const ALL: &Scope = &Scope::All;
 
+    fn new_state(services: &[Scope], upstreams: &[Scope], selector: LabelSelector) -> State {
+        State::new(
+            services,
+            upstreams,
+            selector,
+            WriteNamespace::Fixed("gloo-system".into()),
+        )
+    }
+
     fn synced_state() -> State {
-        let mut state = State::new(
+        let mut state = new_state(
             &[Scope::All],
             &[ns("gloo-system")],
             LabelSelector::default(),
@@ -412,6 +515,18 @@ mod tests {
             state.on_upstream_event(&ns("gloo-system"), event);
         }
         state
+    }
+
+    fn add_upstream(state: &mut State, upstream: Upstream) -> Vec<Job> {
+        state.on_upstream_event(&ns("gloo-system"), watcher::Event::Apply(upstream))
+    }
+
+    fn observed_names(state: &State, service: &ServiceKey) -> Vec<String> {
+        state
+            .observed_for(service)
+            .into_iter()
+            .map(|observed| observed.name)
+            .collect()
     }
 
     #[test]
@@ -433,7 +548,7 @@ mod tests {
         let mut state = synced_state();
         assert_eq!(
             state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 80))),
-            [key("web")]
+            [job("web")]
         );
         assert!(
             state
@@ -443,19 +558,19 @@ mod tests {
         );
         assert_eq!(
             state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 81))),
-            [key("web")]
+            [job("web")]
         );
         assert!(state.service_in_scope(&key("web")).is_some());
         assert_eq!(
             state.on_service_event(ALL, watcher::Event::Delete(service("shop", "web", 81))),
-            [key("web")]
+            [job("web")]
         );
         assert!(state.service_in_scope(&key("web")).is_none());
     }
 
     #[test]
     fn synced_only_after_every_first_list() {
-        let mut state = State::new(&[ns("a"), ns("b")], &[Scope::All], LabelSelector::default());
+        let mut state = new_state(&[ns("a"), ns("b")], &[Scope::All], LabelSelector::default());
         assert!(!state.synced());
         for scope in [ns("a"), ns("b")] {
             state.on_service_event(&scope, watcher::Event::Init);
@@ -469,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_relist_notices_services_deleted_while_the_watch_was_down() {
-        let mut state = State::new(
+        let mut state = new_state(
             &[ns("shop"), ns("other")],
             &[Scope::All],
             LabelSelector::default(),
@@ -498,7 +613,7 @@ mod tests {
             watcher::Event::InitApply(service("shop", "web", 80)),
         );
         let gone = state.on_service_event(&ns("shop"), watcher::Event::InitDone);
-        assert_eq!(gone, [key("api")]);
+        assert_eq!(gone, [job("api")]);
         let other = ServiceKey::new("other", "db");
         assert!(
             state.service_in_scope(&other).is_some(),
@@ -507,67 +622,168 @@ mod tests {
     }
 
     #[test]
-    fn owned_upstreams_are_indexed_by_their_service_and_foreign_ones_only_block_names() {
+    fn an_owned_upstream_belongs_to_the_service_that_maps_to_its_name() {
         let mut state = synced_state();
-        let touched = state.on_upstream_event(
-            &ns("gloo-system"),
-            watcher::Event::Apply(upstream("gloo-system", "shop-web-80", true, "web")),
+        state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 80)));
+        let touched = add_upstream(
+            &mut state,
+            upstream("shop-web-80", true, Some(("shop", "web"))),
         );
-        assert_eq!(touched, [key("web")]);
-        assert_eq!(state.observed_for(&key("web")).len(), 1);
+        assert_eq!(touched, [job("web")]);
+        assert_eq!(observed_names(&state, &key("web")), ["shop-web-80"]);
         assert_eq!(
             state.holder(&ukey("shop-web-80")),
             NameHolder::Service(key("web"))
         );
         assert_eq!(state.owned_upstream_count(), 1);
+    }
 
-        let touched = state.on_upstream_event(
-            &ns("gloo-system"),
-            watcher::Event::Apply(upstream("gloo-system", "shop-api-80", false, "api")),
+    #[test]
+    fn whatever_its_kube_says_the_name_decides() {
+        // Issue 11, failure 4: `kube` names a Service that does not exist.
+        let mut state = synced_state();
+        state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 80)));
+        add_upstream(
+            &mut state,
+            upstream("shop-web-80", true, Some(("elsewhere", "ghost"))),
         );
-        assert!(touched.is_empty(), "nobody wanted that name yet");
+        assert_eq!(
+            state.holder(&ukey("shop-web-80")),
+            NameHolder::Service(key("web"))
+        );
+        assert_eq!(
+            observed_names(&state, &key("web")),
+            ["shop-web-80"],
+            "updated in place, not re-created"
+        );
+        assert!(state.unclaimed(&ukey("shop-web-80")).is_none());
+        assert!(!state.all_jobs().contains(&Job::Orphan(ukey("shop-web-80"))));
+    }
+
+    #[test]
+    fn a_freed_name_passes_at_once_to_the_other_service() {
+        // Issue 11, failure 3: `x-y/z` and `x/y-z` both map to `x-y-z-80`.
+        let mut state = synced_state();
+        let first = ServiceKey::new("x-y", "z");
+        let second = ServiceKey::new("x", "y-z");
+        state.on_service_event(ALL, watcher::Event::Apply(service("x-y", "z", 80)));
+        add_upstream(&mut state, upstream("x-y-z-80", true, Some(("x-y", "z"))));
+        let touched = state.on_service_event(ALL, watcher::Event::Apply(service("x", "y-z", 80)));
+        assert_eq!(
+            touched,
+            [Job::Service(second.clone()), Job::Service(first.clone())]
+        );
+        assert_eq!(
+            state.holder(&ukey("x-y-z-80")),
+            NameHolder::Service(first.clone())
+        );
+        assert!(observed_names(&state, &second).is_empty());
+
+        let touched = state.on_service_event(ALL, watcher::Event::Delete(service("x-y", "z", 80)));
+        assert!(
+            touched.contains(&Job::Service(second.clone())),
+            "the waiting Service is planned at once: {touched:?}"
+        );
+        assert_eq!(
+            state.holder(&ukey("x-y-z-80")),
+            NameHolder::Service(second.clone())
+        );
+        assert_eq!(observed_names(&state, &second), ["x-y-z-80"]);
+    }
+
+    #[test]
+    fn without_a_holder_the_smallest_service_key_gets_the_name() {
+        let mut state = synced_state();
+        state.on_service_event(ALL, watcher::Event::Apply(service("x", "y-z", 80)));
+        state.on_service_event(ALL, watcher::Event::Apply(service("x-y", "z", 80)));
+        assert_eq!(
+            state.holder(&ukey("x-y-z-80")),
+            NameHolder::Service(ServiceKey::new("x", "y-z"))
+        );
+    }
+
+    #[test]
+    fn an_owned_upstream_no_service_maps_to_is_collected_whatever_its_spec() {
+        // Issue 11, failure 5: an override replaced `kube` with `static`.
+        let mut state = synced_state();
+        state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 80)));
+        add_upstream(&mut state, upstream("shop-web-80", true, None));
+        assert_eq!(observed_names(&state, &key("web")), ["shop-web-80"]);
+        let touched =
+            state.on_service_event(ALL, watcher::Event::Delete(service("shop", "web", 80)));
+        assert_eq!(touched, [job("web"), Job::Orphan(ukey("shop-web-80"))]);
+        assert!(state.unclaimed(&ukey("shop-web-80")).is_some());
+        assert!(state.all_jobs().contains(&Job::Orphan(ukey("shop-web-80"))));
+
+        let mut state = synced_state();
+        let touched = add_upstream(&mut state, upstream("left-over-80", true, None));
+        assert_eq!(
+            touched,
+            [Job::Orphan(ukey("left-over-80"))],
+            "found unclaimed"
+        );
+    }
+
+    #[test]
+    fn foreign_upstreams_only_block_names_and_free_them_when_gone() {
+        let mut state = synced_state();
+        let touched = add_upstream(
+            &mut state,
+            upstream("shop-api-80", false, Some(("shop", "api"))),
+        );
+        assert!(touched.is_empty(), "nobody wants that name yet");
+        assert!(
+            !state.all_jobs().contains(&Job::Orphan(ukey("shop-api-80"))),
+            "never collected"
+        );
+        state.on_service_event(ALL, watcher::Event::Apply(service("shop", "api", 80)));
         assert_eq!(state.holder(&ukey("shop-api-80")), NameHolder::Foreign);
         assert!(
-            state.observed_for(&key("api")).is_empty(),
+            observed_names(&state, &key("api")).is_empty(),
             "never planned against"
         );
-        state.wants(ukey("shop-api-80"), key("api"));
         let touched = state.on_upstream_event(
             &ns("gloo-system"),
-            watcher::Event::Delete(upstream("gloo-system", "shop-api-80", false, "api")),
+            watcher::Event::Delete(upstream("shop-api-80", false, Some(("shop", "api")))),
         );
         assert_eq!(
             touched,
-            [key("api")],
-            "the Service that wanted the name is re-planned"
+            [job("api")],
+            "the Service that wants the name is re-planned"
         );
 
         // Someone replaces our object with an unlabelled one of the same name.
-        let touched = state.on_upstream_event(
-            &ns("gloo-system"),
-            watcher::Event::Apply(upstream("gloo-system", "shop-web-80", false, "web")),
+        state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 80)));
+        add_upstream(
+            &mut state,
+            upstream("shop-web-80", true, Some(("shop", "web"))),
         );
-        assert_eq!(touched, [key("web")]);
+        let touched = add_upstream(
+            &mut state,
+            upstream("shop-web-80", false, Some(("shop", "web"))),
+        );
+        assert_eq!(touched, [job("web")]);
         assert_eq!(state.holder(&ukey("shop-web-80")), NameHolder::Foreign);
-        assert!(state.observed_for(&key("web")).is_empty());
+        assert!(observed_names(&state, &key("web")).is_empty());
     }
 
     #[test]
     fn an_upstream_relist_drops_what_is_gone() {
         let mut state = synced_state();
-        state.on_upstream_event(
-            &ns("gloo-system"),
-            watcher::Event::Apply(upstream("gloo-system", "shop-web-80", true, "web")),
+        state.on_service_event(ALL, watcher::Event::Apply(service("shop", "web", 80)));
+        add_upstream(
+            &mut state,
+            upstream("shop-web-80", true, Some(("shop", "web"))),
         );
         state.on_upstream_event(&ns("gloo-system"), watcher::Event::Init);
         let touched = state.on_upstream_event(&ns("gloo-system"), watcher::Event::InitDone);
-        assert_eq!(touched, [key("web")]);
+        assert_eq!(touched, [job("web")]);
         assert_eq!(state.owned_upstream_count(), 0);
     }
 
     #[test]
-    fn namespace_selector_scopes_services() {
-        let mut state = State::new(
+    fn namespace_selector_scopes_services_and_their_claims() {
+        let mut state = new_state(
             &[Scope::All],
             &[Scope::All],
             "team=a".parse().expect("selector"),
@@ -581,14 +797,27 @@ mod tests {
             state.service_in_scope(&key("web")).is_none(),
             "namespace not seen yet"
         );
+        assert_eq!(state.holder(&ukey("shop-web-80")), NameHolder::Free);
         state.on_namespace_event(watcher::Event::Init);
         state.on_namespace_event(watcher::Event::InitApply(namespace(json!({"team": "a"}))));
         let touched = state.on_namespace_event(watcher::Event::InitDone);
-        assert_eq!(touched, [key("web")]);
+        assert_eq!(touched, [job("web")]);
         assert!(state.service_in_scope(&key("web")).is_some());
+        assert_eq!(
+            state.holder(&ukey("shop-web-80")),
+            NameHolder::Service(key("web"))
+        );
+        add_upstream(
+            &mut state,
+            upstream("shop-web-80", true, Some(("shop", "web"))),
+        );
         let touched =
             state.on_namespace_event(watcher::Event::Apply(namespace(json!({"team": "b"}))));
-        assert_eq!(touched, [key("web")]);
+        assert_eq!(touched, [job("web"), Job::Orphan(ukey("shop-web-80"))]);
         assert!(state.service_in_scope(&key("web")).is_none());
+        assert!(
+            state.unclaimed(&ukey("shop-web-80")).is_some(),
+            "out of scope: collected"
+        );
     }
 }

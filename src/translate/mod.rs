@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::crd::{DiscoveryMetadata, KubeUpstream, Upstream, UpstreamSpec};
-use crate::model::{DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN, LAST_APPLIED_ANNOTATION};
+use crate::model::{UpstreamKey, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN, LAST_APPLIED_ANNOTATION};
 
 pub use http2::H2_ANNOTATION;
 pub use naming::{sanitize_name, upstream_name};
@@ -81,6 +81,43 @@ pub fn translate_service(service: &Service, settings: &TranslateSettings) -> Ser
     result
 }
 
+/// The names of the Upstreams `service` maps to, exactly as [`translate_service`] names them:
+/// the cache needs them to know who claims which name, and translating in full would cost more.
+pub fn upstream_keys(service: &Service, write_namespace: &WriteNamespace) -> Vec<UpstreamKey> {
+    let (service_namespace, service_name) = identity(service);
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|port| {
+            UpstreamKey::new(
+                target_namespace(write_namespace, &service_namespace),
+                upstream_name(&service_namespace, &service_name, port.port),
+            )
+        })
+        .collect()
+}
+
+/// A Service's namespace (`default` when unset, as the API server fills it) and name.
+fn identity(service: &Service) -> (String, String) {
+    let meta = &service.metadata;
+    (
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn target_namespace(write_namespace: &WriteNamespace, service_namespace: &str) -> String {
+    match write_namespace {
+        WriteNamespace::Fixed(namespace) => namespace.clone(),
+        WriteNamespace::ServiceNamespace => service_namespace.to_string(),
+    }
+}
+
 fn translate_port(
     service: &Service,
     port: &ServicePort,
@@ -88,11 +125,7 @@ fn translate_port(
     warnings: &mut Vec<TranslateWarning>,
 ) -> Upstream {
     let service_meta = &service.metadata;
-    let service_name = service_meta.name.clone().unwrap_or_default();
-    let service_namespace = service_meta
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
+    let (service_namespace, service_name) = identity(service);
     let empty = BTreeMap::new();
     let annotations = service_meta.annotations.as_ref().unwrap_or(&empty);
 
@@ -119,10 +152,7 @@ fn translate_port(
     );
     upstream_config::apply(&mut spec, annotations, AnnotationOrigin::Service, warnings);
 
-    let namespace = match &settings.write_namespace {
-        WriteNamespace::Fixed(namespace) => namespace.clone(),
-        WriteNamespace::ServiceNamespace => service_namespace.clone(),
-    };
+    let namespace = target_namespace(&settings.write_namespace, &service_namespace);
     let mut copied_annotations = annotations.clone();
     copied_annotations.remove(LAST_APPLIED_ANNOTATION);
     let owner_references = (namespace == service_namespace)

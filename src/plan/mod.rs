@@ -8,9 +8,14 @@
 //!
 //! An owned Upstream is rewritten only when a field we manage really changed. Two rules decide:
 //! a value desired sets differs from the observed one (compared only over what desired sets, so
-//! fields other people add never cause a write), or our field manager owns a field desired no
-//! longer sets (server-side apply only removes such a field when we apply without it). Nothing
-//! else counts, so a restart, or taking over an Upstream Gloo's discovery wrote, costs no write.
+//! fields other people add never cause a write), or the object holds a discovered field the
+//! Service no longer gives ([`stale`]: removed explicitly, since server-side apply leaves a field
+//! another manager co-owns). Nothing else counts, so a restart, or taking over an Upstream Gloo's
+//! discovery wrote, costs no write.
+
+mod stale;
+
+pub use stale::removal_patch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -77,17 +82,17 @@ pub struct ObservedUpstream {
     /// The object as JSON: `metadata.labels`, `metadata.annotations`, `metadata.ownerReferences`
     /// and `spec`, without `managedFields`.
     pub object: Value,
-    /// The leaf fields our field manager owns through server-side apply. Empty when another
-    /// client (e.g. Gloo's own discovery) wrote the object.
-    pub our_fields: BTreeSet<FieldPath>,
+    /// The leaf fields discovery's field managers own (ours, or Gloo's on an adopted Upstream),
+    /// by any operation: what discovery produced, so what goes when the Service stops giving it.
+    pub discovery_fields: BTreeSet<FieldPath>,
 }
 
 impl ObservedUpstream {
-    /// Builds it from an Upstream as the API server returns it. `manager` is our field manager:
-    /// only its `Apply` entries count, because fields it set by other operations are not removed
-    /// when a later apply leaves them out. `None` when name, namespace, uid or resourceVersion is
-    /// missing, which the API server never returns.
-    pub fn from_upstream(upstream: &Upstream, manager: &str) -> Option<Self> {
+    /// Builds it from an Upstream as the API server returns it. `managers` are discovery's field
+    /// managers; every operation counts (a create is an `Update`, Gloo only ever updates), since
+    /// removal no longer relies on server-side apply dropping what it stops sending. `None` when
+    /// name, namespace, uid or resourceVersion is missing, which the API server never returns.
+    pub fn from_upstream(upstream: &Upstream, managers: &[&str]) -> Option<Self> {
         let meta = &upstream.metadata;
         let mut metadata = Map::new();
         if let Some(labels) = &meta.labels {
@@ -112,13 +117,15 @@ impl ObservedUpstream {
             serde_json::to_value(&upstream.spec).ok()?,
         );
 
-        let our_fields = meta
+        let discovery_fields = meta
             .managed_fields
             .iter()
             .flatten()
             .filter(|entry| {
-                entry.manager.as_deref() == Some(manager)
-                    && entry.operation.as_deref() == Some("Apply")
+                entry
+                    .manager
+                    .as_deref()
+                    .is_some_and(|manager| managers.contains(&manager))
                     // A subresource entry (e.g. status) is about another object view.
                     && entry.subresource.as_deref().unwrap_or_default().is_empty()
             })
@@ -132,7 +139,7 @@ impl ObservedUpstream {
             uid: meta.uid.clone()?,
             resource_version: meta.resource_version.clone()?,
             object: Value::Object(object),
-            our_fields,
+            discovery_fields,
         })
     }
 }
@@ -142,14 +149,16 @@ impl ObservedUpstream {
 pub enum Action {
     /// No object of that name exists (as far as we know): create it.
     Create(Upstream),
-    /// An owned object exists and differs in a field we manage: server-side apply `desired`
-    /// with the observed object's uid and resourceVersion as preconditions.
+    /// An owned object exists and differs in a field we manage: first remove `remove` (stale
+    /// discovered fields, see [`stale`]), then server-side apply `desired` when a value differs,
+    /// each with the observed object's uid and resourceVersion as preconditions.
     Update {
         desired: Upstream,
         uid: String,
         resource_version: String,
         /// The first difference found, for the logs.
         reason: UpdateReason,
+        remove: Vec<FieldPath>,
     },
     /// An owned object that is no longer desired.
     Delete {
@@ -248,7 +257,8 @@ pub enum UpdateReason {
     /// Desired sets a value at this path that the object lacks or holds differently. The empty
     /// path means the desired Upstream could not be turned into JSON at all.
     Differs(FieldPath),
-    /// Our field manager owns this path but desired no longer sets it.
+    /// The object holds this discovered field but desired no longer gives it (the first of the
+    /// stale fields, see [`stale`]).
     NoLongerSet(FieldPath),
 }
 
@@ -291,12 +301,13 @@ pub fn plan(
         }
         match observed_by_key.get(&key) {
             None => result.actions.push(Action::Create(upstream.clone())),
-            Some(current) => match update_reason(upstream, current) {
-                Some(reason) => result.actions.push(Action::Update {
+            Some(current) => match changes(upstream, current) {
+                Some((reason, remove)) => result.actions.push(Action::Update {
                     desired: upstream.clone(),
                     uid: current.uid.clone(),
                     resource_version: current.resource_version.clone(),
                     reason,
+                    remove,
                 }),
                 None => result.unchanged += 1,
             },
@@ -307,18 +318,32 @@ pub fn plan(
         if seen.contains(&key) {
             continue;
         }
-        if may_delete {
-            result.actions.push(Action::Delete {
-                namespace: current.namespace.clone(),
-                name: current.name.clone(),
-                uid: current.uid.clone(),
-                resource_version: current.resource_version.clone(),
-            });
-        } else {
-            result.deletes_held_back += 1;
-        }
+        result.delete(current, may_delete);
     }
     result
+}
+
+/// Plans the collection of an owned Upstream that no in-scope Service maps to: by name, whatever
+/// its spec says (DESIGN.md §2; an override may have replaced its `kube`).
+pub fn collect(unclaimed: &ObservedUpstream, may_delete: bool) -> Plan {
+    let mut result = Plan::default();
+    result.delete(unclaimed, may_delete);
+    result
+}
+
+impl Plan {
+    fn delete(&mut self, current: &ObservedUpstream, may_delete: bool) {
+        if !may_delete {
+            self.deletes_held_back += 1;
+            return;
+        }
+        self.actions.push(Action::Delete {
+            namespace: current.namespace.clone(),
+            name: current.name.clone(),
+            uid: current.uid.clone(),
+            resource_version: current.resource_version.clone(),
+        });
+    }
 }
 
 fn desired_key(upstream: &Upstream) -> (&str, &str) {
@@ -331,12 +356,32 @@ fn desired_key(upstream: &Upstream) -> (&str, &str) {
 /// The first reason found for writing `desired` over `observed`, or `None` when they agree on
 /// everything we manage.
 pub fn update_reason(desired: &Upstream, observed: &ObservedUpstream) -> Option<UpdateReason> {
+    changes(desired, observed).map(|(reason, _)| reason)
+}
+
+/// Why `observed` needs a write to become `desired`, and the stale fields to remove first.
+fn changes(
+    desired: &Upstream,
+    observed: &ObservedUpstream,
+) -> Option<(UpdateReason, Vec<FieldPath>)> {
     let Ok(desired_json) = serde_json::to_value(desired) else {
         // Cannot happen with string-keyed maps; if it did, writing surfaces the error.
-        return Some(UpdateReason::Differs(FieldPath::default()));
+        return Some((UpdateReason::Differs(FieldPath::default()), Vec::new()));
     };
+    let remove = stale::stale_fields(&desired_json, observed);
+    if let Some(path) = first_managed_difference(&desired_json, observed) {
+        return Some((UpdateReason::Differs(path), remove));
+    }
+    let first = remove.first()?.clone();
+    Some((UpdateReason::NoLongerSet(first), remove))
+}
+
+fn first_managed_difference(
+    desired_json: &Value,
+    observed: &ObservedUpstream,
+) -> Option<FieldPath> {
     for root in MANAGED_ROOTS {
-        let Some(wanted) = lookup(&desired_json, root.iter().copied()) else {
+        let Some(wanted) = lookup(desired_json, root.iter().copied()) else {
             continue;
         };
         let mut path: Vec<String> = root.iter().map(|key| key.to_string()).collect();
@@ -348,16 +393,11 @@ pub fn update_reason(desired: &Upstream, observed: &ObservedUpstream) -> Option<
             }
             Some(current) => first_difference(wanted, current, &mut path),
         };
-        if let Some(path) = difference {
-            return Some(UpdateReason::Differs(path));
+        if difference.is_some() {
+            return difference;
         }
     }
-    observed
-        .our_fields
-        .iter()
-        .filter(|path| path.is_managed())
-        .find(|path| lookup(&desired_json, path.0.iter().map(String::as_str)).is_none())
-        .map(|path| UpdateReason::NoLongerSet(path.clone()))
+    None
 }
 
 /// The leaf fields `upstream` sets in the parts we manage: what our field manager owns once it
@@ -595,13 +635,16 @@ mod tests {
     }
 
     /// The observed form of `upstream` with the given fields owned by us.
-    fn observed_with(upstream: &Upstream, our_fields: BTreeSet<FieldPath>) -> ObservedUpstream {
+    fn observed_with(
+        upstream: &Upstream,
+        discovery_fields: BTreeSet<FieldPath>,
+    ) -> ObservedUpstream {
         let mut full = upstream.clone();
         let name = full.metadata.name.clone().unwrap_or_default();
         full.metadata.uid = Some(format!("uid-{name}"));
         full.metadata.resource_version = Some("42".to_string());
-        let mut observed = ObservedUpstream::from_upstream(&full, MANAGER).expect("complete");
-        observed.our_fields = our_fields;
+        let mut observed = ObservedUpstream::from_upstream(&full, &[MANAGER]).expect("complete");
+        observed.discovery_fields = discovery_fields;
         observed
     }
 
@@ -621,6 +664,9 @@ mod tests {
             uid: observed.uid.clone(),
             resource_version: observed.resource_version.clone(),
             reason: update_reason(desired, observed).expect("a difference"),
+            remove: super::changes(desired, observed)
+                .map(|(_, remove)| remove)
+                .unwrap_or_default(),
         }
     }
 
@@ -783,9 +829,9 @@ mod tests {
     fn right_after_a_restart_our_own_apply_needs_no_write() {
         let mut desired = upstream(8080);
         desired.metadata.owner_references = Some(vec![owner("petstore", "svc-uid-1")]);
-        let observed = ObservedUpstream::from_upstream(&served_after_apply(&desired), MANAGER)
+        let observed = ObservedUpstream::from_upstream(&served_after_apply(&desired), &[MANAGER])
             .expect("complete");
-        assert_eq!(observed.our_fields, desired_leaf_paths(&desired));
+        assert_eq!(observed.discovery_fields, desired_leaf_paths(&desired));
         assert_eq!(plan(&[desired], &[observed], true), unchanged(1));
     }
 
@@ -811,9 +857,6 @@ mod tests {
             }),
             ("nested key in sslConfig", |o| {
                 o["spec"]["sslConfig"]["sni"] = json!("petstore.example.com");
-            }),
-            ("extra selector key", |o| {
-                o["spec"]["kube"]["selector"]["zone"] = json!("a");
             }),
             ("another controller's ownerReference", |o| {
                 o["metadata"]["ownerReferences"]
@@ -842,6 +885,43 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_key_the_service_lacks_in_a_mirrored_map_goes_whoever_added_it() {
+        // Issue 11, failure 2: Gloo co-owns an adopted Upstream's keys, and a hand edit adds one.
+        let desired = upstream(8080);
+        for observed in [applied(&desired), written_by_gloo(&desired)] {
+            let mut observed = observed;
+            observed.object["spec"]["kube"]["selector"]["zone"] = json!("a");
+            observed.object["spec"]["discoveryMetadata"]["labels"]["tier"] = json!("web");
+            let Plan { actions, .. } = plan(from_ref(&desired), &[observed], true);
+            let [Action::Update { remove, reason, .. }] = actions.as_slice() else {
+                panic!("one update: {actions:?}");
+            };
+            assert_eq!(
+                remove,
+                &[
+                    p(&["spec", "discoveryMetadata", "labels", "tier"]),
+                    p(&["spec", "kube", "selector", "zone"]),
+                ]
+            );
+            assert_eq!(
+                reason,
+                &UpdateReason::NoLongerSet(p(&["spec", "discoveryMetadata", "labels", "tier"]))
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_reference_is_never_removed() {
+        // Other controllers add to the list; a merge patch would replace it whole.
+        let before = with_owner(upstream(8080), Some("svc-uid-1"));
+        let after = upstream(8080);
+        assert_eq!(
+            plan(from_ref(&after), &[applied(&before)], true),
+            unchanged(1)
+        );
     }
 
     #[test]
@@ -1020,7 +1100,7 @@ mod tests {
                 "all annotations removed",
                 base(),
                 with_annotations(base(), &[]),
-                dropped(&["metadata", "annotations", "team.example.com/owner"]),
+                dropped(&["metadata", "annotations"]),
             ),
             (
                 "selector key removed",
@@ -1035,16 +1115,10 @@ mod tests {
                 dropped(&["spec", "useHttp2"]),
             ),
             (
-                "ownerReferences removed",
-                with_owner(base(), Some("svc-uid-1")),
-                base(),
-                dropped(&["metadata", "ownerReferences"]),
-            ),
-            (
                 "port TLS removed",
                 with_tls(base(), Some("petstore-tls")),
                 base(),
-                dropped(&["spec", "sslConfig", "secretRef", "name"]),
+                dropped(&["spec", "sslConfig"]),
             ),
         ]
     }
@@ -1065,14 +1139,23 @@ mod tests {
         }
     }
 
+    fn in_mirrored_map(path: &FieldPath) -> bool {
+        let keys = path.keys();
+        keys.starts_with(&["spec".into(), "kube".into(), "selector".into()])
+            || keys.starts_with(&["spec".into(), "discoveryMetadata".into(), "labels".into()])
+    }
+
     #[test]
     fn a_dropped_field_owned_by_someone_else_is_left_alone() {
         for (case, before, after, reason) in changes() {
-            if !matches!(reason, UpdateReason::NoLongerSet(_)) {
+            let UpdateReason::NoLongerSet(path) = &reason else {
+                continue;
+            };
+            if in_mirrored_map(path) {
                 continue;
             }
-            for our_fields in [BTreeSet::new(), desired_leaf_paths(&after)] {
-                let observed = observed_with(&before, our_fields);
+            for discovery_fields in [BTreeSet::new(), desired_leaf_paths(&after)] {
+                let observed = observed_with(&before, discovery_fields);
                 assert_eq!(
                     plan(from_ref(&after), &[observed], true),
                     unchanged(1),
@@ -1085,13 +1168,13 @@ mod tests {
     #[test]
     fn a_map_we_own_as_a_whole_counts_as_set_while_desired_has_keys_in_it() {
         let desired = upstream(8080);
-        let mut our_fields = desired_leaf_paths(&desired);
-        our_fields.insert(p(&["spec", "kube", "selector"]));
-        our_fields.insert(p(&["spec", "discoveryMetadata"]));
+        let mut discovery_fields = desired_leaf_paths(&desired);
+        discovery_fields.insert(p(&["spec", "kube", "selector"]));
+        discovery_fields.insert(p(&["spec", "discoveryMetadata"]));
         assert_eq!(
             plan(
                 from_ref(&desired),
-                &[observed_with(&desired, our_fields)],
+                &[observed_with(&desired, discovery_fields)],
                 true
             ),
             unchanged(1)
@@ -1101,14 +1184,14 @@ mod tests {
     #[test]
     fn owned_fields_outside_what_we_manage_are_ignored() {
         let desired = upstream(8080);
-        let mut our_fields = desired_leaf_paths(&desired);
-        our_fields.insert(p(&["metadata", "finalizers"]));
-        our_fields.insert(p(&["status", "reportedBy"]));
-        our_fields.insert(p(&["metadata"]));
+        let mut discovery_fields = desired_leaf_paths(&desired);
+        discovery_fields.insert(p(&["metadata", "finalizers"]));
+        discovery_fields.insert(p(&["status", "reportedBy"]));
+        discovery_fields.insert(p(&["metadata"]));
         assert_eq!(
             plan(
                 from_ref(&desired),
-                &[observed_with(&desired, our_fields)],
+                &[observed_with(&desired, discovery_fields)],
                 true
             ),
             unchanged(1)
@@ -1421,9 +1504,9 @@ mod tests {
     }
 
     #[test]
-    fn from_upstream_reads_our_apply_entries_only() {
+    fn from_upstream_reads_every_operation_of_discovery_managers_but_no_subresource() {
         let served: Upstream = serde_json::from_value(served_upstream_json()).expect("parses");
-        let observed = ObservedUpstream::from_upstream(&served, MANAGER).expect("complete");
+        let observed = ObservedUpstream::from_upstream(&served, &[MANAGER]).expect("complete");
         assert_eq!(observed.namespace, "default");
         assert_eq!(observed.name, "default-petstore-8080");
         assert_eq!(observed.uid, "b1d0c6a4-53a3-4a8a-9c9e-2f7f1c3c9a10");
@@ -1437,11 +1520,12 @@ mod tests {
             p(&["spec", "kube", "serviceName"]),
             p(&["spec", "kube", "serviceNamespace"]),
             p(&["spec", "kube", "servicePort"]),
+            p(&["spec", "sslConfig", "sni"]),
             p(&["spec", "useHttp2"]),
         ]
         .into_iter()
         .collect();
-        assert_eq!(observed.our_fields, expected);
+        assert_eq!(observed.discovery_fields, expected);
         let mut expected_object = served_upstream_json();
         let metadata = expected_object["metadata"].as_object_mut().expect("object");
         metadata
@@ -1456,7 +1540,7 @@ mod tests {
     #[test]
     fn a_served_object_as_desired_needs_no_write_and_an_edit_of_ours_does() {
         let served: Upstream = serde_json::from_value(served_upstream_json()).expect("parses");
-        let observed = ObservedUpstream::from_upstream(&served, MANAGER).expect("complete");
+        let observed = ObservedUpstream::from_upstream(&served, &[MANAGER]).expect("complete");
         let mut desired = upstream(8080);
         desired.metadata.namespace = Some("default".to_string());
         desired.metadata.annotations = Some(BTreeMap::from([(
@@ -1490,11 +1574,12 @@ mod tests {
     fn from_upstream_without_managed_fields_owns_nothing() {
         let mut served: Upstream = serde_json::from_value(served_upstream_json()).expect("parses");
         served.metadata.managed_fields = None;
-        let observed = ObservedUpstream::from_upstream(&served, MANAGER).expect("complete");
-        assert!(observed.our_fields.is_empty());
+        let observed = ObservedUpstream::from_upstream(&served, &[MANAGER]).expect("complete");
+        assert!(observed.discovery_fields.is_empty());
         let served: Upstream = serde_json::from_value(served_upstream_json()).expect("parses");
-        let observed = ObservedUpstream::from_upstream(&served, "someone-else").expect("complete");
-        assert!(observed.our_fields.is_empty());
+        let observed =
+            ObservedUpstream::from_upstream(&served, &["someone-else"]).expect("complete");
+        assert!(observed.discovery_fields.is_empty());
     }
 
     #[test]
@@ -1509,7 +1594,10 @@ mod tests {
         for edit in edits {
             let mut incomplete = served.clone();
             edit(&mut incomplete.metadata);
-            assert_eq!(ObservedUpstream::from_upstream(&incomplete, MANAGER), None);
+            assert_eq!(
+                ObservedUpstream::from_upstream(&incomplete, &[MANAGER]),
+                None
+            );
         }
     }
 
@@ -1519,7 +1607,7 @@ mod tests {
         minimal.metadata.namespace = Some("ns".to_string());
         minimal.metadata.uid = Some("uid".to_string());
         minimal.metadata.resource_version = Some("1".to_string());
-        let observed = ObservedUpstream::from_upstream(&minimal, MANAGER).expect("complete");
+        let observed = ObservedUpstream::from_upstream(&minimal, &[MANAGER]).expect("complete");
         assert_eq!(observed.object, json!({"metadata": {}, "spec": {}}));
     }
 
@@ -1730,10 +1818,10 @@ mod tests {
         fn applying_what_is_desired_converges(desired in arbitrary_upstreams(), may_delete in any::<bool>()) {
             let observed: Vec<ObservedUpstream> = desired
                 .iter()
-                .map(|u| ObservedUpstream::from_upstream(&served_after_apply(u), MANAGER).expect("complete"))
+                .map(|u| ObservedUpstream::from_upstream(&served_after_apply(u), &[MANAGER]).expect("complete"))
                 .collect();
             for (u, o) in desired.iter().zip(&observed) {
-                prop_assert_eq!(&o.our_fields, &desired_leaf_paths(u));
+                prop_assert_eq!(&o.discovery_fields, &desired_leaf_paths(u));
             }
             prop_assert_eq!(plan(&desired, &observed, may_delete), unchanged(desired.len()));
         }
@@ -1750,18 +1838,24 @@ mod tests {
                 .iter()
                 .map(|u| {
                     let mut o = applied(u);
-                    // Walk down through maps desired set, then add a key it did not.
+                    // Walk down through maps desired set, then add a key it did not (except in
+                    // the maps that mirror the Service, where any other key is removed).
                     let mut node = &mut o.object["spec"];
+                    let mut path = vec!["spec".to_string()];
                     for _ in 0..depth {
                         let next = node
                             .as_object()
                             .and_then(|m| m.iter().find(|(_, v)| v.is_object()).map(|(k, _)| k.clone()));
                         match next {
-                            Some(key) => node = &mut node[key.as_str()],
+                            Some(key) => {
+                                node = &mut node[key.as_str()];
+                                path.push(key);
+                            }
                             None => break,
                         }
                     }
-                    if let Some(map) = node.as_object_mut() {
+                    let mirrored = in_mirrored_map(&FieldPath::new(path.iter().cloned().chain(["x".to_string()])));
+                    if let Some(map) = node.as_object_mut().filter(|_| !mirrored) {
                         map.entry(format!("zz{extra_key}")).or_insert(extra.clone());
                     }
                     o
