@@ -43,7 +43,7 @@ pub struct CompactUpstream {
     resource_version: String,
     object: Box<str>,
     discovery_fields: Box<str>,
-    /// The Service named in its `spec.kube`, kept apart for the index.
+    /// The Service named in its `spec.kube`: it keeps the name while it still maps there.
     pub source: Option<ServiceKey>,
 }
 
