@@ -63,6 +63,9 @@ pub enum TranslateWarning {
         prefix: String,
     },
 
+    #[error("annotation gloo.solo.io/sslService.oneWayTls is {value:?}, which Go's strconv.ParseBool does not read (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False); read as false, as Gloo does")]
+    OneWayTlsNotABoolean { value: String },
+
     #[error("annotation gloo.solo.io/sslService.oneWayTls is set without a secret, certificate, key or root CA; ignored")]
     OneWayTlsWithoutTls,
 }
@@ -77,6 +80,7 @@ impl TranslateWarning {
             Self::UpstreamConfigProtectedField { .. } => SkipReason::ProtectedUpstreamConfigField,
             Self::UpstreamConfigInvalidValue { .. } => SkipReason::InvalidUpstreamConfigValue,
             Self::TlsPortNotANumber { .. } => SkipReason::InvalidTlsPort,
+            Self::OneWayTlsNotABoolean { .. } => SkipReason::InvalidBooleanAnnotation,
             Self::OneWayTlsWithoutTls => SkipReason::OneWayTlsWithoutTls,
         }
     }
