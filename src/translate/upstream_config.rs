@@ -827,4 +827,30 @@ mod tests {
             ))
         );
     }
+
+    #[test]
+    fn the_warning_says_what_is_wrong_and_where() {
+        let cases = [
+            (
+                r#"{"kube": {"serviceName": "a"}, "static": {}}"#,
+                "annotation gloo.solo.io/upstream_config on the Service is not a valid Upstream \
+                 spec (kube and static are both set, but only one member of oneof upstream_type \
+                 may be); ignored",
+            ),
+            (
+                r#"{"kube": {"service_port": 1, "servicePort": 2}}"#,
+                "annotation gloo.solo.io/upstream_config on the Service is not a valid Upstream \
+                 spec (kube.servicePort is set twice, as service_port and as servicePort); ignored",
+            ),
+            (
+                r#"{"static": {"hosts": [{"addr": "a", "bogus": 1}]}, "zz": 1}"#,
+                "annotation gloo.solo.io/upstream_config on the Service sets unknown Upstream \
+                 field(s) static.hosts[0].bogus, zz; ignored",
+            ),
+        ];
+        for (config, want) in cases {
+            let messages: Vec<String> = warnings_of(config).iter().map(|w| w.to_string()).collect();
+            assert_eq!(messages, vec![want.to_string()], "{config}");
+        }
+    }
 }

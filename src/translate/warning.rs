@@ -50,7 +50,7 @@ pub enum TranslateWarning {
         field: String,
     },
 
-    #[error("annotation gloo.solo.io/upstream_config on {origin} has a value of the wrong type ({reason}); ignored")]
+    #[error("annotation gloo.solo.io/upstream_config on {origin} is not a valid Upstream spec ({reason}); ignored")]
     UpstreamConfigInvalidValue {
         origin: AnnotationOrigin,
         reason: String,
