@@ -5,6 +5,7 @@ mod http2;
 pub mod naming;
 mod tls;
 mod upstream_config;
+mod upstream_schema;
 mod warning;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! `sslConfig` from the `gloo.solo.io/sslService.*` annotations of a Service.
 //!
-//! A value `X` applies to every port; `<port>:X` to that port only.
+//! A value `X` applies to every port; `<port>:X` to that port only. `oneWayTls` counts only
+//! alongside a secret, certificate, key or root CA, as in Gloo.
 
 use std::collections::BTreeMap;
 
@@ -51,20 +52,24 @@ pub fn ssl_config(
         }
         return None;
     };
-    config.one_way_tls = match one_way_tls.as_str() {
-        "" => None,
-        "true" => Some(true),
-        "false" => Some(false),
-        other => {
-            warnings.push(TranslateWarning::InvalidBoolean {
-                origin: super::AnnotationOrigin::Service,
-                key: ONE_WAY_TLS_ANNOTATION,
-                value: other.to_string(),
-            });
-            None
+    if !one_way_tls.is_empty() {
+        // Gloo takes whatever Go's ParseBool does not read as true to be false.
+        let parsed = parse_go_bool(&one_way_tls);
+        if parsed.is_none() {
+            warnings.push(TranslateWarning::OneWayTlsNotABoolean { value: one_way_tls });
         }
-    };
+        config.one_way_tls = Some(parsed.unwrap_or(false));
+    }
     Some(config)
+}
+
+/// Go's `strconv.ParseBool`, which Gloo reads `oneWayTls` with.
+fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// The annotation's value for this port: empty when it is absent or scoped to another port.
@@ -217,7 +222,10 @@ mod tests {
                     (SECRET_ANNOTATION, "tls"),
                     (ONE_WAY_TLS_ANNOTATION, "maybe"),
                 ],
-                Some(secret("tls")),
+                Some(UpstreamSslConfig {
+                    one_way_tls: Some(false),
+                    ..secret("tls")
+                }),
                 "invalid_boolean_annotation",
             ),
         ];
@@ -230,6 +238,116 @@ mod tests {
             );
             let reasons: Vec<&str> = warnings.iter().map(|w| w.reason().as_str()).collect();
             assert_eq!(reasons, vec![reason], "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn one_way_tls_is_read_as_go_parse_bool() {
+        let spellings = [
+            ("1", true, false),
+            ("t", true, false),
+            ("T", true, false),
+            ("TRUE", true, false),
+            ("true", true, false),
+            ("True", true, false),
+            ("0", false, false),
+            ("f", false, false),
+            ("F", false, false),
+            ("FALSE", false, false),
+            ("false", false, false),
+            ("False", false, false),
+            // Anything else is false, with a warning.
+            ("yes", false, true),
+            ("tRUE", false, true),
+            ("on", false, true),
+            (" true", false, true),
+            ("2", false, true),
+        ];
+        for (value, want, warns) in spellings {
+            for (cert_key, want_config) in [
+                (SECRET_ANNOTATION, secret("tls")),
+                (TLS_CERT_ANNOTATION, files("tls", "", "")),
+                (TLS_KEY_ANNOTATION, files("", "tls", "")),
+                (ROOT_CA_ANNOTATION, files("", "", "tls")),
+            ] {
+                let mut warnings = Vec::new();
+                let got = ssl_config(
+                    &annotations(&[(cert_key, "tls"), (ONE_WAY_TLS_ANNOTATION, value)]),
+                    "shop",
+                    443,
+                    &mut warnings,
+                );
+                let want_config = UpstreamSslConfig {
+                    one_way_tls: Some(want),
+                    ..want_config
+                };
+                assert_eq!(got, Some(want_config), "{value:?} with {cert_key}");
+                let reasons: Vec<&str> = warnings.iter().map(|w| w.reason().as_str()).collect();
+                let want_reasons: Vec<&str> = if warns {
+                    vec!["invalid_boolean_annotation"]
+                } else {
+                    vec![]
+                };
+                assert_eq!(reasons, want_reasons, "{value:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_way_tls_per_port() {
+        let pairs = [
+            (SECRET_ANNOTATION, "tls"),
+            (ONE_WAY_TLS_ANNOTATION, "443:T"),
+        ];
+        let with = |v: Option<bool>| {
+            Some(UpstreamSslConfig {
+                one_way_tls: v,
+                ..secret("tls")
+            })
+        };
+        for (port, want) in [(443, with(Some(true))), (8443, with(None))] {
+            let mut warnings = Vec::new();
+            assert_eq!(
+                ssl_config(&annotations(&pairs), "shop", port, &mut warnings),
+                want,
+                "port {port}"
+            );
+            assert!(warnings.is_empty());
+        }
+        // A bad value scoped to another port is never read, so it gives no warning there.
+        let bad = [
+            (SECRET_ANNOTATION, "tls"),
+            (ONE_WAY_TLS_ANNOTATION, "443:nope"),
+        ];
+        let mut warnings = Vec::new();
+        assert_eq!(
+            ssl_config(&annotations(&bad), "shop", 80, &mut warnings),
+            with(None)
+        );
+        assert!(warnings.is_empty());
+        assert_eq!(
+            ssl_config(&annotations(&bad), "shop", 443, &mut warnings),
+            with(Some(false))
+        );
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn one_way_tls_alone_gives_no_tls_whatever_its_value() {
+        for value in ["true", "1", "false", "nope", "443:true"] {
+            let mut warnings = Vec::new();
+            assert_eq!(
+                ssl_config(
+                    &annotations(&[(ONE_WAY_TLS_ANNOTATION, value)]),
+                    "shop",
+                    443,
+                    &mut warnings
+                ),
+                None,
+                "{value}"
+            );
+            let reasons: Vec<&str> = warnings.iter().map(|w| w.reason().as_str()).collect();
+            assert_eq!(reasons, vec!["one_way_tls_without_tls"], "{value}");
         }
     }
 }

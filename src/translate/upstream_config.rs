@@ -2,8 +2,9 @@
 //! discovered one, shallow (each top-level field replaced whole) or, with
 //! `gloo.solo.io/upstream_config.deep_merge: "true"`, at every depth with the annotation winning.
 //!
-//! Gloo reads the annotation as protobuf JSON, which accepts both `snake_case` and `camelCase`
-//! field names; we write camelCase only, since Gloo's structural CRD prunes anything else.
+//! Gloo reads the annotation as protobuf JSON: field names in `snake_case` or `lowerCamelCase`,
+//! every name known at every depth, one member per oneof (`upstream_schema` holds the names).
+//! We write the camelCase names only, since Gloo's structural CRD prunes anything else.
 
 use std::collections::BTreeMap;
 
@@ -11,77 +12,14 @@ use serde_json::{Map, Value};
 
 use crate::crd::UpstreamSpec;
 
+use super::upstream_schema::{self, Kind, Message, Shape, UPSTREAM};
 use super::warning::{AnnotationOrigin, TranslateWarning};
 
 pub const UPSTREAM_CONFIG_ANNOTATION: &str = "gloo.solo.io/upstream_config";
 pub const DEEP_MERGE_ANNOTATION: &str = "gloo.solo.io/upstream_config.deep_merge";
 
-/// Top-level fields of Gloo's `Upstream` message (camelCase JSON names).
-const KNOWN_FIELDS: &[&str] = &[
-    "aws",
-    "awsEc2",
-    "azure",
-    "circuitBreakers",
-    "connectionConfig",
-    "consul",
-    "disableIstioAutoMtls",
-    "discoveryMetadata",
-    "dnsRefreshRate",
-    "failover",
-    "gcp",
-    "healthChecks",
-    "httpConnectHeaders",
-    "httpConnectSslConfig",
-    "httpProxyHostname",
-    "ignoreHealthOnHostRemoval",
-    "initialConnectionWindowSize",
-    "initialStreamWindowSize",
-    "kube",
-    "loadBalancerConfig",
-    "maxConcurrentStreams",
-    "metadata",
-    "namespacedStatuses",
-    "outlierDetection",
-    "overrideStreamErrorOnInvalidHttpMessage",
-    "pipe",
-    "preconnectPolicy",
-    "protocolSelection",
-    "proxyProtocolVersion",
-    "respectDnsTtl",
-    "sslConfig",
-    "static",
-    "useHttp2",
-];
-
 /// Fields discovery owns: the annotation cannot change them (Gloo ignores them too).
 const PROTECTED_FIELDS: &[&str] = &["metadata", "discoveryMetadata", "namespacedStatuses"];
-
-/// The members of Gloo's `upstream_type` oneof: setting one replaces any other.
-const UPSTREAM_TYPES: &[&str] = &[
-    "kube", "static", "pipe", "aws", "azure", "consul", "awsEc2", "gcp",
-];
-
-/// Fields of `spec.kube` (the only upstream type whose fields we check).
-const KUBE_FIELDS: &[&str] = &[
-    "serviceName",
-    "serviceNamespace",
-    "servicePort",
-    "selector",
-    "serviceSpec",
-    "subsetSpec",
-];
-
-/// Map-typed fields: their keys are user data (label names, function names, header names) and
-/// keep their spelling; their values are messages again.
-const MAP_FIELDS: &[&str] = &[
-    "selector",
-    "labels",
-    "transformations",
-    "extractors",
-    "headers",
-];
-/// `google.protobuf.Struct`/`Any` fields: taken as they are, keys included.
-const OPAQUE_FIELDS: &[&str] = &["config", "typedConfig"];
 
 /// Applies the annotation found in `annotations` (if any) to `spec`. On any problem the
 /// annotation is ignored whole (except protected fields, which are dropped alone) and a
@@ -116,39 +54,34 @@ fn merged(
             origin,
             reason: e.to_string(),
         })?;
-    let Value::Object(overrides) = camel_case_keys(parsed, false) else {
+    let Value::Object(parsed) = parsed else {
         return Err(TranslateWarning::UpstreamConfigNotJson {
             origin,
             reason: "not an object".to_string(),
         });
     };
-    check_known_fields(&overrides, origin)?;
+    // Gloo parses the whole annotation as an Upstream before it drops the protected fields, so
+    // they are checked like the rest.
+    let mut overrides = normalize(parsed, UPSTREAM).map_err(|misfit| match misfit {
+        Misfit::UnknownFields(fields) => {
+            TranslateWarning::UpstreamConfigUnknownFields { origin, fields }
+        }
+        Misfit::Invalid(reason) => TranslateWarning::UpstreamConfigInvalidValue { origin, reason },
+    })?;
+    for field in PROTECTED_FIELDS {
+        if overrides.remove(*field).is_some() {
+            warnings.push(TranslateWarning::UpstreamConfigProtectedField {
+                origin,
+                field: field.to_string(),
+            });
+        }
+    }
 
     let mut target = match serde_json::to_value(spec) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    for (field, value) in overrides {
-        if PROTECTED_FIELDS.contains(&field.as_str()) {
-            warnings.push(TranslateWarning::UpstreamConfigProtectedField { origin, field });
-            continue;
-        }
-        // An explicit null sets nothing, as an unset protobuf field.
-        if value.is_null() {
-            continue;
-        }
-        if UPSTREAM_TYPES.contains(&field.as_str()) {
-            target.retain(|existing, _| {
-                existing == &field || !UPSTREAM_TYPES.contains(&existing.as_str())
-            });
-        }
-        match (deep, target.get_mut(&field)) {
-            (true, Some(existing)) => deep_merge(existing, value),
-            _ => {
-                target.insert(field, value);
-            }
-        }
-    }
+    merge_message(&mut target, overrides, UPSTREAM, deep);
     serde_json::from_value(Value::Object(target)).map_err(|e| {
         TranslateWarning::UpstreamConfigInvalidValue {
             origin,
@@ -157,34 +90,67 @@ fn merged(
     })
 }
 
-fn check_known_fields(
-    overrides: &Map<String, Value>,
-    origin: AnnotationOrigin,
-) -> Result<(), TranslateWarning> {
-    let mut unknown: Vec<String> = overrides
-        .keys()
-        .filter(|field| !KNOWN_FIELDS.contains(&field.as_str()))
-        .cloned()
-        .collect();
-    if let Some(Value::Object(kube)) = overrides.get("kube") {
-        unknown.extend(
-            kube.keys()
-                .filter(|field| !KUBE_FIELDS.contains(&field.as_str()))
-                .map(|field| format!("kube.{field}")),
-        );
-    }
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(TranslateWarning::UpstreamConfigUnknownFields {
-            origin,
-            fields: unknown,
-        })
+/// Sets in `target` each field `overrides` sets (both spelled as JSON names): replaced whole,
+/// or with `deep` merged at every depth with the override winning. Setting a member of a oneof
+/// removes the other members, as a protobuf oneof holds one (`static` replaces `kube`,
+/// `sslFiles` replaces `secretRef`).
+fn merge_message(
+    target: &mut Map<String, Value>,
+    overrides: Map<String, Value>,
+    message: Message,
+    deep: bool,
+) {
+    for (name, value) in overrides {
+        // An explicit null sets nothing, as an unset protobuf field.
+        if value.is_null() {
+            continue;
+        }
+        let field = upstream_schema::field(message, &name);
+        if let Some(oneof) = field.and_then(|field| field.oneof) {
+            target.retain(|existing, _| {
+                existing == &name
+                    || upstream_schema::field(message, existing).and_then(|f| f.oneof)
+                        != Some(oneof)
+            });
+        }
+        match (deep, field, target.get_mut(&name)) {
+            (true, Some(field), Some(existing)) => merge_value(existing, value, field.shape),
+            _ => {
+                target.insert(name, value);
+            }
+        }
     }
 }
 
-/// Merges `overrides` into `target` at every depth; on anything but two objects the override wins.
-fn deep_merge(target: &mut Value, overrides: Value) {
+/// Deep merge of one field's value, guided by its shape.
+fn merge_value(target: &mut Value, value: Value, shape: Shape) {
+    match (shape, target, value) {
+        (Shape::One(Kind::Message(message)), Value::Object(target), Value::Object(value)) => {
+            merge_message(target, value, message, true)
+        }
+        // Map keys are merged one by one, each entry as a single value of the map's kind.
+        (Shape::Map(kind), Value::Object(target), Value::Object(entries)) => {
+            for (key, entry) in entries {
+                if entry.is_null() {
+                    continue;
+                }
+                match target.get_mut(&key) {
+                    Some(existing) => merge_value(existing, entry, Shape::One(kind)),
+                    None => {
+                        target.insert(key, entry);
+                    }
+                }
+            }
+        }
+        (Shape::One(Kind::Opaque), target, value) => deep_merge_json(target, value),
+        // Scalars and lists: the annotation's value wins whole.
+        (_, target, value) => *target = value,
+    }
+}
+
+/// Merges opaque JSON (a `Struct`) at every depth; on anything but two objects the override
+/// wins. Its depth is bounded by the JSON parser's nesting limit, not by the schema.
+fn deep_merge_json(target: &mut Value, overrides: Value) {
     match (target, overrides) {
         (Value::Object(target), Value::Object(overrides)) => {
             for (key, value) in overrides {
@@ -192,7 +158,7 @@ fn deep_merge(target: &mut Value, overrides: Value) {
                     continue;
                 }
                 match target.get_mut(&key) {
-                    Some(existing) => deep_merge(existing, value),
+                    Some(existing) => deep_merge_json(existing, value),
                     None => {
                         target.insert(key, value);
                     }
@@ -203,54 +169,139 @@ fn deep_merge(target: &mut Value, overrides: Value) {
     }
 }
 
-/// Rewrites protobuf field names to their JSON (lowerCamelCase) names, recursively, leaving the
-/// keys of map fields and the contents of opaque fields as the user wrote them.
-fn camel_case_keys(value: Value, keys_are_data: bool) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, value)| {
-                    let key = if keys_are_data {
-                        key
-                    } else {
-                        to_camel_case(&key)
-                    };
-                    let value = if !keys_are_data && OPAQUE_FIELDS.contains(&key.as_str()) {
-                        value
-                    } else {
-                        let children_are_data =
-                            !keys_are_data && MAP_FIELDS.contains(&key.as_str());
-                        camel_case_keys(value, children_are_data)
-                    };
-                    (key, value)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|item| camel_case_keys(item, false))
-                .collect(),
-        ),
-        other => other,
+/// Why an override does not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Misfit {
+    /// Where a name no message has was used, as written: `sslConfig.bogus`, `static.hosts[0].x`.
+    UnknownFields(Vec<String>),
+    /// The first value of the wrong shape, field given in both spellings, or second member of
+    /// a oneof (protobuf JSON refuses each).
+    Invalid(String),
+}
+
+/// Checks `object` against `message` at every depth and writes its field names as JSON names;
+/// map keys and opaque values stay as written. The walk descends only where the schema has a
+/// message, so it goes no deeper than the schema.
+fn normalize(object: Map<String, Value>, message: Message) -> Result<Map<String, Value>, Misfit> {
+    let mut walk = Walk::default();
+    let normalized = walk.message(object, message, "");
+    if !walk.unknown.is_empty() {
+        Err(Misfit::UnknownFields(walk.unknown))
+    } else if let Some(reason) = walk.invalid {
+        Err(Misfit::Invalid(reason))
+    } else {
+        Ok(normalized)
     }
 }
 
-/// `initial_stream_window_size` → `initialStreamWindowSize`, as protoc derives JSON names.
-fn to_camel_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut upper_next = false;
-    for c in name.chars() {
-        if c == '_' {
-            upper_next = true;
-        } else if upper_next {
-            out.extend(c.to_uppercase());
-            upper_next = false;
-        } else {
-            out.push(c);
+/// What a walk found: every unknown name (all are worth telling), the first invalid value.
+#[derive(Default)]
+struct Walk {
+    unknown: Vec<String>,
+    invalid: Option<String>,
+}
+
+impl Walk {
+    fn invalid(&mut self, reason: String) {
+        self.invalid.get_or_insert(reason);
+    }
+
+    fn message(
+        &mut self,
+        object: Map<String, Value>,
+        message: Message,
+        path: &str,
+    ) -> Map<String, Value> {
+        let mut out = Map::new();
+        let mut oneofs_set: Vec<(&str, String)> = Vec::new();
+        for (key, value) in object {
+            let Some(field) = upstream_schema::field(message, &key) else {
+                self.unknown.push(join(path, &key));
+                continue;
+            };
+            let name = field.json_name();
+            let field_path = join(path, &name);
+            if out.contains_key(&name) {
+                self.invalid(format!(
+                    "{field_path} is set twice, as {} and as {name}",
+                    field.name
+                ));
+                continue;
+            }
+            // protobuf JSON reads a null as "not set", so it does not count as a member set.
+            if let Some(oneof) = field.oneof.filter(|_| !value.is_null()) {
+                match oneofs_set.iter().find(|(set, _)| *set == oneof) {
+                    Some((_, other)) => self.invalid(format!(
+                        "{} and {field_path} are both set, but only one member of oneof {oneof} may be",
+                        join(path, other)
+                    )),
+                    None => oneofs_set.push((oneof, name.clone())),
+                }
+            }
+            let value = self.shaped(value, field.shape, &field_path);
+            out.insert(name, value);
+        }
+        out
+    }
+
+    fn shaped(&mut self, value: Value, shape: Shape, path: &str) -> Value {
+        match (shape, value) {
+            (_, Value::Null) => Value::Null,
+            (Shape::One(kind), value) => self.single(value, kind, path),
+            (Shape::List(kind), Value::Array(items)) => Value::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| self.single(item, kind, &format!("{path}[{i}]")))
+                    .collect(),
+            ),
+            (Shape::Map(kind), Value::Object(entries)) => Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, item)| {
+                        let item = self.single(item, kind, &format!("{path}[{key:?}]"));
+                        (key, item)
+                    })
+                    .collect(),
+            ),
+            (Shape::List(_), value) => {
+                self.invalid(format!("{path} must be a list"));
+                value
+            }
+            (Shape::Map(_), value) => {
+                self.invalid(format!("{path} must be an object (a map)"));
+                value
+            }
         }
     }
-    out
+
+    fn single(&mut self, value: Value, kind: Kind, path: &str) -> Value {
+        match (kind, value) {
+            (Kind::Opaque, value) => value,
+            (Kind::Message(message), Value::Object(object)) => {
+                Value::Object(self.message(object, message, path))
+            }
+            (Kind::Message(_), value) => {
+                self.invalid(format!("{path} must be an object"));
+                value
+            }
+            (Kind::Scalar, value @ (Value::Object(_) | Value::Array(_))) => {
+                self.invalid(format!(
+                    "{path} must be a single value, not an object or a list"
+                ));
+                value
+            }
+            (Kind::Scalar, value) => value,
+        }
+    }
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 #[cfg(test)]
@@ -444,15 +495,362 @@ mod tests {
         assert_eq!(spec["useHttp2"], json!(false));
     }
 
+    /// The warnings of applying `config` (shallow) to the discovered spec, whole.
+    fn warnings_of(config: &str) -> Vec<TranslateWarning> {
+        let annotations =
+            BTreeMap::from([(UPSTREAM_CONFIG_ANNOTATION.to_string(), config.to_string())]);
+        let mut warnings = Vec::new();
+        apply(
+            &mut discovered(),
+            &annotations,
+            AnnotationOrigin::Service,
+            &mut warnings,
+        );
+        warnings
+    }
+
     #[test]
-    fn camel_case_conversion() {
-        for (snake, camel) in [
-            ("use_http2", "useHttp2"),
-            ("aws_ec2", "awsEc2"),
-            ("consecutive_5xx", "consecutive5xx"),
-            ("already", "already"),
+    fn an_unknown_field_at_any_depth_rejects_the_annotation() {
+        let cases = [
+            (
+                r#"{"sslConfig": {"sni": "x", "bogus": 1}}"#,
+                "sslConfig.bogus",
+            ),
+            (
+                r#"{"static": {"hosts": [{"addr": "a", "port": 80, "bogus": 1}]}}"#,
+                "static.hosts[0].bogus",
+            ),
+            (
+                r#"{"kube": {"subset_spec": {"selectors": [{"keys": ["a"]}, {"keyz": ["b"]}]}}}"#,
+                "kube.subsetSpec.selectors[1].keyz",
+            ),
+            (
+                r#"{"circuitBreakers": {"maxConnection": 1}}"#,
+                "circuitBreakers.maxConnection",
+            ),
+            (
+                r#"{"loadBalancerConfig": {"random": {"seed": 1}}}"#,
+                "loadBalancerConfig.random.seed",
+            ),
+            (
+                r#"{"healthChecks": [{"httpHealthCheck": {"path": "/", "pathh": "/x"}}]}"#,
+                "healthChecks[0].httpHealthCheck.pathh",
+            ),
+            (
+                r#"{"outlierDetection": {"consecutive5XX": 1}}"#,
+                "outlierDetection.consecutive5XX",
+            ),
+            (
+                r#"{"connectionConfig": {"http1ProtocolOptions": {"enableTrailer": true}}}"#,
+                "connectionConfig.http1ProtocolOptions.enableTrailer",
+            ),
+            (
+                r#"{"failover": {"prioritizedLocalities": [{"localityEndpoints": [{"lbEndpoints":
+                   [{"upstreamSslConfig": {"sds": {"callCredentials": {"fileCredentialSource":
+                   {"tokenFileName": "t", "file": "f"}}}}}]}]}]}}"#,
+                "failover.prioritizedLocalities[0].localityEndpoints[0].lbEndpoints[0]\
+                 .upstreamSslConfig.sds.callCredentials.fileCredentialSource.file",
+            ),
+            (
+                r#"{"aws": {"region": "us-east-1", "lambdaFunctions": [{"logicalName": "a", "arn": "x"}]}}"#,
+                "aws.lambdaFunctions[0].arn",
+            ),
+            (
+                r#"{"kube": {"serviceSpec": {"rest": {"transformations": {"my_fn":
+                   {"headers": {"X-Header": {"text": "a", "txt": "b"}}}}}}}}"#,
+                r#"kube.serviceSpec.rest.transformations["my_fn"].headers["X-Header"].txt"#,
+            ),
+            (
+                r#"{"ai": {"multi": {"priorities": [{"pool": [{"vertex_ai": {"model": "m", "projectID": "p"}}]}]}}}"#,
+                "ai.multi.priorities[0].pool[0].vertexAi.projectID",
+            ),
+            (
+                r#"{"consul": {"query_options": {"useCache": true, "cache": 1}}}"#,
+                "consul.queryOptions.cache",
+            ),
+            (r#"{"gcp": {"host": "h", "audiance": "a"}}"#, "gcp.audiance"),
+            (
+                r#"{"pipe": {"path": "/p", "serviceSpec": {"soap": {}}}}"#,
+                "pipe.serviceSpec.soap",
+            ),
+            (
+                r#"{"azure": {"functions": [{"functionName": "f", "level": 1}]}}"#,
+                "azure.functions[0].level",
+            ),
+            (
+                r#"{"awsEc2": {"filters": [{"kvPair": {"key": "k", "val": "v"}}]}}"#,
+                "awsEc2.filters[0].kvPair.val",
+            ),
+            (
+                r#"{"httpConnectHeaders": [{"key": "k", "value": "v", "append": true}]}"#,
+                "httpConnectHeaders[0].append",
+            ),
+            (
+                r#"{"preconnectPolicy": {"ratio": 2}}"#,
+                "preconnectPolicy.ratio",
+            ),
+            // Protected fields are checked too: Gloo parses the whole annotation first.
+            (
+                r#"{"metadata": {"labels": {"a": "b"}, "nam": "x"}}"#,
+                "metadata.nam",
+            ),
+            // A mistyped top-level field, as before.
+            (r#"{"initialStreamWindowSiz": 1}"#, "initialStreamWindowSiz"),
+        ];
+        for (config, path) in cases {
+            let (spec, reasons) = apply_json(config, false);
+            assert_eq!(spec, discovered_json(), "{config} is ignored whole");
+            assert_eq!(reasons, vec!["unknown_upstream_config_field"], "{config}");
+            assert_eq!(
+                warnings_of(config),
+                vec![TranslateWarning::UpstreamConfigUnknownFields {
+                    origin: AnnotationOrigin::Service,
+                    fields: vec![path.to_string()],
+                }],
+                "{config}"
+            );
+            let (spec, _) = apply_json(config, true);
+            assert_eq!(
+                spec,
+                discovered_json(),
+                "{config} is ignored whole in a deep merge too"
+            );
+        }
+    }
+
+    #[test]
+    fn every_unknown_field_is_named() {
+        assert_eq!(
+            warnings_of(r#"{"aBogus": 1, "sslConfig": {"sni": "x", "zBogus": {"y": 1}}}"#),
+            vec![TranslateWarning::UpstreamConfigUnknownFields {
+                origin: AnnotationOrigin::Service,
+                fields: vec!["aBogus".to_string(), "sslConfig.zBogus".to_string()],
+            }]
+        );
+    }
+
+    #[test]
+    fn snake_case_at_any_depth_is_written_in_camel_case() {
+        let (spec, warnings) = apply_json(r#"{"ssl_config": {"one_way_tls": true}}"#, false);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let mut want = discovered_json();
+        want["sslConfig"] = json!({"oneWayTls": true});
+        assert_eq!(spec, want);
+
+        let config = r#"{
+            "static": {"hosts": [{"addr": "10.0.0.1", "port": 80, "sni_addr": "a.example",
+                "load_balancing_weight": 2, "health_check_config": {"path": "/healthz"},
+                "metadata": {"filter_x": {"my_key": 1}}}], "use_tls": true},
+            "health_checks": [{"timeout": "1s", "interval": "2s", "http_health_check": {"path": "/h",
+                "request_headers_to_add": [{"header": {"key": "x-a", "value": "b"}, "append": true}],
+                "expected_statuses": [{"start": 200, "end": 300}]}}],
+            "outlier_detection": {"consecutive_5xx": 3},
+            "load_balancer_config": {"least_request": {"choice_count": 2,
+                "slow_start_config": {"slow_start_window": "10s"}}},
+            "connection_config": {"tcp_keepalive": {"keepalive_probes": 3},
+                "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"}},
+            "protocol_selection": 1,
+            "http_connect_headers": [{"key": "X-Tunnel", "value": "1"}],
+            "preconnect_policy": {"per_upstream_preconnect_ratio": 1.5}
+        }"#;
+        let (spec, warnings) = apply_json(config, false);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            spec,
+            json!({
+                "static": {"hosts": [{"addr": "10.0.0.1", "port": 80, "sniAddr": "a.example",
+                    "loadBalancingWeight": 2, "healthCheckConfig": {"path": "/healthz"},
+                    "metadata": {"filter_x": {"my_key": 1}}}], "useTls": true},
+                "healthChecks": [{"timeout": "1s", "interval": "2s", "httpHealthCheck": {"path": "/h",
+                    "requestHeadersToAdd": [{"header": {"key": "x-a", "value": "b"}, "append": true}],
+                    "expectedStatuses": [{"start": 200, "end": 300}]}}],
+                "outlierDetection": {"consecutive5xx": 3},
+                "loadBalancerConfig": {"leastRequest": {"choiceCount": 2,
+                    "slowStartConfig": {"slowStartWindow": "10s"}}},
+                "connectionConfig": {"tcpKeepalive": {"keepaliveProbes": 3},
+                    "commonHttpProtocolOptions": {"headersWithUnderscoresAction": "REJECT_REQUEST"}},
+                "protocolSelection": 1,
+                "httpConnectHeaders": [{"key": "X-Tunnel", "value": "1"}],
+                "preconnectPolicy": {"perUpstreamPreconnectRatio": 1.5},
+                "useHttp2": true
+            })
+        );
+    }
+
+    #[test]
+    fn map_keys_keep_their_spelling() {
+        let config =
+            r#"{"kube": {"service_name": "x", "selector": {"app_name": "a", "tier-Name": "b"}}}"#;
+        for deep in [false, true] {
+            let (spec, warnings) = apply_json(config, deep);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let want = if deep {
+                json!({"serviceName": "x", "serviceNamespace": "shop", "servicePort": 8080,
+                       "selector": {"app": "petstore", "app_name": "a", "tier-Name": "b"}})
+            } else {
+                json!({"serviceName": "x", "selector": {"app_name": "a", "tier-Name": "b"}})
+            };
+            assert_eq!(spec["kube"], want, "deep={deep}");
+        }
+    }
+
+    #[test]
+    fn ai_is_an_upstream_type_and_replaces_kube() {
+        let config = r#"{"ai": {"openai": {"auth_token": {"secret_ref": {"name": "key", "namespace": "ai"}},
+                         "model": "gpt-4o"}}}"#;
+        for deep in [false, true] {
+            let (spec, warnings) = apply_json(config, deep);
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_eq!(
+                spec,
+                json!({
+                    "ai": {"openai": {"authToken": {"secretRef": {"name": "key", "namespace": "ai"}},
+                           "model": "gpt-4o"}},
+                    "useHttp2": true
+                }),
+                "deep={deep}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_of_the_wrong_shape_reject_the_annotation() {
+        for config in [
+            r#"{"sslConfig": "tls"}"#,
+            r#"{"static": {"hosts": {"addr": "a"}}}"#,
+            r#"{"kube": {"selector": ["app"]}}"#,
+            r#"{"sslConfig": {"sni": {"name": "x"}}}"#,
+            r#"{"healthChecks": [1]}"#,
+            r#"{"static": {"hosts": [{"addr": "a", "metadata": [1]}]}}"#,
         ] {
-            assert_eq!(to_camel_case(snake), camel);
+            let (spec, reasons) = apply_json(config, false);
+            assert_eq!(spec, discovered_json(), "{config}");
+            assert_eq!(reasons, vec!["invalid_upstream_config_value"], "{config}");
+        }
+    }
+
+    #[test]
+    fn a_field_in_both_spellings_or_two_members_of_a_oneof_reject_the_annotation() {
+        for config in [
+            r#"{"kube": {"service_name": "a", "serviceName": "b"}}"#,
+            r#"{"use_http2": true, "useHttp2": false}"#,
+            r#"{"kube": {"serviceName": "a"}, "static": {"hosts": []}}"#,
+            r#"{"aws": {}, "ai": {}}"#,
+            r#"{"sslConfig": {"secretRef": {"name": "a"}, "sslFiles": {"rootCa": "/ca"}}}"#,
+            r#"{"ai": {"openai": {"model": "a"}, "mistral": {"model": "b"}}}"#,
+            r#"{"loadBalancerConfig": {"random": {}, "maglev": {}}}"#,
+        ] {
+            let (spec, reasons) = apply_json(config, false);
+            assert_eq!(spec, discovered_json(), "{config}");
+            assert_eq!(reasons, vec!["invalid_upstream_config_value"], "{config}");
+        }
+        // A null member is not set, so it is no second member.
+        let (spec, reasons) = apply_json(r#"{"kube": null, "static": {"hosts": []}}"#, false);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        assert_eq!(spec, json!({"static": {"hosts": []}, "useHttp2": true}));
+    }
+
+    #[test]
+    fn setting_a_oneof_member_replaces_the_others_at_any_depth() {
+        let mut with_tls = discovered();
+        with_tls.ssl_config = Some(crate::crd::UpstreamSslConfig {
+            secret_ref: Some(crate::crd::ResourceRef {
+                name: "tls".into(),
+                namespace: "shop".into(),
+            }),
+            one_way_tls: Some(true),
+            ..Default::default()
+        });
+        let annotations = |deep: &str| {
+            BTreeMap::from([
+                (
+                    UPSTREAM_CONFIG_ANNOTATION.to_string(),
+                    r#"{"sslConfig": {"ssl_files": {"root_ca": "/ca"}}}"#.to_string(),
+                ),
+                (DEEP_MERGE_ANNOTATION.to_string(), deep.to_string()),
+            ])
+        };
+        for (deep, want) in [
+            ("false", json!({"sslFiles": {"rootCa": "/ca"}})),
+            (
+                "true",
+                json!({"sslFiles": {"rootCa": "/ca"}, "oneWayTls": true}),
+            ),
+        ] {
+            let mut spec = with_tls.clone();
+            let mut warnings = Vec::new();
+            apply(
+                &mut spec,
+                &annotations(deep),
+                AnnotationOrigin::Service,
+                &mut warnings,
+            );
+            assert!(warnings.is_empty(), "{warnings:?}");
+            let spec = serde_json::to_value(spec).expect("serializes");
+            assert_eq!(spec["sslConfig"], want, "deep={deep}");
+        }
+    }
+
+    fn normalized(value: serde_json::Value) -> Result<Map<String, Value>, Misfit> {
+        let Value::Object(object) = value else {
+            panic!("test input must be an object");
+        };
+        normalize(object, UPSTREAM)
+    }
+
+    #[test]
+    fn normalize_names_fields_and_keeps_data() {
+        let got = normalized(json!({
+            "kube": {"service_name": "a", "selector": {"k_1": "v"}},
+            "health_checks": [{"custom_health_check": {"name": "x", "typed_config": {"@type": "t", "a_b": 1}}}],
+            "ssl_config": null
+        }));
+        let want = json!({
+            "kube": {"serviceName": "a", "selector": {"k_1": "v"}},
+            "healthChecks": [{"customHealthCheck": {"name": "x", "typedConfig": {"@type": "t", "a_b": 1}}}],
+            "sslConfig": null
+        });
+        assert_eq!(got.map(Value::Object), Ok(want));
+    }
+
+    #[test]
+    fn normalize_reports_unknown_names_before_invalid_values() {
+        assert_eq!(
+            normalized(json!({"sslConfig": "x", "kube": {"bogus": 1}})),
+            Err(Misfit::UnknownFields(vec!["kube.bogus".to_string()]))
+        );
+        assert_eq!(
+            normalized(json!({"kube": {"selector": {"app": {"x": 1}}}})),
+            Err(Misfit::Invalid(
+                "kube.selector[\"app\"] must be a single value, not an object or a list"
+                    .to_string()
+            ))
+        );
+    }
+
+    #[test]
+    fn the_warning_says_what_is_wrong_and_where() {
+        let cases = [
+            (
+                r#"{"kube": {"serviceName": "a"}, "static": {}}"#,
+                "annotation gloo.solo.io/upstream_config on the Service is not a valid Upstream \
+                 spec (kube and static are both set, but only one member of oneof upstream_type \
+                 may be); ignored",
+            ),
+            (
+                r#"{"kube": {"service_port": 1, "servicePort": 2}}"#,
+                "annotation gloo.solo.io/upstream_config on the Service is not a valid Upstream \
+                 spec (kube.servicePort is set twice, as service_port and as servicePort); ignored",
+            ),
+            (
+                r#"{"static": {"hosts": [{"addr": "a", "bogus": 1}]}, "zz": 1}"#,
+                "annotation gloo.solo.io/upstream_config on the Service sets unknown Upstream \
+                 field(s) static.hosts[0].bogus, zz; ignored",
+            ),
+        ];
+        for (config, want) in cases {
+            let messages: Vec<String> = warnings_of(config).iter().map(|w| w.to_string()).collect();
+            assert_eq!(messages, vec![want.to_string()], "{config}");
         }
     }
 }

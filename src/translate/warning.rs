@@ -50,7 +50,7 @@ pub enum TranslateWarning {
         field: String,
     },
 
-    #[error("annotation gloo.solo.io/upstream_config on {origin} has a value of the wrong type ({reason}); ignored")]
+    #[error("annotation gloo.solo.io/upstream_config on {origin} is not a valid Upstream spec ({reason}); ignored")]
     UpstreamConfigInvalidValue {
         origin: AnnotationOrigin,
         reason: String,
@@ -62,6 +62,9 @@ pub enum TranslateWarning {
         value: String,
         prefix: String,
     },
+
+    #[error("annotation gloo.solo.io/sslService.oneWayTls is {value:?}, which Go's strconv.ParseBool does not read (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False); read as false, as Gloo does")]
+    OneWayTlsNotABoolean { value: String },
 
     #[error("annotation gloo.solo.io/sslService.oneWayTls is set without a secret, certificate, key or root CA; ignored")]
     OneWayTlsWithoutTls,
@@ -77,6 +80,7 @@ impl TranslateWarning {
             Self::UpstreamConfigProtectedField { .. } => SkipReason::ProtectedUpstreamConfigField,
             Self::UpstreamConfigInvalidValue { .. } => SkipReason::InvalidUpstreamConfigValue,
             Self::TlsPortNotANumber { .. } => SkipReason::InvalidTlsPort,
+            Self::OneWayTlsNotABoolean { .. } => SkipReason::InvalidBooleanAnnotation,
             Self::OneWayTlsWithoutTls => SkipReason::OneWayTlsWithoutTls,
         }
     }
