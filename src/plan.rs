@@ -586,6 +586,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            status: None,
         }
     }
 
@@ -1680,6 +1681,7 @@ mod tests {
                     other,
                     ..Default::default()
                 },
+                status: None,
             }
         }
     }

@@ -143,6 +143,7 @@ fn translate_port(
             ..Default::default()
         },
         spec,
+        status: None,
     }
 }
 

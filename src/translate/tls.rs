@@ -42,6 +42,7 @@ pub fn ssl_config(
                 tls_cert,
                 tls_key,
                 root_ca,
+                ..Default::default()
             }),
             ..Default::default()
         }
@@ -124,6 +125,7 @@ mod tests {
                 tls_cert: cert.into(),
                 tls_key: key.into(),
                 root_ca: ca.into(),
+                ..Default::default()
             }),
             ..Default::default()
         }

@@ -5,6 +5,7 @@ mod aws_fixture;
 mod aws_proxy;
 mod aws_selftest;
 mod chart;
+mod crd;
 mod daemon;
 mod discovery;
 mod env_selftest;
@@ -64,6 +65,7 @@ fn main() {
         env_selftest::a_token_without_rights_is_refused_with_403,
         env_selftest::a_service_account_has_only_the_rights_it_is_bound_to,
         env_selftest::moto_serves_lambda,
+        crd::gloo_objects_with_status_apply_strictly_and_read_back_unchanged,
         discovery::services_become_upstreams_and_follow_every_change,
         discovery::an_upstream_it_does_not_own_is_left_alone,
         discovery::gloo_written_upstreams_are_adopted_and_user_fields_survive,
