@@ -293,9 +293,9 @@ pub async fn default_region() -> Option<String> {
         .filter(|region| !region.is_empty())
 }
 
-/// The SDK's environment, loaded once, on the first aws Upstream. The region is only the
-/// default for STS (web identity); each client sets the Upstream's own. Set here so that
-/// loading never waits on the instance metadata service.
+/// The SDK's environment, loaded once, on the first aws Upstream. The region is only a
+/// default for the default chain's own STS calls; each client sets its sweep's. Set here so
+/// that loading never waits on the instance metadata service.
 async fn load_base_config() -> SdkConfig {
     let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
