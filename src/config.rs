@@ -196,6 +196,11 @@ impl RunArgs {
                 .iter()
                 .map(|ns| Scope::Namespace(ns.clone()))
                 .collect();
+            // Gloo adds its write namespace to the watched ones, so the Services there keep
+            // their Upstreams. In `service` mode there is no single write namespace to add.
+            if let WriteNamespace::Fixed(namespace) = &write_namespace {
+                listed.push(Scope::Namespace(namespace.clone()));
+            }
             listed.sort();
             listed.dedup();
             listed
@@ -230,7 +235,7 @@ pub struct Scopes {
     pub write_namespace: WriteNamespace,
     /// The daemon's own namespace (`$POD_NAMESPACE`, else the write namespace): its Lease.
     pub own_namespace: String,
-    /// Where Services are watched: `--watch-namespaces`, or all.
+    /// Where Services are watched: `--watch-namespaces` and the write namespace, or all.
     pub services: Vec<Scope>,
     /// Where service discovery's Upstreams are watched (all Upstreams there, not only ours: a
     /// name held by someone else's object must be known before we write it).
@@ -374,6 +379,44 @@ mod tests {
         assert_eq!(
             elsewhere.own_namespace, "mine",
             "no POD_NAMESPACE: the write namespace"
+        );
+    }
+
+    #[test]
+    fn listed_watch_namespaces_always_include_the_write_namespace() {
+        let ns = |name: &str| Scope::Namespace(name.into());
+        let listed = parse_run(&["--watch-namespaces", "team-b,team-a"])
+            .expect("valid")
+            .scopes(Some("gloo-system"));
+        assert_eq!(
+            listed.services,
+            [ns("gloo-system"), ns("team-a"), ns("team-b")]
+        );
+        assert_eq!(
+            listed.function_upstreams,
+            [ns("gloo-system"), ns("team-a"), ns("team-b")]
+        );
+        assert_eq!(listed.upstreams, [ns("gloo-system")]);
+
+        let explicit = parse_run(&[
+            "--watch-namespaces",
+            "team-a,edge",
+            "--write-namespace",
+            "edge",
+        ])
+        .expect("valid")
+        .scopes(Some("gloo-system"));
+        assert_eq!(
+            explicit.services,
+            [ns("edge"), ns("team-a")],
+            "listed once, even when named too"
+        );
+
+        let all = parse_run(&[]).expect("valid").scopes(Some("gloo-system"));
+        assert_eq!(
+            all.services,
+            [Scope::All],
+            "nothing listed: all, nothing added"
         );
     }
 

@@ -6,10 +6,16 @@
 //! `x-kubernetes-preserve-unknown-fields`, so neither our types nor our CRD ever drop a user's
 //! values. Field names are Gloo's camelCase JSON names, so Gloo's own structural CRD accepts
 //! what we write.
+//!
+//! The CRD accepts every object Gloo's own CRD accepts (DESIGN.md §2): every spec field of
+//! Gloo's schema is listed (the ones we do not model as open objects or with Gloo's scalar
+//! type), `status` keeps whatever Gloo's reporters write there, and nothing is required.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,6 +33,7 @@ use serde_json::Value;
     shortname = "us",
     shortname = "gus",
     category = "gloo-gateway",
+    status = "UpstreamStatus",
     derive = "PartialEq",
     derive = "Default",
     printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".metadata.labels.discovered_by", "description": "The discovery plugin that wrote this Upstream"}"#,
@@ -52,6 +59,27 @@ pub struct UpstreamSpec {
     /// Every other spec field, kept as the user wrote it.
     #[serde(flatten, default)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// `status`, as Gloo's reporters write it (`statuses: {<namespace>: {state, reportedBy, …}}`),
+/// kept whole: the daemon never writes it, and an object read and written back keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct UpstreamStatus {
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, Value>,
+}
+
+impl JsonSchema for UpstreamStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "UpstreamStatus".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
 }
 
 /// Metadata Gloo's discovery records about the source of an Upstream.
@@ -148,6 +176,9 @@ pub struct SslFiles {
     pub tls_key: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub root_ca: String,
+    /// `ocspStaple` and anything else, kept as written.
+    #[serde(flatten, default)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// Drops the `default` schemars derives from `#[serde(default)]`: a default in the CRD would
@@ -162,9 +193,132 @@ fn without_defaults(schema: &mut schemars::Schema) {
     }
 }
 
-/// The CustomResourceDefinition of `Upstream`, as `upstream-discovery crd` prints it.
+/// The CustomResourceDefinition of `Upstream`, as `upstream-discovery crd` prints it: the
+/// derived one, made to accept what Gloo's accepts.
 pub fn definition() -> CustomResourceDefinition {
-    Upstream::crd()
+    let mut crd = Upstream::crd();
+    for version in &mut crd.spec.versions {
+        // Gloo writes `status` with the object: with a /status subresource the API server
+        // would silently drop it from those writes.
+        version.subresources = None;
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|schema| schema.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        // Gloo's objects may lack `spec`.
+        root.required = None;
+        let Some(properties) = root.properties.as_mut() else {
+            continue;
+        };
+        properties.insert("status".into(), open_object());
+        if let Some(spec) = properties
+            .get_mut("spec")
+            .and_then(|spec| spec.properties.as_mut())
+        {
+            for (name, schema) in gloo_spec_fields() {
+                spec.entry(name.to_string()).or_insert(schema);
+            }
+        }
+    }
+    crd
+}
+
+/// An object that keeps whatever it holds.
+fn open_object() -> JSONSchemaProps {
+    JSONSchemaProps {
+        type_: Some("object".into()),
+        nullable: Some(true),
+        x_kubernetes_preserve_unknown_fields: Some(true),
+        ..Default::default()
+    }
+}
+
+fn scalar(type_: &str) -> JSONSchemaProps {
+    JSONSchemaProps {
+        type_: Some(type_.into()),
+        nullable: Some(true),
+        ..Default::default()
+    }
+}
+
+/// A protobuf `uint32` (wrapper), with Gloo's bounds.
+fn uint32() -> JSONSchemaProps {
+    JSONSchemaProps {
+        minimum: Some(0.0),
+        maximum: Some(f64::from(u32::MAX)),
+        ..scalar("integer")
+    }
+}
+
+fn list_of_open_objects() -> JSONSchemaProps {
+    let item = JSONSchemaProps {
+        nullable: None,
+        ..open_object()
+    };
+    JSONSchemaProps {
+        items: Some(JSONSchemaPropsOrArray::Schema(Box::new(item))),
+        ..scalar("array")
+    }
+}
+
+/// The spec fields of Gloo's Upstream schema the daemon does not model, each accepting at
+/// least what Gloo's schema accepts: messages as open objects, scalars with Gloo's type.
+/// (`aws`, `kube`, `sslConfig`, `discoveryMetadata` and `useHttp2` are modelled.)
+fn gloo_spec_fields() -> Vec<(&'static str, JSONSchemaProps)> {
+    let objects = [
+        "ai",
+        "awsEc2",
+        "azure",
+        "circuitBreakers",
+        "connectionConfig",
+        "consul",
+        "failover",
+        "gcp",
+        "httpConnectSslConfig",
+        "loadBalancerConfig",
+        "namespacedStatuses",
+        "outlierDetection",
+        "pipe",
+        "preconnectPolicy",
+        "static",
+    ];
+    let booleans = [
+        "disableIstioAutoMtls",
+        "ignoreHealthOnHostRemoval",
+        "overrideStreamErrorOnInvalidHttpMessage",
+        "respectDnsTtl",
+    ];
+    let mut fields: Vec<(&'static str, JSONSchemaProps)> = objects
+        .into_iter()
+        .map(|name| (name, open_object()))
+        .chain(booleans.into_iter().map(|name| (name, scalar("boolean"))))
+        .collect();
+    fields.extend([
+        ("healthChecks", list_of_open_objects()),
+        ("httpConnectHeaders", list_of_open_objects()),
+        // A protobuf Duration ("5s") and two string wrappers.
+        ("dnsRefreshRate", scalar("string")),
+        ("httpProxyHostname", scalar("string")),
+        ("proxyProtocolVersion", scalar("string")),
+        ("initialConnectionWindowSize", uint32()),
+        ("initialStreamWindowSize", uint32()),
+        ("maxConcurrentStreams", uint32()),
+        // A protobuf enum: its name or its number, as Gloo's `x-kubernetes-int-or-string`.
+        // Left untyped instead: on Kubernetes 1.20 any int-or-string field makes the API
+        // server give up the CRD's schema for server-side apply (it falls back to a deduced
+        // one, so every map would be merged key by key whatever its markers say).
+        (
+            "protocolSelection",
+            JSONSchemaProps {
+                x_kubernetes_preserve_unknown_fields: Some(true),
+                ..Default::default()
+            },
+        ),
+    ]);
+    fields
 }
 
 /// The CRD as YAML, exactly as shipped in `deploy/crds/upstreams.gloo.solo.io.yaml`.
@@ -230,6 +384,7 @@ mod tests {
                      "subsetSpec": {"selectors": [{"keys": ["version"]}]}},
             "healthChecks": [{"timeout": "1s", "httpHealthCheck": {"path": "/healthz"}}],
             "circuitBreakers": {"maxConnections": 7},
+            "sslConfig": {"sslFiles": {"tlsCert": "/c", "ocspStaple": "/o"}, "sni": "x"},
             "useHttp2": true
         });
         let spec: UpstreamSpec = serde_json::from_value(written.clone()).expect("parses");
@@ -251,6 +406,206 @@ mod tests {
         );
     }
 
+    fn root_schema() -> Value {
+        let crd = serde_json::to_value(definition()).expect("crd serializes");
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// Gloo writes `status` with the object; it must be stored as written, and nothing at the
+    /// top level may be required (Gloo's own CRD requires nothing).
+    #[test]
+    fn status_is_kept_whole_and_nothing_is_required_at_the_top() {
+        let root = root_schema();
+        assert_eq!(root["type"], "object");
+        assert_eq!(root.get("required"), None, "{root}");
+        let status = &root["properties"]["status"];
+        assert_eq!(status["type"], "object");
+        assert_eq!(status["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(status.get("properties"), None, "nothing in it is pruned");
+        assert_eq!(root["properties"]["spec"]["type"], "object");
+        let crd = serde_json::to_value(definition()).expect("crd serializes");
+        assert_eq!(
+            crd["spec"]["versions"][0].get("subresources"),
+            None,
+            "a /status subresource would drop the status Gloo writes with the object"
+        );
+    }
+
+    /// Every spec field of Gloo's schema (DESIGN.md §2), with the type Gloo's CRD gives it;
+    /// messages we do not model are open objects.
+    #[test]
+    fn every_spec_field_of_gloo_schema_is_listed_with_its_type() {
+        let spec = spec_schema();
+        let properties = spec["properties"].as_object().expect("properties");
+        let objects = [
+            "ai",
+            "aws",
+            "awsEc2",
+            "azure",
+            "circuitBreakers",
+            "connectionConfig",
+            "consul",
+            "discoveryMetadata",
+            "failover",
+            "gcp",
+            "httpConnectSslConfig",
+            "kube",
+            "loadBalancerConfig",
+            "namespacedStatuses",
+            "outlierDetection",
+            "pipe",
+            "preconnectPolicy",
+            "sslConfig",
+            "static",
+        ];
+        let scalars = [
+            ("disableIstioAutoMtls", "boolean"),
+            ("dnsRefreshRate", "string"),
+            ("healthChecks", "array"),
+            ("httpConnectHeaders", "array"),
+            ("httpProxyHostname", "string"),
+            ("ignoreHealthOnHostRemoval", "boolean"),
+            ("initialConnectionWindowSize", "integer"),
+            ("initialStreamWindowSize", "integer"),
+            ("maxConcurrentStreams", "integer"),
+            ("overrideStreamErrorOnInvalidHttpMessage", "boolean"),
+            ("proxyProtocolVersion", "string"),
+            ("respectDnsTtl", "boolean"),
+            ("useHttp2", "boolean"),
+        ];
+        for name in objects {
+            let field = &properties[name];
+            assert_eq!(field["type"], "object", "{name}: {field}");
+            let open = field["x-kubernetes-preserve-unknown-fields"] == true;
+            assert!(
+                open || name == "discoveryMetadata",
+                "{name} must keep the fields we do not model: {field}"
+            );
+        }
+        for (name, type_) in scalars {
+            assert_eq!(properties[name]["type"], type_, "{name}");
+        }
+        for name in ["healthChecks", "httpConnectHeaders"] {
+            assert_eq!(properties[name]["items"]["type"], "object", "{name}");
+            assert_eq!(
+                properties[name]["items"]["x-kubernetes-preserve-unknown-fields"],
+                true
+            );
+        }
+        assert_eq!(properties["maxConcurrentStreams"]["maximum"], 4294967295.0);
+        // A name or a number: untyped (an int-or-string would cost server-side apply its
+        // schema on Kubernetes 1.20).
+        let protocol = &properties["protocolSelection"];
+        assert_eq!(
+            protocol["x-kubernetes-preserve-unknown-fields"], true,
+            "{protocol}"
+        );
+        assert_eq!(protocol.get("type"), None, "any value: {protocol}");
+        assert_eq!(protocol.get("x-kubernetes-int-or-string"), None);
+        assert_eq!(
+            properties.len(),
+            objects.len() + scalars.len() + 1,
+            "exactly Gloo's fields: {:?}",
+            properties.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            spec["x-kubernetes-preserve-unknown-fields"], true,
+            "and any field a newer Gloo adds"
+        );
+    }
+
+    /// The fields below the ones we model, from Gloo's schema: each is either typed as Gloo
+    /// types it or kept by an open object, so none is pruned.
+    #[test]
+    fn gloo_fields_below_the_modelled_ones_are_kept() {
+        let spec = spec_schema();
+        let levels: [(&str, &Value, &[&str]); 4] = [
+            (
+                "aws",
+                &spec["properties"]["aws"],
+                &[
+                    "awsAccountId",
+                    "destinationOverrides",
+                    "disableRoleChaining",
+                    "lambdaFunctions",
+                    "region",
+                    "roleArn",
+                    "secretRef",
+                ],
+            ),
+            (
+                "kube",
+                &spec["properties"]["kube"],
+                &[
+                    "selector",
+                    "serviceName",
+                    "serviceNamespace",
+                    "servicePort",
+                    "serviceSpec",
+                    "subsetSpec",
+                ],
+            ),
+            (
+                "sslConfig",
+                &spec["properties"]["sslConfig"],
+                &[
+                    "allowRenegotiation",
+                    "alpnProtocols",
+                    "oneWayTls",
+                    "parameters",
+                    "sds",
+                    "secretRef",
+                    "sni",
+                    "sslFiles",
+                    "verifySubjectAltName",
+                ],
+            ),
+            (
+                "sslConfig.sslFiles",
+                &spec["properties"]["sslConfig"]["properties"]["sslFiles"],
+                &["ocspStaple", "rootCa", "tlsCert", "tlsKey"],
+            ),
+        ];
+        for (path, schema, gloo_fields) in levels {
+            let open = schema["x-kubernetes-preserve-unknown-fields"] == true;
+            for field in gloo_fields {
+                assert!(
+                    open || schema["properties"].get(*field).is_some(),
+                    "{path}.{field} would be pruned: {schema}"
+                );
+            }
+        }
+        assert_eq!(
+            spec["properties"]["discoveryMetadata"]["properties"]["labels"]["additionalProperties"]
+                ["type"],
+            "string"
+        );
+    }
+
+    #[test]
+    fn a_status_survives_a_round_trip_through_our_types() {
+        let written = serde_json::json!({
+            "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+            "metadata": {"name": "petstore", "namespace": "gloo-system"},
+            "spec": {"kube": {"serviceName": "petstore"}},
+            "status": {"statuses": {"gloo-system": {"state": 1, "reportedBy": "gloo"}}}
+        });
+        let upstream: Upstream = serde_json::from_value(written.clone()).expect("parses");
+        assert!(upstream.status.is_some());
+        assert_eq!(
+            serde_json::to_value(&upstream).expect("serializes"),
+            written
+        );
+        let without = Upstream::new("x", UpstreamSpec::default());
+        assert_eq!(
+            serde_json::to_value(&without)
+                .expect("serializes")
+                .get("status"),
+            None,
+            "an Upstream we build has no status to write"
+        );
+    }
+
     #[test]
     fn printer_columns_show_type_service_port_and_age() {
         let crd = definition();
@@ -260,7 +615,14 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        for wanted in ["Type", "Service", "Port", "Age"] {
+        for wanted in [
+            "Type",
+            "Service",
+            "Service-Namespace",
+            "Port",
+            "Lambda-Region",
+            "Age",
+        ] {
             assert!(
                 columns.iter().any(|c| c == wanted),
                 "missing column {wanted}: {columns:?}"

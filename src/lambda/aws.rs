@@ -8,6 +8,9 @@ use std::error::Error as StdError;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use aws_config::meta::region::ProvideRegion;
+use aws_config::provider_config::ProviderConfig;
+use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
@@ -29,6 +32,8 @@ use crate::metrics::{ApiResult, Metrics};
 /// jitter) absorbs a brief throttling; beyond that the sweep fails and is retried later.
 const MAX_ATTEMPTS: u32 = 3;
 const SESSION_NAME: &str = "upstream-discovery";
+/// Overrides the session name, as for the SDK's own web identity provider.
+const SESSION_NAME_VARIABLE: &str = "AWS_ROLE_SESSION_NAME";
 
 /// Error codes AWS uses for "slow down".
 const THROTTLING_CODES: &[&str] = &[
@@ -261,7 +266,7 @@ impl Sweepers {
             return sweeper.clone();
         }
         let base = self.base.get_or_init(load_base_config).await.clone();
-        let credentials = credentials_provider(&base, key, &self.metrics).await;
+        let credentials = credentials_provider(key, &self.metrics);
         let account = match account_of(&base, key, credentials.clone(), &self.metrics).await {
             Some(account) => account,
             // Unknown (the credentials may be refused): paced on its own.
@@ -277,9 +282,20 @@ impl Sweepers {
     }
 }
 
-/// The SDK's environment, loaded once, on the first aws Upstream. The region is only the
-/// default for STS (web identity); each client sets the Upstream's own. Set here so that
-/// loading never waits on the instance metadata service.
+/// The SDK's own region chain (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile, then the
+/// instance metadata service), for Upstreams without `spec.aws.region`; asked once, on the
+/// first such Upstream, since the metadata service may take seconds to answer "none".
+pub async fn default_region() -> Option<String> {
+    aws_config::default_provider::region::default_provider()
+        .region()
+        .await
+        .map(|region| region.as_ref().to_string())
+        .filter(|region| !region.is_empty())
+}
+
+/// The SDK's environment, loaded once, on the first aws Upstream. The region is only a
+/// default for the default chain's own STS calls; each client sets its sweep's. Set here so
+/// that loading never waits on the instance metadata service.
 async fn load_base_config() -> SdkConfig {
     let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
@@ -291,14 +307,10 @@ async fn load_base_config() -> SdkConfig {
         .await
 }
 
-/// The credentials of a sweep: the Secret's keys or the default chain (`None`: the base
-/// config's), with the role assumed on top when there is one.
-async fn credentials_provider(
-    base: &SdkConfig,
-    key: &SweepKey,
-    metrics: &Metrics,
-) -> Option<SharedCredentialsProvider> {
-    let source: Option<SharedCredentialsProvider> = match &key.credentials {
+/// The credentials of a sweep: the Secret's keys, the pod's web identity token exchanged for
+/// the sweep's role, or the default chain (`None`: the base config's).
+fn credentials_provider(key: &SweepKey, metrics: &Metrics) -> Option<SharedCredentialsProvider> {
+    match &key.credentials {
         CredentialSource::DefaultChain => None,
         CredentialSource::Static(keys) => Some(SharedCredentialsProvider::new(Credentials::new(
             keys.access_key_id.clone(),
@@ -307,22 +319,32 @@ async fn credentials_provider(
             None,
             "kubernetes-secret",
         ))),
-    };
-    let Some(role) = &key.role_arn else {
-        return source;
-    };
-    let builder = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-        .session_name(SESSION_NAME)
-        .region(Region::new(key.region.clone()))
-        .configure(base);
-    let provider = match source {
-        Some(source) => builder.build_from_provider(source).await,
-        None => builder.build().await,
-    };
-    Some(SharedCredentialsProvider::new(CountedAssumeRole {
-        inner: provider,
-        metrics: metrics.clone(),
-    }))
+        CredentialSource::WebIdentity {
+            token_file,
+            role_arn,
+        } => {
+            let session_name = std::env::var(SESSION_NAME_VARIABLE)
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| SESSION_NAME.to_string());
+            // The STS endpoint comes from the environment (`AWS_ENDPOINT_URL_STS`) as usual.
+            let config =
+                ProviderConfig::default().with_region(Some(Region::new(key.region.clone())));
+            let provider = WebIdentityTokenCredentialsProvider::builder()
+                .static_configuration(StaticConfiguration {
+                    web_identity_token_file: token_file.clone(),
+                    role_arn: role_arn.clone(),
+                    session_name,
+                })
+                .configure(&config)
+                .build();
+            Some(SharedCredentialsProvider::new(CountedProvider {
+                inner: SharedCredentialsProvider::new(provider),
+                operation: "AssumeRoleWithWebIdentity",
+                metrics: metrics.clone(),
+            }))
+        }
+    }
 }
 
 fn lambda_client(
@@ -351,7 +373,7 @@ async fn account_of(
     credentials: Option<SharedCredentialsProvider>,
     metrics: &Metrics,
 ) -> Option<String> {
-    if let Some(account) = key.role_arn.as_deref().and_then(account_in_arn) {
+    if let Some(account) = key.role_arn().and_then(account_in_arn) {
         return Some(account.to_string());
     }
     let mut config = aws_sdk_sts::config::Builder::from(base)
@@ -426,15 +448,16 @@ impl Intercept for CallCounter {
     }
 }
 
-/// Counts AssumeRole calls; the client's identity cache calls it only when the assumed
-/// credentials near expiry.
+/// Counts the STS calls of a credentials provider; the client's identity cache calls it only
+/// when the credentials near expiry.
 #[derive(Debug)]
-struct CountedAssumeRole {
-    inner: aws_config::sts::AssumeRoleProvider,
+struct CountedProvider {
+    inner: SharedCredentialsProvider,
+    operation: &'static str,
     metrics: Metrics,
 }
 
-impl ProvideCredentials for CountedAssumeRole {
+impl ProvideCredentials for CountedProvider {
     fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
     where
         Self: 'a,
@@ -452,7 +475,7 @@ impl ProvideCredentials for CountedAssumeRole {
                     }
                 }
             };
-            self.metrics.lambda_api_call("AssumeRole", outcome);
+            self.metrics.lambda_api_call(self.operation, outcome);
             result
         })
     }

@@ -19,7 +19,7 @@ use super::functions::Listing;
 use super::problem::{Counter, SweepError};
 use super::selection::FdsMode;
 use super::state::{Decision, LambdaState, WriteRequest};
-use super::target::SweepKey;
+use super::target::{SweepKey, WebIdentity};
 use crate::apply::{Applier, Outcome};
 use crate::config::LambdaArgs;
 use crate::crd::LambdaFunction;
@@ -74,6 +74,9 @@ pub struct LambdaEngine {
     sweepers: Sweepers,
     secret_watches: SecretWatches,
     secret_updates: mpsc::UnboundedReceiver<SecretUpdate>,
+    /// The SDK's default region, once asked (see [`Decision::ResolveDefaultRegion`]).
+    region_sender: mpsc::UnboundedSender<Option<String>>,
+    region_updates: mpsc::UnboundedReceiver<Option<String>>,
     sweeps: WorkQueue<SweepKey, Result<Listing, SweepError>>,
     writes: WorkQueue<UpstreamKey, Written>,
 }
@@ -89,13 +92,19 @@ impl LambdaEngine {
         leader: LeaderGate,
     ) -> Self {
         let (secret_watches, secret_updates) = SecretWatches::new(client);
+        let (region_sender, region_updates) = mpsc::unbounded_channel();
+        // IRSA mode is the pod's environment, fixed for its life, as Gloo reads it.
+        let web_identity = WebIdentity::from_lookup(|name| std::env::var(name).ok());
+        if let Some(pod) = &web_identity {
+            tracing::info!(role = %pod.role_arn, "function discovery: IRSA mode, every Upstream's functions are listed with the web identity token");
+        }
         // A failed sweep is retried at least every ten poll intervals.
         let sweep_retry = Backoff {
             cap: RETRY.cap.min(config.poll_interval.max(RETRY.base) * 10),
             ..RETRY
         };
         Self {
-            state: LambdaState::new(config.mode, config.max_functions, scopes),
+            state: LambdaState::new(config.mode, config.max_functions, scopes, web_identity),
             sweepers: Sweepers::new(metrics.clone(), config.api_rps),
             config,
             applier,
@@ -104,6 +113,8 @@ impl LambdaEngine {
             leader,
             secret_watches,
             secret_updates,
+            region_sender,
+            region_updates,
             sweeps: WorkQueue::new(sweep_retry),
             writes: WorkQueue::new(RETRY),
         }
@@ -132,6 +143,12 @@ impl LambdaEngine {
                     None => break,
                 },
                 Some(update) = self.secret_updates.recv() => self.on_secret(update),
+                Some(region) = self.region_updates.recv() => {
+                    tracing::info!(region = region.as_deref().unwrap_or("none"), "function discovery: the SDK's region, for Upstreams without spec.aws.region");
+                    self.state.on_default_region(region);
+                    let settled = self.state.settle();
+                    self.carry_out(settled);
+                }
                 event = self.sweeps.next() => {
                     if let QueueEvent::Finished(finished) = event {
                         self.on_sweep(finished);
@@ -359,6 +376,13 @@ impl LambdaEngine {
                     self.sweepers.retain(|key| state.has_sweep(key));
                 }
                 Decision::WatchSecrets(secrets) => self.secret_watches.set(&secrets),
+                Decision::ResolveDefaultRegion => {
+                    let sender = self.region_sender.clone();
+                    tokio::spawn(async move {
+                        // The loop holds the receiver until it ends; then no one is waiting.
+                        let _ = sender.send(super::aws::default_region().await);
+                    });
+                }
                 Decision::Selected(count) => self.metrics.set_upstreams(Source::Lambda, count),
                 Decision::Report {
                     upstream,

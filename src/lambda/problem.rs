@@ -53,7 +53,7 @@ impl SweepError {
 /// Why an Upstream's list cannot be kept current right now; reported once per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    /// `spec.aws.region` is not set.
+    /// `spec.aws.region` is not set and the SDK's region chain gives none either.
     NoRegion,
     SecretMissing(SecretKey),
     SecretKeysMissing {
@@ -122,7 +122,7 @@ impl Problem {
     pub fn note(&self) -> String {
         const LEFT: &str = "lambdaFunctions left as they are";
         match self {
-            Problem::NoRegion => "spec.aws.region is not set; functions cannot be listed".into(),
+            Problem::NoRegion => "spec.aws.region is not set and the SDK has no region (AWS_REGION, profile or instance metadata); functions cannot be listed".into(),
             Problem::SecretMissing(secret) => format!(
                 "the Secret {secret} named by spec.aws.secretRef does not exist; {LEFT}"
             ),

@@ -1,6 +1,10 @@
 //! Which Upstreams get function discovery (DESIGN.md §2, Gloo's `fdsMode`): pure rules.
 
+use std::collections::BTreeMap;
+
 use clap::ValueEnum;
+
+use crate::model::FUNCTION_DISCOVERY_LABEL;
 
 /// Function discovery mode, as Gloo's `discovery.fdsMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -9,8 +13,8 @@ pub enum FdsMode {
     #[default]
     #[value(name = "WHITELIST")]
     Whitelist,
-    /// Every Upstream unless it or its namespace is labelled
-    /// `discovery.solo.io/function_discovery=disabled`.
+    /// Every Upstream not labelled `discovery.solo.io/function_discovery=disabled`, unless
+    /// its namespace is disabled and it is not labelled `enabled` itself.
     #[value(name = "BLACKLIST")]
     Blacklist,
     /// No function discovery at all.
@@ -28,9 +32,10 @@ const OPTED_OUT_BY_DEFAULT: [&str; 2] = ["kube-system", "kube-public"];
 ///
 /// `upstream_label` and `namespace_label` are the values of
 /// [`FUNCTION_DISCOVERY_LABEL`](crate::model::FUNCTION_DISCOVERY_LABEL) on the
-/// Upstream and on its namespace. For AWS Upstreams Gloo treats WHITELIST as BLACKLIST (the
-/// user asked for the Upstream by writing it), so both modes select every Upstream that is
-/// not opted out, and an Upstream's `enabled` does not override its namespace's `disabled`.
+/// Upstream (see [`upstream_label`]) and on its namespace. For AWS Upstreams Gloo treats
+/// WHITELIST as BLACKLIST (the user asked for the Upstream by writing it), so both modes select
+/// an Upstream when its namespace is not disabled or it is labelled `enabled` itself, and it is
+/// not labelled `disabled`.
 pub fn discovers(
     mode: FdsMode,
     upstream_label: Option<&str>,
@@ -40,11 +45,29 @@ pub fn discovers(
     if mode == FdsMode::Disabled || upstream_label == Some(DISABLED) {
         return false;
     }
-    match namespace_label {
-        Some(DISABLED) => false,
-        Some(ENABLED) => true,
-        _ => !OPTED_OUT_BY_DEFAULT.contains(&namespace),
+    !namespace_disabled(namespace, namespace_label) || upstream_label == Some(ENABLED)
+}
+
+/// A namespace labelled `disabled`, or a system namespace not labelled `enabled`.
+fn namespace_disabled(namespace: &str, label: Option<&str>) -> bool {
+    match label {
+        Some(DISABLED) => true,
+        Some(ENABLED) => false,
+        _ => OPTED_OUT_BY_DEFAULT.contains(&namespace),
     }
+}
+
+/// The Upstream's function discovery label: from `spec.discoveryMetadata.labels` (where Gloo's
+/// discovery copies the Service's labels), or, when that has no such key, from
+/// `metadata.labels` (Upstreams written by hand).
+pub fn upstream_label<'a>(
+    discovery_metadata_labels: Option<&'a BTreeMap<String, String>>,
+    metadata_labels: Option<&'a BTreeMap<String, String>>,
+) -> Option<&'a str> {
+    discovery_metadata_labels
+        .and_then(|labels| labels.get(FUNCTION_DISCOVERY_LABEL))
+        .or_else(|| metadata_labels.and_then(|labels| labels.get(FUNCTION_DISCOVERY_LABEL)))
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -62,8 +85,8 @@ mod tests {
             assert!(!discovers(mode, Some("disabled"), "default", None));
             assert!(!discovers(mode, None, "default", Some("disabled")));
             assert!(
-                !discovers(mode, Some("enabled"), "default", Some("disabled")),
-                "a disabled namespace wins over the Upstream's label, as in Gloo"
+                discovers(mode, Some("enabled"), "default", Some("disabled")),
+                "an Upstream labelled enabled is discovered in a disabled namespace"
             );
             assert!(!discovers(
                 mode,
@@ -79,11 +102,72 @@ mod tests {
         for mode in MODES {
             for namespace in ["kube-system", "kube-public"] {
                 assert!(!discovers(mode, None, namespace, None));
-                assert!(!discovers(mode, Some("enabled"), namespace, None));
+                assert!(
+                    discovers(mode, Some("enabled"), namespace, None),
+                    "the Upstream's own enabled wins over the default"
+                );
+                assert!(!discovers(
+                    mode,
+                    Some("disabled"),
+                    namespace,
+                    Some("enabled")
+                ));
                 assert!(discovers(mode, None, namespace, Some("enabled")));
             }
             assert!(discovers(mode, None, "kube-node-lease", None));
         }
+    }
+
+    /// Gloo's rule: (namespace not disabled OR Upstream enabled) AND NOT Upstream disabled,
+    /// for every combination of the two labels, in WHITELIST and BLACKLIST alike.
+    #[test]
+    fn the_whole_table_of_labels() {
+        // (upstream label, namespace label, selected)
+        let table = [
+            (None, None, true),
+            (None, Some("enabled"), true),
+            (None, Some("disabled"), false),
+            (Some("enabled"), None, true),
+            (Some("enabled"), Some("enabled"), true),
+            (Some("enabled"), Some("disabled"), true),
+            (Some("disabled"), None, false),
+            (Some("disabled"), Some("enabled"), false),
+            (Some("disabled"), Some("disabled"), false),
+        ];
+        for mode in MODES {
+            for (upstream, namespace, selected) in table {
+                assert_eq!(
+                    discovers(mode, upstream, "team", namespace),
+                    selected,
+                    "{mode:?}, Upstream {upstream:?}, namespace {namespace:?}"
+                );
+            }
+        }
+    }
+
+    fn labels(value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(FUNCTION_DISCOVERY_LABEL.to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn the_upstream_label_comes_from_discovery_metadata_then_metadata() {
+        let enabled = labels("enabled");
+        let disabled = labels("disabled");
+        let other = BTreeMap::from([("team".to_string(), "x".to_string())]);
+        assert_eq!(upstream_label(Some(&disabled), None), Some("disabled"));
+        assert_eq!(
+            upstream_label(Some(&enabled), Some(&disabled)),
+            Some("enabled"),
+            "discoveryMetadata first"
+        );
+        assert_eq!(
+            upstream_label(Some(&other), Some(&disabled)),
+            Some("disabled"),
+            "metadata when discoveryMetadata has no such key"
+        );
+        assert_eq!(upstream_label(None, Some(&enabled)), Some("enabled"));
+        assert_eq!(upstream_label(Some(&other), Some(&other)), None);
+        assert_eq!(upstream_label(None, None), None);
     }
 
     #[test]

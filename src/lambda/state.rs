@@ -15,7 +15,7 @@ use regex::Regex;
 use super::functions::{self, Listing};
 use super::problem::{Problem, SweepError};
 use super::selection::{discovers, FdsMode};
-use super::target::{AwsTarget, CredentialSource, SecretSeen, StaticKeys, SweepKey};
+use super::target::{AwsTarget, CredentialSource, SecretSeen, StaticKeys, SweepKey, WebIdentity};
 use crate::crd::{LambdaFunction, Upstream};
 use crate::model::{Scope, SecretKey, UpstreamKey, FUNCTION_DISCOVERY_LABEL};
 use crate::reconcile::{Change, ListTracker, ReportOnce};
@@ -32,6 +32,9 @@ pub enum Decision {
     SweepRemoved(SweepKey),
     /// Watch exactly these credentials Secrets.
     WatchSecrets(BTreeSet<SecretKey>),
+    /// An Upstream without `spec.aws.region`: ask the SDK's region chain, once, and pass the
+    /// answer to [`LambdaState::on_default_region`].
+    ResolveDefaultRegion,
     /// Upstreams under function discovery (`upstreams{source="lambda"}`).
     Selected(usize),
     /// A new problem: Warning Event and its counter.
@@ -70,6 +73,15 @@ enum SecretState {
     Present(Result<StaticKeys, Vec<&'static str>>),
 }
 
+/// The SDK's own region (`AWS_REGION`, profile, instance metadata), for Upstreams without one.
+#[derive(Debug, Clone, PartialEq)]
+enum DefaultRegion {
+    /// No Upstream has needed it yet.
+    NotAsked,
+    Asked,
+    Resolved(Option<String>),
+}
+
 /// The Upstreams of one sweep key and its last answer.
 #[derive(Debug, Default)]
 struct Group {
@@ -87,6 +99,9 @@ pub struct LambdaState {
     namespace_labels: HashMap<String, Option<String>>,
     namespace_list: ListTracker<String>,
     secrets: HashMap<SecretKey, SecretState>,
+    /// IRSA mode: the pod's token and role.
+    web_identity: Option<WebIdentity>,
+    default_region: DefaultRegion,
     groups: HashMap<SweepKey, Group>,
     membership: HashMap<UpstreamKey, SweepKey>,
     regroup_needed: bool,
@@ -94,8 +109,13 @@ pub struct LambdaState {
 }
 
 impl LambdaState {
-    /// `scopes`: the namespaces whose Upstreams are watched.
-    pub fn new(mode: FdsMode, max_functions: usize, scopes: &[Scope]) -> Self {
+    /// `scopes`: the namespaces whose Upstreams are watched; `web_identity`: IRSA mode.
+    pub fn new(
+        mode: FdsMode,
+        max_functions: usize,
+        scopes: &[Scope],
+        web_identity: Option<WebIdentity>,
+    ) -> Self {
         Self {
             mode,
             max_functions,
@@ -104,6 +124,8 @@ impl LambdaState {
             namespace_labels: HashMap::new(),
             namespace_list: ListTracker::new([Scope::All]),
             secrets: HashMap::new(),
+            web_identity,
+            default_region: DefaultRegion::NotAsked,
             groups: HashMap::new(),
             membership: HashMap::new(),
             regroup_needed: false,
@@ -198,6 +220,12 @@ impl LambdaState {
             SecretSeen::WatchError(error) => SecretState::Unreadable(error),
         };
         self.secrets.insert(key, state);
+        self.regroup_needed = true;
+    }
+
+    /// The SDK's region chain answered (`None`: it knows no region).
+    pub fn on_default_region(&mut self, region: Option<String>) {
+        self.default_region = DefaultRegion::Resolved(region.filter(|r| !r.is_empty()));
         self.regroup_needed = true;
     }
 
@@ -384,14 +412,18 @@ impl LambdaState {
         )
     }
 
-    /// The sweep an Upstream belongs to, `None` while its Secret's watch has not answered, or
-    /// why it has none.
+    /// The sweep an Upstream belongs to, `None` while its Secret's watch or the SDK's region
+    /// chain has not answered, or why it has none. In IRSA mode the Secret is not used but
+    /// must still be there with its keys, as in Gloo.
     fn sweep_key(&self, target: &AwsTarget) -> Result<Option<SweepKey>, Problem> {
-        let Some(region) = target.region.clone() else {
-            return Err(Problem::NoRegion);
+        let region = match (&target.region, &self.default_region) {
+            (Some(region), _) => region.clone(),
+            (None, DefaultRegion::Resolved(Some(region))) => region.clone(),
+            (None, DefaultRegion::Resolved(None)) => return Err(Problem::NoRegion),
+            (None, _) => return Ok(None),
         };
-        let credentials = match &target.secret {
-            None => CredentialSource::DefaultChain,
+        let keys = match &target.secret {
+            None => None,
             Some(secret) => match self.secrets.get(secret) {
                 None => return Ok(None),
                 Some(SecretState::Missing) => return Err(Problem::SecretMissing(secret.clone())),
@@ -407,12 +439,15 @@ impl LambdaState {
                         error: error.clone(),
                     })
                 }
-                Some(SecretState::Present(Ok(keys))) => CredentialSource::Static(keys.clone()),
+                Some(SecretState::Present(Ok(keys))) => Some(keys),
             },
         };
         Ok(Some(SweepKey {
-            credentials,
-            role_arn: target.role_arn.clone(),
+            credentials: CredentialSource::choose(
+                self.web_identity.as_ref(),
+                target.role_arn.as_deref(),
+                keys,
+            ),
             region,
         }))
     }
@@ -424,6 +459,7 @@ impl LambdaState {
         let mut wanted_secrets = BTreeSet::new();
         let mut unselected = Vec::new();
         let mut problems = Vec::new();
+        let mut needs_default_region = false;
         for target in self.targets.values() {
             if !self.selected(target) {
                 unselected.push(target.key.clone());
@@ -432,6 +468,7 @@ impl LambdaState {
             if let Some(secret) = &target.secret {
                 wanted_secrets.insert(secret.clone());
             }
+            needs_default_region |= target.region.is_none();
             match self.sweep_key(target) {
                 Ok(Some(key)) => {
                     membership.insert(target.key.clone(), key);
@@ -439,6 +476,10 @@ impl LambdaState {
                 Ok(None) => {}
                 Err(problem) => problems.push((target.key.clone(), problem)),
             }
+        }
+        if needs_default_region && self.default_region == DefaultRegion::NotAsked {
+            self.default_region = DefaultRegion::Asked;
+            decisions.push(Decision::ResolveDefaultRegion);
         }
         let selected = self.targets.len() - unselected.len();
         for key in unselected {
@@ -515,7 +556,7 @@ mod tests {
     const ALL: &Scope = &Scope::All;
 
     fn state() -> LambdaState {
-        LambdaState::new(FdsMode::Whitelist, 2000, &[Scope::All])
+        LambdaState::new(FdsMode::Whitelist, 2000, &[Scope::All], None)
     }
 
     fn upstream(
@@ -565,6 +606,12 @@ mod tests {
             "metadata": {"name": name, "labels": labels},
         }))
         .expect("namespace")
+    }
+
+    fn with_discovery_labels(mut upstream: Upstream, labels: serde_json::Value) -> Upstream {
+        upstream.spec.discovery_metadata =
+            Some(serde_json::from_value(json!({"labels": labels})).expect("labels"));
+        upstream
     }
 
     /// Lists `upstreams` and the namespaces (name, function_discovery label), then settles.
@@ -645,6 +692,7 @@ mod tests {
                 // Another Secret with the same keys: the same account.
                 upstream("team", "d", by_secret("copy", "eu-west-1"), json!({})),
                 upstream("team", "e", json!({"region": "eu-west-1"}), json!({})),
+                // Outside IRSA mode roleArn plays no part: the same sweep as "e".
                 upstream(
                     "team",
                     "f",
@@ -663,7 +711,7 @@ mod tests {
                 .iter()
                 .filter(|d| matches!(d, Decision::SweepAdded(_)))
                 .count(),
-            2,
+            1,
             "Secrets not read yet: only the default-chain Upstreams have a sweep: {decisions:?}"
         );
         state.on_secret(secret("creds"), keys("AKIDSAME0001"));
@@ -678,11 +726,7 @@ mod tests {
                 ),
                 (
                     "eu-west-1 (default chain)".to_string(),
-                    vec!["team/e".into()]
-                ),
-                (
-                    "eu-west-1 as arn:aws:iam::1:role/r (default chain)".to_string(),
-                    vec!["team/f".into()]
+                    vec!["team/e".into(), "team/f".into()]
                 ),
                 (
                     "us-east-1 (StaticKeys(…0001))".to_string(),
@@ -707,10 +751,10 @@ mod tests {
         // A rotated Secret is a new sweep key; the old one goes when nobody uses it.
         state.on_secret(secret("copy"), keys("AKIDROTATED2"));
         state.settle();
-        assert_eq!(state.groups.len(), 5);
+        assert_eq!(state.groups.len(), 4);
         state.on_secret(secret("creds"), keys("AKIDROTATED2"));
         let decisions = state.settle();
-        assert_eq!(state.groups.len(), 4, "{:?}", members(&state));
+        assert_eq!(state.groups.len(), 3, "{:?}", members(&state));
         assert!(decisions
             .iter()
             .any(|d| matches!(d, Decision::SweepRemoved(_))));
@@ -756,8 +800,32 @@ mod tests {
                     aws.clone(),
                     json!({FUNCTION_DISCOVERY_LABEL: "enabled"}),
                 ),
+                upstream("quiet", "w", aws.clone(), json!({})),
                 upstream("kube-system", "y", aws.clone(), json!({})),
                 upstream("kube-public", "z", aws.clone(), json!({})),
+                // The label in spec.discoveryMetadata.labels counts first.
+                with_discovery_labels(
+                    upstream("team", "dm-off", aws.clone(), json!({})),
+                    json!({FUNCTION_DISCOVERY_LABEL: "disabled"}),
+                ),
+                with_discovery_labels(
+                    upstream(
+                        "quiet",
+                        "dm-on",
+                        aws.clone(),
+                        json!({FUNCTION_DISCOVERY_LABEL: "disabled"}),
+                    ),
+                    json!({FUNCTION_DISCOVERY_LABEL: "enabled"}),
+                ),
+                with_discovery_labels(
+                    upstream(
+                        "team",
+                        "dm-other",
+                        aws.clone(),
+                        json!({FUNCTION_DISCOVERY_LABEL: "disabled"}),
+                    ),
+                    json!({"app": "x"}),
+                ),
             ],
             &[
                 ("team", None),
@@ -768,12 +836,18 @@ mod tests {
         );
         let mut selected: Vec<String> = state.membership.keys().map(ToString::to_string).collect();
         selected.sort();
-        assert_eq!(selected, ["kube-public/z", "team/on"]);
-        assert!(decisions.contains(&Decision::Selected(2)));
+        assert_eq!(
+            selected,
+            ["kube-public/z", "quiet/dm-on", "quiet/x", "team/on"],
+            "an Upstream labelled enabled is discovered in a disabled namespace"
+        );
+        assert!(decisions.contains(&Decision::Selected(4)));
         for gone in [
             key("team", "off"),
-            key("quiet", "x"),
+            key("quiet", "w"),
             key("kube-system", "y"),
+            key("team", "dm-off"),
+            key("team", "dm-other"),
         ] {
             assert!(
                 decisions.contains(&Decision::Forget(gone.clone())),
@@ -815,14 +889,11 @@ mod tests {
             secret("hidden"),
             SecretSeen::WatchError("secrets \"hidden\" is forbidden".into()),
         );
-        // The region is missing from the start; the Secrets' problems once their watches answer.
-        assert_eq!(
-            reports(&decisions),
-            [(
-                "team/regionless".to_string(),
-                EventReason::InvalidAwsUpstream
-            )]
-        );
+        // No region: the SDK's chain is asked first; the problem once it knows none too. The
+        // Secrets' problems once their watches answer.
+        assert!(reports(&decisions).is_empty(), "{decisions:?}");
+        assert!(decisions.contains(&Decision::ResolveDefaultRegion));
+        state.on_default_region(None);
         decisions.extend(state.settle());
         let mut reported = reports(&decisions);
         reported.sort();
@@ -1011,7 +1082,7 @@ mod tests {
 
     #[test]
     fn a_bad_filter_and_a_cap_are_reported_once() {
-        let mut state = LambdaState::new(FdsMode::Blacklist, 1, &[Scope::All]);
+        let mut state = LambdaState::new(FdsMode::Blacklist, 1, &[Scope::All], None);
         let filtered = |filter: &str| {
             let mut u = upstream("team", "f", json!({"region": "eu-west-1"}), json!({}));
             u.metadata.annotations = Some(
@@ -1088,6 +1159,194 @@ mod tests {
             state.tracked(),
             0,
             "nothing kept of Upstreams that are gone"
+        );
+    }
+
+    #[test]
+    fn without_a_region_the_sdk_region_is_used_and_shares_sweeps() {
+        let mut state = state();
+        let decisions = synced(
+            &mut state,
+            vec![
+                upstream(
+                    "team",
+                    "explicit",
+                    json!({"region": "eu-west-1"}),
+                    json!({}),
+                ),
+                upstream("team", "empty", json!({"region": ""}), json!({})),
+                upstream("team", "absent", json!({}), json!({})),
+            ],
+            &[("team", None)],
+        );
+        assert_eq!(
+            decisions
+                .iter()
+                .filter(|d| **d == Decision::ResolveDefaultRegion)
+                .count(),
+            1,
+            "asked once: {decisions:?}"
+        );
+        assert!(
+            reports(&decisions).is_empty(),
+            "not an error: {decisions:?}"
+        );
+        assert_eq!(state.membership.len(), 1, "the others wait for the answer");
+
+        state.on_default_region(Some("eu-west-1".into()));
+        let decisions = state.settle();
+        assert!(!decisions.contains(&Decision::ResolveDefaultRegion));
+        assert!(reports(&decisions).is_empty(), "{decisions:?}");
+        assert_eq!(
+            members(&state),
+            [(
+                "eu-west-1 (default chain)".to_string(),
+                vec![
+                    "team/absent".into(),
+                    "team/empty".into(),
+                    "team/explicit".into()
+                ]
+            )],
+            "the SDK's region is the Upstream's region: one sweep"
+        );
+        for upstream in ["absent", "empty"] {
+            assert!(decisions.contains(&Decision::Recheck(key("team", upstream))));
+        }
+    }
+
+    #[test]
+    fn no_region_anywhere_is_reported_once() {
+        let mut state = state();
+        synced(
+            &mut state,
+            vec![upstream("team", "a", json!({}), json!({}))],
+            &[("team", None)],
+        );
+        state.on_default_region(None);
+        let decisions = state.settle();
+        assert_eq!(
+            reports(&decisions),
+            [("team/a".to_string(), EventReason::InvalidAwsUpstream)]
+        );
+        assert!(state.groups.is_empty());
+        // A region set on the Upstream fixes it.
+        state.on_upstream(
+            ALL,
+            watcher::Event::Apply(upstream(
+                "team",
+                "a",
+                json!({"region": "eu-west-1"}),
+                json!({}),
+            )),
+        );
+        state.settle();
+        assert_eq!(state.groups.len(), 1);
+    }
+
+    fn irsa_state() -> LambdaState {
+        let pod = WebIdentity {
+            token_file: "/var/run/secrets/token".into(),
+            role_arn: "arn:aws:iam::111111111111:role/pod".into(),
+        };
+        LambdaState::new(FdsMode::Whitelist, 2000, &[Scope::All], Some(pod))
+    }
+
+    #[test]
+    fn in_irsa_mode_every_upstream_uses_the_token_with_its_role_or_the_pods() {
+        let mut state = irsa_state();
+        let role = "arn:aws:iam::222222222222:role/reader";
+        let by_secret = |name: &str| json!({"region": "eu-west-1", "secretRef": {"name": name, "namespace": "team"}});
+        let with_role = |mut aws: serde_json::Value| {
+            aws["roleArn"] = json!(role);
+            aws
+        };
+        synced(
+            &mut state,
+            vec![
+                upstream(
+                    "team",
+                    "secret-and-role",
+                    with_role(by_secret("creds")),
+                    json!({}),
+                ),
+                upstream(
+                    "team",
+                    "other-secret-and-role",
+                    with_role(by_secret("copy")),
+                    json!({}),
+                ),
+                upstream(
+                    "team",
+                    "role-only",
+                    with_role(json!({"region": "eu-west-1"})),
+                    json!({}),
+                ),
+                upstream("team", "secret-only", by_secret("creds"), json!({})),
+                upstream("team", "nothing", json!({"region": "eu-west-1"}), json!({})),
+                upstream(
+                    "team",
+                    "missing-secret",
+                    with_role(by_secret("gone")),
+                    json!({}),
+                ),
+            ],
+            &[("team", None)],
+        );
+        state.on_secret(secret("creds"), keys("AKIDCREDS0001"));
+        state.on_secret(secret("copy"), keys("AKIDCOPY00002"));
+        state.on_secret(secret("gone"), SecretSeen::Missing);
+        let decisions = state.settle();
+        assert_eq!(
+            members(&state),
+            [
+                (
+                    "eu-west-1 as arn:aws:iam::111111111111:role/pod (web identity)".to_string(),
+                    vec!["team/nothing".into(), "team/secret-only".into()]
+                ),
+                (
+                    "eu-west-1 as arn:aws:iam::222222222222:role/reader (web identity)".to_string(),
+                    vec![
+                        "team/other-secret-and-role".into(),
+                        "team/role-only".into(),
+                        "team/secret-and-role".into()
+                    ]
+                ),
+            ],
+            "the Secrets' keys are not used, so they do not split sweeps"
+        );
+        assert_eq!(
+            reports(&decisions),
+            [(
+                "team/missing-secret".to_string(),
+                EventReason::LambdaCredentialsMissing
+            )],
+            "a named Secret must still exist"
+        );
+        let sweep = sweep_of(&state, &key("team", "role-only"));
+        assert_eq!(
+            sweep.credentials,
+            CredentialSource::WebIdentity {
+                token_file: "/var/run/secrets/token".into(),
+                role_arn: role.into()
+            }
+        );
+        assert_eq!(sweep.role_arn(), Some(role));
+
+        // A changed roleArn moves the Upstream to the other sweep.
+        state.on_upstream(
+            ALL,
+            watcher::Event::Apply(upstream(
+                "team",
+                "role-only",
+                json!({"region": "eu-west-1"}),
+                json!({}),
+            )),
+        );
+        let decisions = state.settle();
+        assert!(decisions.contains(&Decision::Recheck(key("team", "role-only"))));
+        assert_eq!(
+            sweep_of(&state, &key("team", "role-only")).role_arn(),
+            Some("arn:aws:iam::111111111111:role/pod")
         );
     }
 }

@@ -626,6 +626,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            status: None,
         }
     }
 
@@ -1768,6 +1769,7 @@ mod tests {
                     other,
                     ..Default::default()
                 },
+                status: None,
             }
         }
     }

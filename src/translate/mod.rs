@@ -174,6 +174,7 @@ fn translate_port(
             ..Default::default()
         },
         spec,
+        status: None,
     }
 }
 

@@ -43,6 +43,7 @@ pub fn ssl_config(
                 tls_cert,
                 tls_key,
                 root_ca,
+                ..Default::default()
             }),
             ..Default::default()
         }
@@ -129,6 +130,7 @@ mod tests {
                 tls_cert: cert.into(),
                 tls_key: key.into(),
                 root_ca: ca.into(),
+                ..Default::default()
             }),
             ..Default::default()
         }

@@ -657,10 +657,12 @@ pub async fn dropped_watches_are_reestablished_and_a_relist_collects(env: Arc<Te
     delete_service(&admin, &ns, "third").await;
     // The watch comes back with 410 Gone (the resourceVersion it resumes from is too old), so
     // the watcher must re-list; then watches go through again.
+    // The watch of the Services' namespace (the write namespace's Services are watched too).
+    let services_watch = format!("/namespaces/{ns}/services?");
     let gone = rig
         .proxy
         .rules
-        .inject(Rule::new("GET", &["/services?", "watch="], Fault::WatchGone).times(1));
+        .inject(Rule::new("GET", &[&services_watch, "watch="], Fault::WatchGone).times(1));
     rig.proxy.rules.remove(refused);
     wait_for("the Service watch to get its 410", || async {
         (rig.proxy.rules.remaining(gone) == Some(0)).then_some(())

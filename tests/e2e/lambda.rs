@@ -658,17 +658,67 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     rig.cleanup().await;
 }
 
-/// Credentials from the SDK's default chain by web identity (as on EKS with IRSA), and a role
-/// assumed through `spec.aws.roleArn`, both against moto's STS.
-pub async fn web_identity_and_assumed_roles_work(env: Arc<TestEnv>) {
-    let rig = Rig::new(env, "fn-sts", "us-west-1").await;
+/// The role a temporary access key was issued for, as moto's STS knows it
+/// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`); moto checks no signature.
+async fn assumed_role_of(moto_url: &str, access_key_id: &str) -> String {
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sts::config::Credentials::new(
+            access_key_id,
+            "unchecked",
+            None,
+            None,
+            "e2e",
+        ))
+        .endpoint_url(moto_url)
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetCallerIdentity of {access_key_id}: {e:?}"))
+        .arn()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// IRSA mode (DESIGN.md §2, as EKS sets it up): with `AWS_WEB_IDENTITY_TOKEN_FILE` and
+/// `AWS_ROLE_ARN` in the pod, every Upstream's functions are listed with the web identity
+/// token, for its `roleArn` or else the pod's role, even when it names a Secret (which must still
+/// exist; its keys are not used). moto gives credentials of the role's account, so the account
+/// listed shows the role used: the functions live in 123456789012, the pod's role is in
+/// 111111111111, where the region is empty.
+pub async fn irsa_mode_lists_with_the_upstreams_role_or_the_pods(env: Arc<TestEnv>) {
+    let rig = Rig::new(env.clone(), "fn-irsa", "us-west-1").await;
     rig.moto.create_functions(&["irsa".into()]).await;
     rig.test_secret().await;
-    rig.upstream("by-web-identity", json!({}), json!({})).await;
+    let previous =
+        json!([{"lambdaFunctionName": "old", "qualifier": "$LATEST", "logicalName": "old"}]);
+    let upstream_role = "arn:aws:iam::123456789012:role/lambda-reader";
+    let pod_role = "arn:aws:iam::111111111111:role/irsa";
+    let secret = |name: &str| json!({"name": name, "namespace": rig.ns()});
     rig.upstream(
-        "by-assumed-role",
-        json!({"secretRef": {"name": SECRET, "namespace": rig.ns()},
-               "roleArn": "arn:aws:iam::123456789012:role/lambda-reader"}),
+        "secret-and-role",
+        json!({"secretRef": secret(SECRET), "roleArn": upstream_role, "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    rig.upstream(
+        "role-only",
+        json!({"roleArn": upstream_role, "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    rig.upstream(
+        "secret-only",
+        json!({"secretRef": secret(SECRET), "lambdaFunctions": previous}),
+        json!({}),
+    )
+    .await;
+    rig.upstream(
+        "missing-secret",
+        json!({"secretRef": secret("nowhere"), "roleArn": upstream_role, "lambdaFunctions": previous}),
         json!({}),
     )
     .await;
@@ -676,54 +726,198 @@ pub async fn web_identity_and_assumed_roles_work(env: Arc<TestEnv>) {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl").expect("token");
     let daemon = rig.start(
-        &[],
+        &["--lambda-poll-interval", "1h"],
         &[
             (
                 "AWS_WEB_IDENTITY_TOKEN_FILE",
                 token_file.display().to_string(),
             ),
-            (
-                "AWS_ROLE_ARN",
-                "arn:aws:iam::123456789012:role/irsa".to_string(),
-            ),
-            ("AWS_ROLE_SESSION_NAME", "upstream-discovery".to_string()),
+            ("AWS_ROLE_ARN", pod_role.to_string()),
             ("AWS_ENDPOINT_URL_STS", rig.proxy.url()),
         ],
     );
     let expected = vec![entry("irsa", "$LATEST")];
-    rig.wait_for_functions("by-web-identity", &expected, &daemon)
+    rig.wait_for_functions("secret-and-role", &expected, &daemon)
         .await;
-    rig.wait_for_functions("by-assumed-role", &expected, &daemon)
+    rig.wait_for_functions("role-only", &expected, &daemon)
         .await;
+    rig.wait_for_functions("secret-only", &[], &daemon).await;
+    let missing = wait_for_event(
+        rig.admin(),
+        rig.ns(),
+        "Upstream",
+        "missing-secret",
+        "LambdaCredentialsMissing",
+    )
+    .await;
+    assert!(
+        missing.message.unwrap_or_default().contains("nowhere"),
+        "a named Secret must exist, even in IRSA mode"
+    );
+    let kept: Vec<LambdaFunction> = serde_json::from_value(previous).expect("entries");
+    assert_eq!(rig.functions("missing-secret").await, Some(kept));
+
+    let lists: Vec<_> = rig
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "ListFunctions" && r.region == rig.region())
+        .collect();
+    assert_eq!(
+        lists.len(),
+        2,
+        "one sweep per role, shared by the Upstreams with it: {lists:?}"
+    );
+    let mut roles = BTreeSet::new();
+    for list in &lists {
+        assert_ne!(
+            list.access_key_id, TEST_ACCESS_KEY_ID,
+            "the Secret's keys are not used"
+        );
+        roles.insert(assumed_role_of(rig.moto.url(), &list.access_key_id).await);
+    }
+    assert_eq!(
+        roles,
+        BTreeSet::from([
+            "arn:aws:sts::111111111111:assumed-role/irsa/upstream-discovery".to_string(),
+            "arn:aws:sts::123456789012:assumed-role/lambda-reader/upstream-discovery".to_string(),
+        ])
+    );
+    assert!(rig.proxy.count("AssumeRoleWithWebIdentity") >= 2);
+    assert_eq!(
+        rig.proxy.count("AssumeRole"),
+        0,
+        "no role is assumed on top"
+    );
+    assert!(
+        daemon
+            .metric_sum("upstream_discovery_lambda_api_calls_total{operation=\"AssumeRoleWithWebIdentity\",result=\"success\"}")
+            .await
+            >= 2.0
+    );
     let stored = rig
         .upstreams()
-        .get("by-assumed-role")
+        .get("secret-and-role")
         .await
         .expect("upstream");
     assert_eq!(
         stored.spec.aws.and_then(|aws| aws.role_arn).as_deref(),
-        Some("arn:aws:iam::123456789012:role/lambda-reader"),
+        Some(upstream_role),
         "the user's roleArn survives our write"
     );
-    assert!(rig.proxy.count("AssumeRoleWithWebIdentity") >= 1);
-    assert!(rig.proxy.count("AssumeRole") >= 1);
-    let keys: BTreeSet<String> = rig
+    drop(daemon);
+    rig.cleanup().await;
+}
+
+/// Outside IRSA mode `spec.aws.roleArn` plays no part: the Secret's keys list the functions
+/// directly. An Upstream with an empty or no `spec.aws.region` is listed in the SDK's region
+/// (`AWS_REGION`), in the same sweep as those naming that region; only when the SDK knows no
+/// region either is it an error (Event and metric). Gloo's `status` on an Upstream survives
+/// the write of its list.
+pub async fn without_irsa_role_arn_is_ignored_and_the_sdk_region_fills_in(env: Arc<TestEnv>) {
+    let rig = Rig::new(env, "fn-region", "eu-west-2").await;
+    rig.moto
+        .create_functions(&["alpha".into(), "beta".into()])
+        .await;
+    rig.test_secret().await;
+    let by_secret = rig.by_test_secret();
+    let status = json!({"statuses": {rig.ns(): {"state": 1, "reportedBy": "gloo"}}});
+    let mut explicit: Upstream = serde_json::from_value(json!({
+        "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+        "metadata": {"name": "explicit"},
+        "spec": {"aws": {"region": rig.region(), "secretRef": by_secret["secretRef"]}},
+        "status": status,
+    }))
+    .expect("upstream");
+    explicit.metadata.namespace = Some(rig.ns().to_string());
+    rig.upstreams()
+        .create(&PostParams::default(), &explicit)
+        .await
+        .expect("create with status");
+    let mut empty = by_secret.clone();
+    empty["region"] = json!("");
+    rig.upstream("empty-region", empty, json!({})).await;
+    let mut absent = by_secret.clone();
+    absent["region"] = Value::Null;
+    rig.upstream("no-region", absent, json!({})).await;
+    let mut with_role = by_secret.clone();
+    with_role["roleArn"] = json!("arn:aws:iam::111111111111:role/elsewhere");
+    rig.upstream("with-role", with_role, json!({})).await;
+    let stored = rig.upstreams().get("no-region").await.expect("upstream");
+    assert_eq!(
+        stored.spec.aws.and_then(|aws| aws.region),
+        None,
+        "no region key at all"
+    );
+
+    let daemon = rig.start(
+        &["--lambda-poll-interval", "1h"],
+        &[("AWS_REGION", rig.region().to_string())],
+    );
+    let expected = rig.expected(|_| true).await;
+    for name in ["explicit", "empty-region", "no-region", "with-role"] {
+        rig.wait_for_functions(name, &expected, &daemon).await;
+    }
+    assert_eq!(
+        rig.proxy.count_in("ListFunctions", rig.region()),
+        1,
+        "one sweep for the four: the SDK's region is theirs, and roleArn makes no other"
+    );
+    let lists: Vec<_> = rig
         .proxy
         .requests()
-        .iter()
+        .into_iter()
         .filter(|r| r.operation == "ListFunctions")
-        .map(|r| r.access_key_id.clone())
         .collect();
-    assert!(
-        !keys.contains(TEST_ACCESS_KEY_ID),
-        "both list with temporary credentials from STS, not the Secret's keys: {keys:?}"
+    assert!(lists.iter().all(|r| r.access_key_id == TEST_ACCESS_KEY_ID));
+    assert_eq!(
+        rig.proxy.count("AssumeRole"),
+        0,
+        "outside IRSA no role is assumed"
     );
-    assert!(
+    assert_eq!(rig.proxy.count("AssumeRoleWithWebIdentity"), 0);
+    let explicit = rig.upstreams().get("explicit").await.expect("upstream");
+    assert_eq!(
+        serde_json::to_value(&explicit.status).expect("status"),
+        status,
+        "Gloo's status is left as it is"
+    );
+    assert_eq!(
         daemon
-            .metric_sum("upstream_discovery_lambda_api_calls_total{operation=\"AssumeRole\",result=\"success\"}")
-            .await
-            >= 1.0
+            .metric_sum("upstream_discovery_errors_total{kind=\"lambda_invalid_upstream\"}")
+            .await,
+        0.0
     );
+    drop(daemon);
+
+    // No AWS_REGION (the daemon's environment has no AWS_* variable, no profile and no
+    // instance metadata): the region-less Upstreams are reported, the others still listed.
+    rig.moto.create_function("gamma").await;
+    let daemon = rig.start(&["--lambda-poll-interval", "1h"], &[]);
+    let expected = rig.expected(|_| true).await;
+    rig.wait_for_functions("explicit", &expected, &daemon).await;
+    for name in ["empty-region", "no-region"] {
+        let event = wait_for_event(
+            rig.admin(),
+            rig.ns(),
+            "Upstream",
+            name,
+            "InvalidAwsUpstream",
+        )
+        .await;
+        assert!(
+            event.message.unwrap_or_default().contains("region"),
+            "{name}"
+        );
+    }
+    wait_for("the region-less Upstreams counted once each", || async {
+        let errors = daemon
+            .metric_sum("upstream_discovery_errors_total{kind=\"lambda_invalid_upstream\"}")
+            .await;
+        (errors == 2.0).then_some(())
+    })
+    .await;
+    assert_ne!(rig.functions("no-region").await, Some(expected));
     drop(daemon);
     rig.cleanup().await;
 }

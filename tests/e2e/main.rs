@@ -5,6 +5,7 @@ mod aws_fixture;
 mod aws_proxy;
 mod aws_selftest;
 mod chart;
+mod crd;
 mod daemon;
 mod discovery;
 mod env_selftest;
@@ -64,6 +65,7 @@ fn main() {
         env_selftest::a_token_without_rights_is_refused_with_403,
         env_selftest::a_service_account_has_only_the_rights_it_is_bound_to,
         env_selftest::moto_serves_lambda,
+        crd::gloo_objects_with_status_apply_strictly_and_read_back_unchanged,
         discovery::services_become_upstreams_and_follow_every_change,
         discovery::an_upstream_it_does_not_own_is_left_alone,
         discovery::gloo_written_upstreams_are_adopted_and_user_fields_survive,
@@ -86,7 +88,8 @@ fn main() {
         lambda::the_list_follows_changes_and_an_unchanged_account_writes_nothing,
         lambda::upstreams_on_one_account_share_a_sweep,
         lambda::credential_problems_and_throttling_are_reported_and_lose_nothing,
-        lambda::web_identity_and_assumed_roles_work,
+        lambda::irsa_mode_lists_with_the_upstreams_role_or_the_pods,
+        lambda::without_irsa_role_arn_is_ignored_and_the_sdk_region_fills_in,
         lambda::opted_out_upstreams_are_left_alone,
         lambda::aliases_are_listed_for_changed_functions_only,
         lambda::failed_writes_are_retried_and_a_deleted_upstream_stays_deleted,
