@@ -113,6 +113,8 @@ pub struct Rule {
     method: Option<String>,
     /// Every one must be a substring of the request's path and query.
     contains: Vec<String>,
+    /// The object the request is about, by name (see [`Seen::name`]).
+    name: Option<String>,
     fault: Fault,
     /// `None`: every matching request until the rule is removed.
     times: Option<usize>,
@@ -125,9 +127,16 @@ impl Rule {
         Self {
             method: (!method.is_empty()).then(|| method.to_ascii_uppercase()),
             contains: contains.iter().map(|s| s.to_string()).collect(),
+            name: None,
             fault,
             times: None,
         }
+    }
+
+    /// Only requests about the object `name` (a create names it in its body, not its path).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
     }
 
     /// Only the next `n` matching requests.
@@ -136,9 +145,10 @@ impl Rule {
         self
     }
 
-    fn matches(&self, method: &str, path_and_query: &str) -> bool {
+    fn matches(&self, method: &str, path_and_query: &str, name: Option<&str>) -> bool {
         self.method.as_deref().is_none_or(|m| m == method)
             && self.contains.iter().all(|s| path_and_query.contains(s))
+            && self.name.as_deref().is_none_or(|n| Some(n) == name)
     }
 }
 
@@ -158,7 +168,8 @@ pub struct Seen {
     pub path: String,
     /// The resource (plural) named by the path, e.g. `upstreams`, `services`, `leases`.
     pub resource: String,
-    /// The object's name, for requests on one object.
+    /// The object's name, for requests on one object: from the path, or for a create (POST)
+    /// from the body's `metadata.name`.
     pub name: Option<String>,
     /// `watch=` in the query.
     pub watch: bool,
@@ -330,12 +341,21 @@ impl Forwarder {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("Bearer "));
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => return bad_gateway(&format!("reading the request body: {error}")),
+        };
+        let name = name.or_else(|| {
+            let created: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            (method == "POST").then(|| created["metadata"]["name"].as_str().map(str::to_string))?
+        });
 
         let (fault, cancel_watch) = {
             // Both locks at once, so the record is in the order the rules were taken.
             let mut rules = self.rules.lock();
             let fault = rules
-                .take(|rule| rule.matches(&method, &path))
+                .take(|rule| rule.matches(&method, &path, name.as_deref()))
                 .map(|rule| rule.fault.clone());
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             shared.seen.push(Seen {
@@ -378,20 +398,16 @@ impl Forwarder {
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
             None => {}
         }
-        self.forward(request, watch, cancel_watch).await
+        self.forward(parts, body, watch, cancel_watch).await
     }
 
     async fn forward(
         &self,
-        request: Request<Incoming>,
+        parts: hyper::http::request::Parts,
+        body: Bytes,
         watch: bool,
         cancel_watch: CancellationToken,
     ) -> Response<ProxyBody> {
-        let (parts, body) = request.into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => return bad_gateway(&format!("reading the request body: {error}")),
-        };
         let mut outgoing = Request::builder()
             .method(parts.method.clone())
             .uri(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));

@@ -136,6 +136,19 @@ impl Rig {
         format!("{}-{service}-{port}", self.scenario.service_ns)
     }
 
+    /// The writes (creates and updates) of the Upstream `name` that reached the proxy.
+    fn writes_of(&self, name: &str) -> Vec<Seen> {
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|s| {
+                matches!(s.method.as_str(), "POST" | "PATCH")
+                    && s.resource == "upstreams"
+                    && s.name.as_deref() == Some(name)
+            })
+            .collect()
+    }
+
     /// Requests with `method` whose path and query contain `contains`.
     fn seen(&self, method: &str, contains: &str) -> Vec<Seen> {
         matching(&self.proxy.requests(), method, contains)
@@ -381,15 +394,16 @@ async fn raw_request(host_port: &str, path: &str) -> String {
 pub async fn throttled_writes_wait_for_retry_after_and_are_counted(env: Arc<TestEnv>) {
     let rig = Rig::start(env, "throttle").await;
     let name = rig.upstream("throttled", 80);
-    let path = format!("/upstreams/{name}");
-    rig.proxy
-        .rules
-        .inject(Rule::new("PATCH", &[&path], Fault::too_many_requests(2)).times(2));
+    rig.proxy.rules.inject(
+        Rule::new("POST", &["/upstreams"], Fault::too_many_requests(2))
+            .named(&name)
+            .times(2),
+    );
 
     create_service(rig.admin(), rig.ns(), "throttled", 80).await;
     wait_for_exact_upstreams(rig.admin(), rig.ns(), rig.write(), &["throttled"]).await;
 
-    let patches = rig.seen("PATCH", &path);
+    let patches = rig.writes_of(&name);
     let faults: Vec<Option<&str>> = patches.iter().map(|p| p.fault.as_deref()).collect();
     assert_eq!(faults, [Some("429"), Some("429"), None], "{patches:#?}");
     for gap in gaps(&patches) {
@@ -439,15 +453,15 @@ fn warnings(log: &str) -> String {
 /// 503s are retried too and the Upstream ends right.
 pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(env: Arc<TestEnv>) {
     let rig = Rig::start(env, "5xx").await;
-    let broken = format!("/upstreams/{}", rig.upstream("broken", 80));
+    let broken = rig.upstream("broken", 80);
     let failing = rig
         .proxy
         .rules
-        .inject(Rule::new("PATCH", &[&broken], Fault::internal_error()));
+        .inject(Rule::new("POST", &["/upstreams"], Fault::internal_error()).named(&broken));
 
     create_service(rig.admin(), rig.ns(), "broken", 80).await;
     wait_for("two failed writes of broken", || async {
-        (rig.seen("PATCH", &broken).len() >= 2).then_some(())
+        (rig.writes_of(&broken).len() >= 2).then_some(())
     })
     .await;
     create_service(rig.admin(), rig.ns(), "healthy", 80).await;
@@ -462,14 +476,14 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
     .await;
     assert!(!upstream_exists(rig.admin(), rig.write(), &rig.upstream("broken", 80)).await);
     wait_for("four failed writes of broken", || async {
-        (rig.seen("PATCH", &broken).len() >= 4).then_some(())
+        (rig.writes_of(&broken).len() >= 4).then_some(())
     })
     .await;
     rig.proxy.rules.remove(failing);
     wait_for_exact_upstreams(rig.admin(), rig.ns(), rig.write(), &["broken", "healthy"]).await;
 
     // Backoff: each wait after a failure is longer than the one before (doubling, ±25 %).
-    let attempts = rig.seen("PATCH", &broken);
+    let attempts = rig.writes_of(&broken);
     let failed: Vec<Seen> = attempts
         .iter()
         .filter(|p| p.fault.is_some())
@@ -501,10 +515,12 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
     assert!(rig.metric(WRITES_ERROR).await >= failed.len() as f64);
 
     // 503 on the next three writes of another Service: retried, and ends right.
-    let flaky = format!("/upstreams/{}", rig.upstream("flaky", 80));
-    rig.proxy
-        .rules
-        .inject(Rule::new("PATCH", &[&flaky], Fault::unavailable()).times(3));
+    let flaky = rig.upstream("flaky", 80);
+    rig.proxy.rules.inject(
+        Rule::new("POST", &["/upstreams"], Fault::unavailable())
+            .named(&flaky)
+            .times(3),
+    );
     create_service(rig.admin(), rig.ns(), "flaky", 80).await;
     wait_for_exact_upstreams(
         rig.admin(),
@@ -513,7 +529,7 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
         &["broken", "healthy", "flaky"],
     )
     .await;
-    let attempts = rig.seen("PATCH", &flaky);
+    let attempts = rig.writes_of(&flaky);
     let faults: Vec<Option<&str>> = attempts.iter().map(|p| p.fault.as_deref()).collect();
     assert_eq!(faults, [Some("503"), Some("503"), Some("503"), None]);
     let waits = gaps(&attempts);
@@ -538,23 +554,27 @@ pub async fn server_errors_are_retried_with_backoff_without_holding_up_others(en
 /// Upstream ends right.
 pub async fn a_conflict_makes_the_daemon_replan(env: Arc<TestEnv>) {
     let rig = Rig::start(env, "conflict").await;
-    let path = format!("/upstreams/{}", rig.upstream("contested", 80));
+    let name = rig.upstream("contested", 80);
 
     // On the create.
-    rig.proxy
-        .rules
-        .inject(Rule::new("PATCH", &[&path], Fault::conflict()).times(1));
+    rig.proxy.rules.inject(
+        Rule::new("POST", &["/upstreams"], Fault::conflict())
+            .named(&name)
+            .times(1),
+    );
     create_service(rig.admin(), rig.ns(), "contested", 80).await;
     wait_for_exact_upstreams(rig.admin(), rig.ns(), rig.write(), &["contested"]).await;
-    let creates = rig.seen("PATCH", &path);
+    let creates = rig.writes_of(&name);
     assert_eq!(creates.len(), 2, "{creates:#?}");
     assert_eq!(creates[0].fault.as_deref(), Some("409"));
 
     // On an update.
     rig.daemon.wait_idle().await;
-    rig.proxy
-        .rules
-        .inject(Rule::new("PATCH", &[&path], Fault::conflict()).times(1));
+    rig.proxy.rules.inject(
+        Rule::new("PATCH", &["/upstreams"], Fault::conflict())
+            .named(&name)
+            .times(1),
+    );
     annotate_service(rig.admin(), rig.ns(), "contested", "team", "b").await;
     wait_until("the annotation on the Upstream", || async {
         upstreams_match(rig.admin(), rig.ns(), rig.write(), &["contested"]).await?;
@@ -568,7 +588,7 @@ pub async fn a_conflict_makes_the_daemon_replan(env: Arc<TestEnv>) {
             .ok_or_else(|| format!("annotations {annotations:?}"))
     })
     .await;
-    let patches = rig.seen("PATCH", &path);
+    let patches = rig.writes_of(&name);
     let faults: Vec<Option<&str>> = patches.iter().map(|p| p.fault.as_deref()).collect();
     assert_eq!(
         faults,
@@ -698,12 +718,18 @@ pub async fn a_service_deleted_during_its_write_is_collected(env: Arc<TestEnv>) 
     let rig = Rig::start(env, "inflight").await;
     let name = rig.upstream("inflight", 80);
     let path = format!("/upstreams/{name}");
-    rig.proxy
-        .rules
-        .inject(Rule::new("PATCH", &[&path], Fault::Delay(Duration::from_secs(2))).times(1));
+    rig.proxy.rules.inject(
+        Rule::new(
+            "POST",
+            &["/upstreams"],
+            Fault::Delay(Duration::from_secs(2)),
+        )
+        .named(&name)
+        .times(1),
+    );
     create_service(rig.admin(), rig.ns(), "inflight", 80).await;
-    let held = wait_for("the write to reach the proxy", || async {
-        rig.seen("PATCH", &path).first().map(|s| s.at)
+    let held = wait_for("the create to reach the proxy", || async {
+        rig.writes_of(&name).first().map(|s| s.at)
     })
     .await;
     delete_service(rig.admin(), rig.ns(), "inflight").await;
