@@ -161,6 +161,22 @@ impl Case {
                     ));
                 }
             }
+            let previous: BTreeSet<&str> = match index.checked_sub(1) {
+                Some(before) => self.steps[before]
+                    .expect
+                    .iter()
+                    .filter_map(|u| u.pointer("/metadata/name").and_then(Value::as_str))
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            for name in &step.same_uid {
+                if !previous.contains(name.as_str()) {
+                    return Err(format!(
+                        "step {}: {name} is in sameUid but the previous step does not expect it",
+                        index + 1
+                    ));
+                }
+            }
             for object in &step.apply {
                 if kind(object).is_empty() || object.pointer("/metadata/name").is_none() {
                     return Err(format!(

@@ -5,6 +5,11 @@ mod aws_fixture;
 mod aws_proxy;
 mod aws_selftest;
 mod chart;
+mod conformance;
+// Shared with the other runners of the corpus, each of which uses part of it.
+#[allow(dead_code)]
+#[path = "../conformance/corpus.rs"]
+mod corpus;
 mod daemon;
 mod discovery;
 mod env_selftest;
@@ -56,7 +61,7 @@ fn main() {
     let mut args = Arguments::from_args();
     // The tests mostly wait on servers, so more of them than cores can run side by side.
     args.test_threads.get_or_insert(4);
-    let trials = trials![
+    let mut trials = trials![
         env_selftest::api_server_is_v1_20_2_with_tls,
         env_selftest::crd_applies_and_an_upstream_round_trips_through_kubectl,
         env_selftest::rendered_upstreams_are_accepted_by_the_api_server,
@@ -96,6 +101,8 @@ fn main() {
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
     ];
+    // The conformance corpus, one trial per case file (tests/conformance/README.md).
+    trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(Ok(env)) = ENV.get() {
         env.stop();
