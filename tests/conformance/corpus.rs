@@ -214,7 +214,7 @@ impl Case {
         let mut found: BTreeSet<String> = self
             .objects()
             .filter(|object| kind(object) == "Service")
-            .filter_map(|object| namespace_of(object))
+            .filter_map(namespace_of)
             .filter(|namespace| namespace != &self.write_namespace)
             .collect();
         if found.is_empty() {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Namespace, Service};
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use libtest_mimic::Trial;
 use serde_json::Value;
@@ -18,8 +18,9 @@ use serde_json::Value;
 use crate::corpus::{kind, Case, EventRef, Step};
 use crate::daemon::Daemon;
 use crate::scenario::Scenario;
+use crate::support::compare::compare_upstreams;
 use crate::support::{
-    compare_upstreams, delete_namespace, fixed_namespace, list_upstreams, upstream_api,
+    delete_namespace, event_reasons, fixed_namespace, list_upstreams, upstream_api,
     wait_until_within, DEADLINE,
 };
 use crate::test_env::TestEnv;
@@ -325,19 +326,7 @@ async fn create_or_replace_service(admin: &Client, namespace: &str, mut service:
 
 /// Whether an Event `event.reason` about the object was recorded; if not, what there is.
 async fn event_recorded(admin: &Client, event: &EventRef) -> Result<(), String> {
-    let list = Api::<Event>::namespaced(admin.clone(), &event.namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let reasons: Vec<String> = list
-        .items
-        .iter()
-        .filter(|e| {
-            e.involved_object.kind.as_deref() == Some(event.kind.as_str())
-                && e.involved_object.name.as_deref() == Some(event.name.as_str())
-        })
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    let reasons = event_reasons(admin, &event.namespace, &event.kind, &event.name).await?;
     if reasons.contains(&event.reason) {
         Ok(())
     } else {

@@ -15,8 +15,7 @@ use upstream_discovery::crd::Upstream;
 
 // The comparison of found and expected Upstreams, shared with the conformance corpus's runners.
 #[path = "../conformance/compare.rs"]
-mod compare;
-pub use compare::compare_upstreams;
+pub mod compare;
 
 /// Generous: CI machines are slow and shared.
 pub const DEADLINE: Duration = Duration::from_secs(120);
@@ -357,6 +356,28 @@ pub async fn wait_for_exact_upstreams(
         .into_iter()
         .map(|u| (u.metadata.name.clone().unwrap_or_default(), u))
         .collect()
+}
+
+/// The reasons of the Events recorded about the object `kind` `namespace`/`name`.
+pub async fn event_reasons(
+    admin: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Vec<String>, String> {
+    let list = Api::<k8s_openapi::api::core::v1::Event>::namespaced(admin.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|event| {
+            event.involved_object.kind.as_deref() == Some(kind)
+                && event.involved_object.name.as_deref() == Some(name)
+        })
+        .filter_map(|event| event.reason)
+        .collect())
 }
 
 /// Waits for an Event with `reason` about the object `kind` `namespace`/`name`.
