@@ -1,7 +1,6 @@
 //! The daemon end to end (the discovery issue's acceptance list): the real binary, as a
 //! ServiceAccount with the chart's rights, against the real API server and controller manager.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,10 +9,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use upstream_discovery::crd::Upstream;
-use upstream_discovery::translate::{translate_service, TranslateSettings, WriteNamespace};
 
 use crate::scenario::Scenario;
-use crate::support::{essence, wait_for, wait_for_exact_upstreams};
+use crate::support::{essence, kube_upstream, wait_for, wait_for_exact_upstreams, with, without};
 use crate::test_env::TestEnv;
 
 /// SIGTERM must end the daemon within this.
@@ -56,8 +54,25 @@ async fn patch_service(admin: &Client, namespace: &str, name: &str, patch: serde
         .expect("patch service");
 }
 
-fn settings(write_ns: &str) -> TranslateSettings {
-    TranslateSettings::new(write_ns)
+/// The Upstream of port `port` of a Service made by [`service`] with no annotations (DESIGN
+/// §2, written out by hand in `kube_upstream`).
+fn plain(ns: &str, name: &str, port: u16) -> serde_json::Value {
+    kube_upstream(ns, name, port)
+}
+
+/// In `--write-namespace-mode service`: the Upstream beside its Service, owned by it (DESIGN
+/// §3; the Service's UID is checked apart).
+fn beside_its_service(ns: &str, name: &str, port: u16) -> serde_json::Value {
+    with(
+        plain(ns, name, port),
+        "/metadata/ownerReferences",
+        json!([{"apiVersion": "v1", "kind": "Service", "name": name}]),
+    )
+}
+
+/// `upstream` with the annotations `annotations`.
+fn annotated(upstream: serde_json::Value, annotations: serde_json::Value) -> serde_json::Value {
+    with(upstream, "/metadata/annotations", annotations)
 }
 
 async fn wait_for_event(admin: &Client, namespace: &str, service: &str, reason: &str) -> Event {
@@ -76,7 +91,9 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
         scenario.service_ns.as_str(),
         scenario.write_ns.as_str(),
     );
-    let settings = settings(write);
+    let annotations =
+        |team: &str| json!({"team": team, "gloo.solo.io/sslService.secret": "8080:petstore-tls"});
+    let tls = json!({"secretRef": {"name": "petstore-tls", "namespace": ns}});
 
     create_service(admin, ns, &service("petstore", &[("http", 8080), ("grpc", 9090)], json!({
         "metadata": {"annotations": {"team": "a", "gloo.solo.io/sslService.secret": "8080:petstore-tls"}},
@@ -88,8 +105,24 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
         &service("headless", &[], json!({"spec": {"clusterIP": "None"}})),
     )
     .await;
-    let upstreams =
-        wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore", "headless"]).await;
+    // The secret is for port 8080 only; the port named grpc speaks HTTP/2; no ports, no Upstream.
+    let upstreams = wait_for_exact_upstreams(
+        admin,
+        write,
+        &[
+            with(
+                annotated(plain(ns, "petstore", 8080), annotations("a")),
+                "/spec/sslConfig",
+                tls.clone(),
+            ),
+            with(
+                annotated(plain(ns, "petstore", 9090), annotations("a")),
+                "/spec/useHttp2",
+                json!(true),
+            ),
+        ],
+    )
+    .await;
     let http = &upstreams[&format!("{ns}-petstore-8080")];
     assert_eq!(
         http.spec
@@ -106,11 +139,38 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
 
     // A port changes: the old Upstream goes, a new one comes.
     patch_service(admin, ns, "petstore", json!({"spec": {"ports": [{"name": "http", "port": 8081}, {"name": "grpc", "port": 9090}]}})).await;
-    let upstreams = wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    let h2 = |upstream| with(upstream, "/spec/useHttp2", json!(true));
+    let upstreams = wait_for_exact_upstreams(
+        admin,
+        write,
+        &[
+            annotated(plain(ns, "petstore", 8081), annotations("a")),
+            h2(annotated(plain(ns, "petstore", 9090), annotations("a"))),
+        ],
+    )
+    .await;
     assert!(upstreams.contains_key(&format!("{ns}-petstore-8081")));
     // The selector and an annotation change: the Upstreams follow.
     patch_service(admin, ns, "petstore", json!({"spec": {"selector": {"app": "petstore", "tier": "web"}}, "metadata": {"annotations": {"team": "b"}}})).await;
-    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    let tiered = |upstream| {
+        with(
+            upstream,
+            "/spec/kube/selector",
+            json!({"app": "petstore", "tier": "web"}),
+        )
+    };
+    wait_for_exact_upstreams(
+        admin,
+        write,
+        &[
+            tiered(annotated(plain(ns, "petstore", 8081), annotations("b"))),
+            h2(tiered(annotated(
+                plain(ns, "petstore", 9090),
+                annotations("b"),
+            ))),
+        ],
+    )
+    .await;
     // An annotation removed: gone from the Upstreams too.
     patch_service(
         admin,
@@ -119,7 +179,19 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
         json!({"metadata": {"annotations": {"team": null}}}),
     )
     .await;
-    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    let secret_only = json!({"gloo.solo.io/sslService.secret": "8080:petstore-tls"});
+    wait_for_exact_upstreams(
+        admin,
+        write,
+        &[
+            tiered(annotated(plain(ns, "petstore", 8081), secret_only.clone())),
+            h2(tiered(annotated(
+                plain(ns, "petstore", 9090),
+                secret_only.clone(),
+            ))),
+        ],
+    )
+    .await;
     // A port removed.
     patch_service(
         admin,
@@ -128,7 +200,11 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
         json!({"spec": {"ports": [{"name": "grpc", "port": 9090}]}}),
     )
     .await;
-    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    let only_grpc = [h2(tiered(annotated(
+        plain(ns, "petstore", 9090),
+        secret_only.clone(),
+    )))];
+    wait_for_exact_upstreams(admin, write, &only_grpc).await;
     // The Service stops matching --service-selector: its Upstreams are collected.
     patch_service(
         admin,
@@ -137,7 +213,7 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
         json!({"metadata": {"labels": {"discovery": "off"}}}),
     )
     .await;
-    wait_for_exact_upstreams(admin, &settings, ns, write, &[]).await;
+    wait_for_exact_upstreams(admin, write, &[]).await;
     patch_service(
         admin,
         ns,
@@ -145,13 +221,13 @@ pub async fn services_become_upstreams_and_follow_every_change(env: Arc<TestEnv>
         json!({"metadata": {"labels": {"discovery": null}}}),
     )
     .await;
-    wait_for_exact_upstreams(admin, &settings, ns, write, &["petstore"]).await;
+    wait_for_exact_upstreams(admin, write, &only_grpc).await;
     // The Service is deleted.
     Api::<Service>::namespaced(admin.clone(), ns)
         .delete("petstore", &DeleteParams::default())
         .await
         .expect("delete");
-    wait_for_exact_upstreams(admin, &settings, ns, write, &[]).await;
+    wait_for_exact_upstreams(admin, write, &[]).await;
 
     daemon.wait_idle().await;
     let writes = daemon.writes().await;
@@ -191,7 +267,7 @@ pub async fn an_upstream_it_does_not_own_is_left_alone(env: Arc<TestEnv>) {
     let daemon = scenario.daemon().ready().await;
     create_service(admin, &ns, &service("api", &[("http", 80)], json!({}))).await;
     create_service(admin, &ns, &service("web", &[("http", 80)], json!({}))).await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["web"]).await;
+    wait_for_exact_upstreams(admin, &write, &[plain(&ns, "web", 80)]).await;
     wait_for_event(admin, &ns, "api", "UpstreamNotOwned").await;
     wait_for("skipped_total{reason=not_owned}", || async {
         (daemon
@@ -213,7 +289,12 @@ pub async fn an_upstream_it_does_not_own_is_left_alone(env: Arc<TestEnv>) {
         .delete(&taken, &DeleteParams::default())
         .await
         .expect("delete foreign");
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["web", "api"]).await;
+    wait_for_exact_upstreams(
+        admin,
+        &write,
+        &[plain(&ns, "web", 80), plain(&ns, "api", 80)],
+    )
+    .await;
     daemon.terminate(EXIT_LIMIT);
     scenario.cleanup().await;
 }
@@ -225,9 +306,8 @@ pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc
         scenario.service_ns.clone(),
         scenario.write_ns.clone(),
     );
-    let settings = settings(&write);
-    let same = create_service(admin, &ns, &service("same", &[("http", 80)], json!({}))).await;
-    let stale = create_service(
+    create_service(admin, &ns, &service("same", &[("http", 80)], json!({}))).await;
+    create_service(
         admin,
         &ns,
         &service(
@@ -243,9 +323,16 @@ pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc
         field_manager: Some("discovery".into()),
         ..Default::default()
     };
-    let same_upstream = translate_service(&same, &settings).upstreams.remove(0);
-    let mut stale_upstream = translate_service(&stale, &settings).upstreams.remove(0);
-    stale_upstream.metadata.annotations = None;
+    // As Gloo wrote them (DESIGN §2): `same` exactly right, `stale` without its Service's
+    // annotation.
+    let gloo_written = |service: &str| -> Upstream {
+        let mut object = without(plain(&ns, service, 80), "/metadata/ownerReferences");
+        object["apiVersion"] = json!("gloo.solo.io/v1");
+        object["kind"] = json!("Upstream");
+        serde_json::from_value(object).expect("upstream")
+    };
+    let same_upstream = gloo_written("same");
+    let stale_upstream = gloo_written("stale");
     let same_before = upstreams
         .create(&gloo, &same_upstream)
         .await
@@ -256,7 +343,15 @@ pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc
         .expect("gloo-style create");
 
     let daemon = scenario.daemon().ready().await;
-    let adopted = wait_for_exact_upstreams(admin, &settings, &ns, &write, &["same", "stale"]).await;
+    let adopted = wait_for_exact_upstreams(
+        admin,
+        &write,
+        &[
+            plain(&ns, "same", 80),
+            annotated(plain(&ns, "stale", 80), json!({"a": "1"})),
+        ],
+    )
+    .await;
     daemon.wait_idle().await;
     let same_after = &adopted[&format!("{ns}-same-80")];
     let stale_after = &adopted[&format!("{ns}-stale-80")];
@@ -338,7 +433,20 @@ pub async fn a_restart_with_nothing_changed_makes_zero_writes(env: Arc<TestEnv>)
         )
         .await;
     }
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["a", "b", "c"]).await;
+    let mut expected = Vec::new();
+    for port in [80, 9000] {
+        expected.push(plain(&ns, "a", port));
+        expected.push(with(
+            annotated(
+                plain(&ns, "b", port),
+                json!({"gloo.solo.io/h2_service": "true"}),
+            ),
+            "/spec/useHttp2",
+            json!(true),
+        ));
+        expected.push(annotated(plain(&ns, "c", port), json!({"x": "y"})));
+    }
+    wait_for_exact_upstreams(admin, &write, &expected).await;
     first.wait_idle().await;
     let writes = first.writes().await;
     assert_eq!(writes, 6.0, "one write per Upstream");
@@ -403,11 +511,8 @@ pub async fn service_mode_upstreams_are_collected_by_kubernetes_while_the_daemon
         &service("petstore", &[("http", 8080)], json!({})),
     )
     .await;
-    let settings = TranslateSettings {
-        write_namespace: WriteNamespace::ServiceNamespace,
-        global_annotations: BTreeMap::new(),
-    };
-    let upstreams = wait_for_exact_upstreams(admin, &settings, &ns, &ns, &["petstore"]).await;
+    let upstreams =
+        wait_for_exact_upstreams(admin, &ns, &[beside_its_service(&ns, "petstore", 8080)]).await;
     let owners = upstreams[&format!("{ns}-petstore-8080")]
         .metadata
         .owner_references
@@ -442,7 +547,7 @@ pub async fn only_the_leader_writes_and_a_follower_takes_over(env: Arc<TestEnv>)
     .await;
     let second = scenario.daemon().ready().await;
     create_service(admin, &ns, &service("one", &[("http", 80)], json!({}))).await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["one"]).await;
+    wait_for_exact_upstreams(admin, &write, &[plain(&ns, "one", 80)]).await;
     first.wait_idle().await;
     assert_eq!(second.metric_sum("upstream_discovery_is_leader").await, 0.0);
     assert_eq!(second.writes().await, 0.0, "a follower never writes");
@@ -451,7 +556,12 @@ pub async fn only_the_leader_writes_and_a_follower_takes_over(env: Arc<TestEnv>)
     first.kill();
     let killed = Instant::now();
     create_service(admin, &ns, &service("two", &[("http", 80)], json!({}))).await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["one", "two"]).await;
+    wait_for_exact_upstreams(
+        admin,
+        &write,
+        &[plain(&ns, "one", 80), plain(&ns, "two", 80)],
+    )
+    .await;
     let takeover = killed.elapsed();
     eprintln!("takeover after the leader was killed: {takeover:?}");
     assert!(takeover <= Duration::from_secs(20), "took {takeover:?}");
@@ -557,8 +667,16 @@ pub async fn a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing(env:
         "metadata": {"annotations": {"gloo.solo.io/upstream_config": "{not json", "gloo.solo.io/h2_service": "sometimes"}},
     })))
     .await;
-    let upstreams =
-        wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["broken"]).await;
+    // Both annotations are ignored (and still copied): a plain Upstream.
+    let upstreams = wait_for_exact_upstreams(
+        admin,
+        &write,
+        &[annotated(
+            plain(&ns, "broken", 80),
+            json!({"gloo.solo.io/upstream_config": "{not json", "gloo.solo.io/h2_service": "sometimes"}),
+        )],
+    )
+    .await;
     assert_eq!(
         upstreams[&format!("{ns}-broken-80")].spec.use_http2,
         None,
@@ -597,7 +715,7 @@ pub async fn switching_to_service_mode_moves_the_upstreams(env: Arc<TestEnv>) {
     )
     .await;
     let fixed = scenario.daemon().ready().await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    wait_for_exact_upstreams(admin, &write, &[plain(&ns, "petstore", 8080)]).await;
     fixed.terminate(EXIT_LIMIT);
 
     let per_service = scenario
@@ -605,12 +723,8 @@ pub async fn switching_to_service_mode_moves_the_upstreams(env: Arc<TestEnv>) {
         .args(&["--write-namespace-mode", "service"])
         .ready()
         .await;
-    let beside = TranslateSettings {
-        write_namespace: WriteNamespace::ServiceNamespace,
-        global_annotations: BTreeMap::new(),
-    };
-    wait_for_exact_upstreams(admin, &beside, &ns, &ns, &["petstore"]).await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
+    wait_for_exact_upstreams(admin, &ns, &[beside_its_service(&ns, "petstore", 8080)]).await;
+    wait_for_exact_upstreams(admin, &write, &[]).await;
     per_service.terminate(EXIT_LIMIT);
     scenario.cleanup().await;
 }
@@ -629,7 +743,8 @@ pub async fn owned_upstreams_changed_or_deleted_by_hand_are_put_back(env: Arc<Te
         &service("petstore", &[("http", 8080)], json!({})),
     )
     .await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    let petstore = [plain(&ns, "petstore", 8080)];
+    wait_for_exact_upstreams(admin, &write, &petstore).await;
     let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write);
     let name = format!("{ns}-petstore-8080");
     let tamper = json!({"spec": {"kube": {"servicePort": 1234}}});
@@ -644,13 +759,13 @@ pub async fn owned_upstreams_changed_or_deleted_by_hand_are_put_back(env: Arc<Te
         )
         .await
         .expect("tamper");
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    wait_for_exact_upstreams(admin, &write, &petstore).await;
     let before = upstreams.get(&name).await.expect("get");
     upstreams
         .delete(&name, &DeleteParams::default())
         .await
         .expect("delete by hand");
-    let back = wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    let back = wait_for_exact_upstreams(admin, &write, &petstore).await;
     assert_ne!(back[&name].metadata.uid, before.metadata.uid, "re-created");
     daemon.terminate(EXIT_LIMIT);
     scenario.cleanup().await;
@@ -675,7 +790,7 @@ pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
         .ready()
         .await;
     daemon.wait_idle().await;
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
+    wait_for_exact_upstreams(admin, &write, &[]).await;
 
     let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone());
     let label = |value: Option<&str>| json!({"metadata": {"labels": {"discovery": value}}});
@@ -687,12 +802,12 @@ pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
         )
         .await
         .expect("label");
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &["petstore"]).await;
+    wait_for_exact_upstreams(admin, &write, &[plain(&ns, "petstore", 8080)]).await;
     namespaces
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&label(None)))
         .await
         .expect("unlabel");
-    wait_for_exact_upstreams(admin, &settings(&write), &ns, &write, &[]).await;
+    wait_for_exact_upstreams(admin, &write, &[]).await;
     daemon.terminate(EXIT_LIMIT);
     scenario.cleanup().await;
 }

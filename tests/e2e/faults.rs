@@ -12,12 +12,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 use upstream_discovery::crd::Upstream;
-use upstream_discovery::translate::TranslateSettings;
 
 use crate::daemon::Daemon;
 use crate::fault_proxy::{matching, Fault, FaultProxy, Rule, Seen};
 use crate::scenario::{kubeconfig_via, Scenario};
-use crate::support::{wait_for, wait_until};
+use crate::support::{kube_upstream, wait_for, wait_until, with};
 use crate::test_env::TestEnv;
 
 /// SIGTERM must end the daemon within this.
@@ -56,40 +55,37 @@ async fn delete_service(admin: &Client, namespace: &str, name: &str) {
         .unwrap_or_else(|e| panic!("delete service {name}: {e}"));
 }
 
+/// The Upstream DESIGN §2 gives for a Service made by [`service`] with port 80 and no
+/// annotations (written out by hand in `kube_upstream`).
+fn plain(service_ns: &str, name: &str) -> serde_json::Value {
+    kube_upstream(service_ns, name, 80)
+}
+
 /// What the owned Upstreams in `write_ns` should be (the default write mode), compared with
 /// what they are.
 async fn upstreams_match(
     admin: &Client,
-    service_ns: &str,
     write_ns: &str,
-    services: &[&str],
+    expected: &[serde_json::Value],
 ) -> Result<(), String> {
-    crate::support::upstreams_match(
-        admin,
-        &TranslateSettings::new(write_ns),
-        service_ns,
-        write_ns,
-        services,
-    )
-    .await
-    .map(|_| ())
+    crate::support::upstreams_match(admin, write_ns, expected)
+        .await
+        .map(|_| ())
 }
 
-/// Waits until the owned Upstreams are exactly those of `services`.
+/// Waits until the owned Upstreams are exactly those of the Services `services`, made by
+/// [`service`] with port 80 and no annotations.
 async fn wait_for_exact_upstreams(
     admin: &Client,
     service_ns: &str,
     write_ns: &str,
     services: &[&str],
 ) {
-    crate::support::wait_for_exact_upstreams(
-        admin,
-        &TranslateSettings::new(write_ns),
-        service_ns,
-        write_ns,
-        services,
-    )
-    .await;
+    let expected: Vec<serde_json::Value> = services
+        .iter()
+        .map(|name| plain(service_ns, name))
+        .collect();
+    crate::support::wait_for_exact_upstreams(admin, write_ns, &expected).await;
 }
 
 async fn upstream_exists(admin: &Client, write_ns: &str, name: &str) -> bool {
@@ -577,7 +573,12 @@ pub async fn a_conflict_makes_the_daemon_replan(env: Arc<TestEnv>) {
     );
     annotate_service(rig.admin(), rig.ns(), "contested", "team", "b").await;
     wait_until("the annotation on the Upstream", || async {
-        upstreams_match(rig.admin(), rig.ns(), rig.write(), &["contested"]).await?;
+        let contested = with(
+            plain(rig.ns(), "contested"),
+            "/metadata/annotations",
+            json!({"team": "b"}),
+        );
+        upstreams_match(rig.admin(), rig.write(), &[contested]).await?;
         let upstream = Api::<Upstream>::namespaced(rig.admin().clone(), rig.write())
             .get(&rig.upstream("contested", 80))
             .await
@@ -628,7 +629,13 @@ pub async fn dropped_watches_are_reestablished_and_a_relist_collects(env: Arc<Te
     create_service(&admin, &ns, "third", 80).await;
     annotate_service(&admin, &ns, "first", "team", "a").await;
     delete_service(&admin, &ns, "second").await;
-    wait_for_exact_upstreams(&admin, &ns, &write, &["first", "third"]).await;
+    let first = with(
+        plain(&ns, "first"),
+        "/metadata/annotations",
+        json!({"team": "a"}),
+    );
+    crate::support::wait_for_exact_upstreams(&admin, &write, &[first.clone(), plain(&ns, "third")])
+        .await;
     let upstream = Api::<Upstream>::namespaced(admin.clone(), &write)
         .get(&rig.upstream("first", 80))
         .await
@@ -696,7 +703,7 @@ pub async fn dropped_watches_are_reestablished_and_a_relist_collects(env: Arc<Te
         .find(|s| s.fault.as_deref() == Some("watch-gone"))
         .expect("the 410 watch")
         .at;
-    wait_for_exact_upstreams(&admin, &ns, &write, &["first"]).await;
+    crate::support::wait_for_exact_upstreams(&admin, &write, &[first]).await;
     let relisted = rig
         .proxy
         .requests()

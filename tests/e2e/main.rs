@@ -5,6 +5,12 @@ mod aws_fixture;
 mod aws_proxy;
 mod aws_selftest;
 mod chart;
+mod claims;
+mod conformance;
+// Shared with the other runners of the corpus, each of which uses part of it.
+#[allow(dead_code)]
+#[path = "../conformance/corpus.rs"]
+mod corpus;
 mod crd;
 mod daemon;
 mod discovery;
@@ -57,7 +63,7 @@ fn main() {
     let mut args = Arguments::from_args();
     // The tests mostly wait on servers, so more of them than cores can run side by side.
     args.test_threads.get_or_insert(4);
-    let trials = trials![
+    let mut trials = trials![
         env_selftest::api_server_is_v1_20_2_with_tls,
         env_selftest::crd_applies_and_an_upstream_round_trips_through_kubectl,
         env_selftest::rendered_upstreams_are_accepted_by_the_api_server,
@@ -84,6 +90,7 @@ fn main() {
         faults::a_conflict_makes_the_daemon_replan,
         faults::dropped_watches_are_reestablished_and_a_relist_collects,
         faults::a_service_deleted_during_its_write_is_collected,
+        claims::a_create_never_merges_into_an_object_the_cache_has_not_seen,
         lambda::functions_of_an_account_are_listed_in_gloo_order,
         lambda::the_list_follows_changes_and_an_unchanged_account_writes_nothing,
         lambda::upstreams_on_one_account_share_a_sweep,
@@ -99,6 +106,8 @@ fn main() {
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
     ];
+    // The conformance corpus, one trial per case file (tests/conformance/README.md).
+    trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(Ok(env)) = ENV.get() {
         env.stop();

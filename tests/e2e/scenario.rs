@@ -22,7 +22,9 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use crate::daemon::Daemon;
-use crate::support::{delete_namespace, fresh_namespace, install_crd, service_account_token};
+use crate::support::{
+    delete_namespace, fixed_namespace, fresh_namespace, install_crd, service_account_token,
+};
 use crate::test_env::TestEnv;
 
 /// What [`Scenario::builder`] builds; see the builder's methods for the choices.
@@ -31,6 +33,8 @@ pub struct ScenarioBuilder {
     purpose: String,
     account: Option<Rights>,
     others: Vec<String>,
+    fixed: Option<(String, Vec<String>)>,
+    keep_crd: bool,
 }
 
 /// Where the daemon's ServiceAccount may write Upstreams.
@@ -76,6 +80,8 @@ impl Scenario {
             purpose: purpose.to_string(),
             account: Some(Rights::WriteNamespace),
             others: Vec::new(),
+            fixed: None,
+            keep_crd: false,
         }
     }
 }
@@ -99,6 +105,22 @@ impl ScenarioBuilder {
         self
     }
 
+    /// These namespaces instead of fresh ones (the conformance cases name theirs): `write` is
+    /// the write namespace, the first of `watched` the service namespace and the rest
+    /// [`Scenario::others`]; each is created, or emptied of Services and Upstreams an earlier run
+    /// left, and function discovery's rights are granted in every watched one.
+    pub fn fixed_namespaces(mut self, write: &str, watched: &[String]) -> Self {
+        assert!(!watched.is_empty(), "at least one watched namespace");
+        self.fixed = Some((write.to_string(), watched.to_vec()));
+        self
+    }
+
+    /// Leaves the Upstream CRD as the test installed it (e.g. one shaped like Gloo's).
+    pub fn keep_crd(mut self) -> Self {
+        self.keep_crd = true;
+        self
+    }
+
     /// Installs the CRD, creates the namespaces and the ServiceAccount with its rights: read
     /// Services and Namespaces, record Events, full rights on Upstreams in the write namespace
     /// only (or everywhere, as in `service` mode), Leases in its namespace; and for function
@@ -110,21 +132,47 @@ impl ScenarioBuilder {
             purpose,
             account,
             others,
+            fixed,
+            keep_crd,
         } = self;
+        // Fresh namespaces other than the service namespace are the test's own business; fixed
+        // ones are all watched.
+        let watched_others = fixed.is_some();
         let admin = env.admin_client().await;
-        install_crd(&admin).await;
-        let write_ns = fresh_namespace(&admin, &format!("{purpose}-w")).await;
-        let service_ns = fresh_namespace(&admin, &format!("{purpose}-s")).await;
-        let mut other_namespaces = Vec::new();
-        for suffix in others {
-            other_namespaces.push(fresh_namespace(&admin, &format!("{purpose}-{suffix}")).await);
+        if !keep_crd {
+            install_crd(&admin).await;
         }
+        let (write_ns, service_ns, other_namespaces) = match fixed {
+            Some((write, watched)) => {
+                for namespace in std::iter::once(&write).chain(&watched) {
+                    fixed_namespace(&admin, namespace).await;
+                }
+                let mut watched = watched.into_iter();
+                let service_ns = watched.next().expect("a watched namespace");
+                (write, service_ns, watched.collect())
+            }
+            None => {
+                let write_ns = fresh_namespace(&admin, &format!("{purpose}-w")).await;
+                let service_ns = fresh_namespace(&admin, &format!("{purpose}-s")).await;
+                let mut other_namespaces = Vec::new();
+                for suffix in others {
+                    other_namespaces
+                        .push(fresh_namespace(&admin, &format!("{purpose}-{suffix}")).await);
+                }
+                (write_ns, service_ns, other_namespaces)
+            }
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let account = match account {
             Some(rights) => {
                 let cluster_role = grant_rights(&admin, &write_ns, rights).await;
                 if rights == Rights::WriteNamespace {
                     grant_function_discovery(&admin, &service_ns, &write_ns).await;
+                    if watched_others {
+                        for namespace in &other_namespaces {
+                            grant_function_discovery(&admin, namespace, &write_ns).await;
+                        }
+                    }
                 }
                 let token = service_account_token(&admin, &write_ns, "upstream-discovery").await;
                 let kubeconfig = dir.path().join("kubeconfig");
@@ -286,10 +334,14 @@ pub fn kubeconfig_via(server: &str, token: &str) -> String {
 async fn grant_rights(admin: &Client, write_ns: &str, rights: Rights) -> String {
     let account: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "upstream-discovery"}})).expect("sa");
-    Api::<ServiceAccount>::namespaced(admin.clone(), write_ns)
+    match Api::<ServiceAccount>::namespaced(admin.clone(), write_ns)
         .create(&PostParams::default(), &account)
         .await
-        .expect("create service account");
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(response)) if response.code == 409 => {}
+        Err(error) => panic!("create service account: {error}"),
+    }
     let subject =
         json!([{"kind": "ServiceAccount", "name": "upstream-discovery", "namespace": write_ns}]);
     let upstream_rule = json!({"apiGroups": ["gloo.solo.io"], "resources": ["upstreams"],
@@ -360,7 +412,10 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let object: K = serde_json::from_value(object).expect("valid object");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create RBAC object");
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        // Fixed namespaces (see `fixed_namespaces`) may hold it from an earlier run.
+        Err(kube::Error::Api(response)) if response.code == 409 => {}
+        Err(error) => panic!("create RBAC object: {error}"),
+    }
 }
