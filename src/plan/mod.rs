@@ -185,11 +185,11 @@ pub struct Plan {
 /// Who holds an Upstream name, as far as the cache knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameHolder {
-    /// Nobody, or an Upstream discovered from the Service being planned.
+    /// Nobody: the Service being planned may take it (create, or update in place).
     Free,
     /// An object without our ownership label: never touched.
     Foreign,
-    /// An owned Upstream discovered from this Service.
+    /// This Service holds the name (see the `NameClaims` of the cache for the rule).
     Service(ServiceKey),
 }
 
@@ -263,7 +263,7 @@ pub enum UpdateReason {
 }
 
 /// Plans the writes for Service `service`. `desired` are the Upstreams translate produced for it,
-/// `observed` the owned Upstreams discovered from it, `claims` says who holds each name.
+/// `observed` the owned Upstreams at the names it holds, `claims` says who holds each name.
 /// `may_delete` stays false until the first full list of Services has completed: before that,
 /// a missing Service may just not have been seen yet.
 pub fn plan(
