@@ -112,6 +112,7 @@ async fn run_case(env: Arc<TestEnv>, case: Case, crd: Crd) {
         );
         let log = || log_tail(daemon.as_ref());
         let written = make_changes(&admin, step).await;
+        let changed_at = std::time::Instant::now();
         let deadline = step.deadline_seconds.map_or(DEADLINE, Duration::from_secs);
         // Events first, then the Upstreams, in each poll: a step whose Upstreams are right from
         // the start (an object left alone) is checked after the daemon has said it saw it.
@@ -144,6 +145,13 @@ async fn run_case(env: Arc<TestEnv>, case: Case, crd: Crd) {
             ))
         })
         .await;
+        // How fast each step converged, for the README's figures (polled every 250 ms).
+        eprintln!(
+            "conformance {} step {}: converged {:?} after its changes",
+            case.name,
+            index + 1,
+            changed_at.elapsed()
+        );
         let now: Seen = found
             .iter()
             .map(|u| {
