@@ -9,6 +9,7 @@
 mod compact;
 pub mod state;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -57,8 +58,9 @@ pub struct Engine {
     queue: WorkQueue<Job, Outcomes>,
     /// Warnings already recorded as Events, per Service, so a resync does not repeat them.
     reported_warnings: ReportOnce<ServiceKey, Vec<String>>,
-    /// Names held by someone else, already reported.
-    reported_blocked: ReportOnce<UpstreamKey, Blocked>,
+    /// Names held by someone else, already reported, per Service that wants them, so that they
+    /// go with the Service.
+    reported_blocked: ReportOnce<ServiceKey, BTreeMap<UpstreamKey, Blocked>>,
     was_synced: bool,
 }
 
@@ -183,6 +185,9 @@ impl Engine {
                 Job::Orphan(name) => self.plan_collection(name),
             };
             if actions.is_empty() {
+                // Nothing to do is done: a job that had failed and whose Service went (or got
+                // right by itself) must not keep its retry count.
+                self.queue.succeeded(&job);
                 continue;
             }
             let applier = self.applier.clone();
@@ -214,16 +219,12 @@ impl Engine {
             &self.state,
             self.state.synced(),
         );
-        for upstream in &translation.upstreams {
-            if let Some(name) = UpstreamKey::of(&upstream.metadata) {
-                if !plan.blocked.iter().any(|blocked| blocked.name == name) {
-                    self.reported_blocked.update(&name, None);
-                }
-            }
-        }
-        for blocked in plan.blocked {
-            self.report_blocked(key, uid.clone(), blocked);
-        }
+        let blocked = plan
+            .blocked
+            .into_iter()
+            .map(|blocked| (blocked.name.clone(), blocked))
+            .collect();
+        self.report_blocked(key, uid, blocked);
         for action in &plan.actions {
             if let Action::Update {
                 desired, reason, ..
@@ -279,21 +280,31 @@ impl Engine {
         }
     }
 
-    fn report_blocked(&mut self, key: &ServiceKey, uid: Option<String>, blocked: Blocked) {
-        let name = blocked.name.clone();
-        if !matches!(
-            self.reported_blocked.update(&name, Some(blocked.clone())),
-            Change::Raised { previous: None }
-        ) {
+    /// Records the names `key` wants and cannot have (all of them: an empty set clears the
+    /// Service's entry); each newly blocked name gets one Warning Event and one count.
+    fn report_blocked(
+        &mut self,
+        key: &ServiceKey,
+        uid: Option<String>,
+        blocked: BTreeMap<UpstreamKey, Blocked>,
+    ) {
+        let current = (!blocked.is_empty()).then(|| blocked.clone());
+        let Change::Raised { previous } = self.reported_blocked.update(key, current) else {
             return;
+        };
+        let previous = previous.unwrap_or_default();
+        for (name, blocked) in blocked {
+            if previous.get(&name) == Some(&blocked) {
+                continue;
+            }
+            self.metrics.skipped(blocked.skip_reason());
+            self.events.record(ObjectEvent {
+                regarding: Regarding::service(key, uid.clone()),
+                warning: true,
+                reason: blocked.event_reason(),
+                note: blocked.note(),
+            });
         }
-        self.metrics.skipped(blocked.skip_reason());
-        self.events.record(ObjectEvent {
-            regarding: Regarding::service(key, uid),
-            warning: true,
-            reason: blocked.event_reason(),
-            note: blocked.note(),
-        });
     }
 
     fn on_finished(&mut self, finished: Finished<Job, Outcomes>) {
@@ -346,10 +357,10 @@ impl Engine {
                             .state
                             .service_in_scope(key)
                             .and_then(|service: Service| service.metadata.uid);
-                        let blocked = Blocked {
-                            name,
-                            by: plan::BlockedBy::NotOwned,
-                        };
+                        let mut blocked =
+                            self.reported_blocked.get(key).cloned().unwrap_or_default();
+                        let by = plan::BlockedBy::NotOwned;
+                        blocked.insert(name.clone(), Blocked { name, by });
                         self.report_blocked(key, uid, blocked);
                     }
                 }
@@ -398,8 +409,12 @@ mod tests {
 
     /// An engine whose client points nowhere: nothing here is sent.
     fn engine() -> Engine {
+        engine_leading(false)
+    }
+
+    fn engine_leading(is_leader: bool) -> Engine {
         let (_, applier) = crate::apply::offline();
-        let (_, leader) = watch::channel(false);
+        let (_, leader) = watch::channel(is_leader);
         Engine::new(
             EngineConfig {
                 translate: TranslateSettings::new("gloo-system"),
@@ -444,5 +459,85 @@ mod tests {
             Some((key, changed_at)),
             "the original change time"
         );
+    }
+
+    impl Engine {
+        /// Entries of every per-object map the loop and its cache keep.
+        fn bookkeeping(&self) -> usize {
+            self.state.entries()
+                + self.queue.tracked()
+                + self.reported_warnings.len()
+                + self.reported_blocked.len()
+        }
+
+        /// Plans and runs (dry run) everything pending, as the loop would.
+        async fn settle(&mut self) {
+            loop {
+                self.dispatch();
+                if self.queue.pending() == 0 {
+                    return;
+                }
+                if let crate::reconcile::QueueEvent::Finished(finished) = self.queue.next().await {
+                    self.on_finished(finished);
+                }
+            }
+        }
+    }
+
+    fn service(name: &str, annotations: serde_json::Value) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"), "annotations": annotations},
+            "spec": {"ports": [{"name": "http", "port": 80}], "selector": {"app": name}},
+        }))
+        .expect("service")
+    }
+
+    #[tokio::test]
+    async fn churn_leaves_no_bookkeeping_behind() {
+        use kube::runtime::watcher::Event;
+        let mut engine = engine_leading(true);
+        for input in [
+            ServiceInput::Service(Scope::All, Event::Init),
+            ServiceInput::Service(Scope::All, Event::InitDone),
+            ServiceInput::Upstream(Scope::All, Event::Init),
+            ServiceInput::Upstream(Scope::All, Event::InitDone),
+        ] {
+            engine.on_input(input);
+        }
+        // Someone else's object holds one name, so one Service of each round is blocked.
+        let foreign: crate::crd::Upstream = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-s0-80", "namespace": "gloo-system", "uid": "f", "resourceVersion": "1"},
+            "spec": {"static": {"hosts": [{"addr": "10.0.0.1", "port": 80}]}},
+        }))
+        .expect("upstream");
+        engine.on_input(ServiceInput::Upstream(Scope::All, Event::Apply(foreign)));
+        engine.settle().await;
+        let before = engine.bookkeeping();
+
+        for round in 0..20 {
+            let services: Vec<Service> = (0..50)
+                .map(|i| {
+                    // Every fifth one has an annotation that gives a warning.
+                    let annotations = match i % 5 {
+                        0 => serde_json::json!({"gloo.solo.io/upstream_config": "{not json"}),
+                        _ => serde_json::json!({}),
+                    };
+                    service(&format!("s{i}"), annotations)
+                })
+                .collect();
+            for service in &services {
+                engine.on_input(ServiceInput::Service(
+                    Scope::All,
+                    Event::Apply(service.clone()),
+                ));
+            }
+            engine.settle().await;
+            assert!(engine.reported_blocked.len() == 1 && engine.reported_warnings.len() == 10);
+            for service in services {
+                engine.on_input(ServiceInput::Service(Scope::All, Event::Delete(service)));
+            }
+            engine.settle().await;
+            assert_eq!(engine.bookkeeping(), before, "after round {round}");
+        }
     }
 }

@@ -100,6 +100,17 @@ impl State {
         self.upstreams.len()
     }
 
+    /// Entries of every map the cache keeps, for tests of bounded memory.
+    #[cfg(test)]
+    pub fn entries(&self) -> usize {
+        self.services.len()
+            + self.upstreams.len()
+            + self.foreign.len()
+            + self.names_of.len()
+            + self.mappers.len()
+            + self.namespaces.len()
+    }
+
     /// Every job a full pass must look at: each known Service, and each unclaimed Upstream.
     pub fn all_jobs(&self) -> BTreeSet<Job> {
         let services = self.services.keys().cloned().map(Job::Service);
