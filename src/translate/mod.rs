@@ -501,4 +501,151 @@ mod tests {
         );
         assert_eq!(result.warnings.len(), 1);
     }
+
+    #[test]
+    fn a_config_nested_ten_thousand_deep_is_refused_with_a_warning() {
+        // A recursive parser with no bound would overflow the stack here; serde_json stops at
+        // 128 levels, which is far deeper than any field of Gloo's Upstream.
+        let deep = format!(
+            "{{\"static\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let service = annotate(
+            service("shop", "web", &[("http", 80)]),
+            &[("gloo.solo.io/upstream_config", deep.as_str())],
+        );
+        let translated = translate_service(&service, &TranslateSettings::new("gloo-system"));
+        assert_eq!(
+            translated.upstreams.len(),
+            1,
+            "the Upstream is still discovered"
+        );
+        let [warning] = translated.warnings.as_slice() else {
+            panic!("one warning: {:?}", translated.warnings);
+        };
+        assert!(
+            matches!(warning, TranslateWarning::UpstreamConfigNotJson { reason, .. } if reason.contains("recursion limit")),
+            "{warning}"
+        );
+        assert!(translated.upstreams[0].spec.other.get("static").is_none());
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Field names of Gloo's Upstream mixed with unknown ones, so that both the merge and
+        /// the rejection paths are exercised.
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "static",
+                    "hosts",
+                    "addr",
+                    "port",
+                    "kube",
+                    "selector",
+                    "serviceName",
+                    "sslConfig",
+                    "secretRef",
+                    "name",
+                    "sni",
+                    "useHttp2",
+                    "healthChecks",
+                    "timeout",
+                    "circuitBreakers",
+                    "maxConnections",
+                    "ai",
+                    "metadata",
+                    "discoveryMetadata",
+                    "connection_config",
+                    "use_http2",
+                ])
+                .prop_map(str::to_string),
+                "[a-zA-Z_]{1,6}",
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                ".{0,8}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(6, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map(key(), inner, 0..5)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// The annotations translation reads, with arbitrary values (JSON or not).
+        fn annotations() -> impl Strategy<Value = Vec<(String, String)>> {
+            let name = prop::sample::select(vec![
+                "gloo.solo.io/h2_service",
+                "gloo.solo.io/sslService.secret",
+                "gloo.solo.io/sslService.tlsCert",
+                "gloo.solo.io/sslService.tlsKey",
+                "gloo.solo.io/sslService.rootCa",
+                "gloo.solo.io/sslService.oneWayTls",
+                "gloo.solo.io/upstream_config",
+                "gloo.solo.io/upstream_config.deep_merge",
+                "team",
+            ]);
+            let value = prop_oneof![
+                json().prop_map(|v| v.to_string()),
+                ".{0,12}",
+                "(80|443|x)?:?(true|false|1|T|no|secret)?",
+                Just("true".to_string()),
+            ];
+            prop::collection::vec((name.prop_map(str::to_string), value), 0..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the annotations, names and ports: no panic, one Upstream per port, and
+            /// a name of at most 63 bytes from an ASCII one.
+            #[test]
+            fn translation_never_panics(
+                pairs in annotations(),
+                global in annotations(),
+                ports in prop::collection::vec((".{0,10}", any::<i32>(), prop::option::of(".{0,10}")), 0..4),
+                namespace in "[a-z0-9.-]{1,70}",
+                name in ".{1,70}",
+            ) {
+                let mut service = service(&namespace, &name, &[]);
+                let spec = service.spec.get_or_insert_with(Default::default);
+                spec.ports = Some(ports.iter().map(|(port_name, port, app_protocol)| ServicePort {
+                    name: Some(port_name.clone()),
+                    port: *port,
+                    app_protocol: app_protocol.clone(),
+                    ..Default::default()
+                }).collect());
+                service.metadata.annotations = Some(pairs.into_iter().collect());
+                let settings = TranslateSettings {
+                    write_namespace: WriteNamespace::Fixed("gloo-system".into()),
+                    global_annotations: global.into_iter().collect(),
+                };
+                let translated = translate_service(&service, &settings);
+                prop_assert_eq!(translated.upstreams.len(), ports.len());
+                for upstream in &translated.upstreams {
+                    let upstream_name = upstream.metadata.name.as_deref().unwrap_or_default();
+                    // Gloo lower-cases after cutting to 63 bytes, which can lengthen a name
+                    // with some non-ASCII letters; Kubernetes names are ASCII.
+                    if name.is_ascii() {
+                        prop_assert!(upstream_name.len() <= 63, "{}", upstream_name);
+                    }
+                    prop_assert!(serde_json::to_value(upstream).is_ok());
+                }
+            }
+        }
+    }
 }
