@@ -118,7 +118,7 @@ pub async fn run(args: RunArgs) -> Result<(), DaemonError> {
     let events = if args.dry_run {
         EventSink::log_only()
     } else {
-        EventSink::start(client.clone(), identity.clone())
+        EventSink::start(client.clone(), identity.clone(), metrics.clone())
     };
     let engine_config = EngineConfig {
         translate: settings,

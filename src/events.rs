@@ -7,7 +7,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use tokio::sync::mpsc;
 
-use crate::model::{EventReason, ServiceKey, UpstreamKey};
+use crate::apply::status_code;
+use crate::metrics::Metrics;
+use crate::model::{ErrorKind, EventReason, ServiceKey, UpstreamKey};
 
 /// The object an Event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +71,7 @@ impl EventSink {
     }
 
     /// Starts the publishing task.
-    pub fn start(client: Client, instance: String) -> Self {
+    pub fn start(client: Client, instance: String, metrics: Metrics) -> Self {
         let (sender, mut receiver) = mpsc::channel::<ObjectEvent>(1024);
         let reporter = Reporter {
             controller: "upstream-discovery".into(),
@@ -77,6 +79,7 @@ impl EventSink {
         };
         let recorder = Recorder::new(client, reporter);
         tokio::spawn(async move {
+            let mut refusals = Refusals::default();
             while let Some(event) = receiver.recv().await {
                 let regarding = &event.regarding;
                 let reference = ObjectReference {
@@ -98,8 +101,17 @@ impl EventSink {
                     action: "Discover".into(),
                     secondary: None,
                 };
-                if let Err(error) = recorder.publish(&published, &reference).await {
-                    tracing::warn!(regarding = %event.regarding, reason = event.reason.as_str(), %error, "cannot record a Kubernetes Event");
+                match recorder.publish(&published, &reference).await {
+                    Ok(()) => refusals.published(),
+                    Err(error) if status_code(&error) == Some(403) => {
+                        metrics.error(ErrorKind::EventForbidden);
+                        if refusals.forbidden() {
+                            tracing::warn!(%error, "Kubernetes Events are forbidden to this ServiceAccount (as with Gloo's chart): they are only logged from now on, counted as errors_total{{kind=\"event_forbidden\"}}; discovery goes on");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(regarding = %event.regarding, reason = event.reason.as_str(), %error, "cannot record a Kubernetes Event");
+                    }
                 }
             }
         });
@@ -124,9 +136,52 @@ impl EventSink {
     }
 }
 
+/// Whether a refused Event is worth a log line: the first refusal says it once, not once per
+/// Event (Gloo's chart grants no Events, so every Event is refused); once an Event goes through
+/// again (the right was granted), a later refusal is news again.
+#[derive(Debug, Default)]
+struct Refusals {
+    forbidden_reported: bool,
+}
+
+impl Refusals {
+    /// An Event was refused with 403; true when that should be logged.
+    fn forbidden(&mut self) -> bool {
+        !std::mem::replace(&mut self.forbidden_reported, true)
+    }
+
+    fn published(&mut self) {
+        self.forbidden_reported = false;
+    }
+}
+
 fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forbidden_event_is_logged_once_until_one_goes_through() {
+        let mut refusals = Refusals::default();
+        assert!(refusals.forbidden(), "the first refusal is logged");
+        assert!(!refusals.forbidden(), "not every Event");
+        assert!(!refusals.forbidden());
+        refusals.published();
+        assert!(
+            refusals.forbidden(),
+            "refused again after the right came back"
+        );
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character() {
+        assert_eq!(truncate("ééé", 2), "éé…");
+        assert_eq!(truncate("abc", 3), "abc");
     }
 }

@@ -87,6 +87,9 @@ named_enum!(
         LambdaInvalidUpstream => "lambda_invalid_upstream",
         /// A sweep or write task of function discovery ended abnormally; its work is retried.
         LambdaTaskFailed => "lambda_task_failed",
+        /// The API server refused an Event (403: Gloo's chart grants no Events); it is in the
+        /// log, and discovery goes on.
+        EventForbidden => "event_forbidden",
     }
 );
 

@@ -811,3 +811,62 @@ pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
     daemon.terminate(EXIT_LIMIT);
     scenario.cleanup().await;
 }
+
+/// Gloo's chart grants no Events (DESIGN §2): with that right taken away, refused Events give
+/// one warning line (not one per Event) and `errors_total{kind="event_forbidden"}`, and
+/// discovery goes on.
+pub async fn refused_events_are_counted_logged_once_and_discovery_goes_on(env: Arc<TestEnv>) {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+
+    let scenario = Scenario::builder(env, "noevents").build().await;
+    let (admin, ns, write) = (
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
+    );
+    // The scenario's ClusterRole, without its rule on Events.
+    let roles = Api::<ClusterRole>::all(admin.clone());
+    let name = format!("e2e-{write}");
+    let mut role = roles.get(&name).await.expect("the scenario's ClusterRole");
+    let rules = role.rules.get_or_insert_with(Vec::new);
+    let before = rules.len();
+    rules.retain(|rule| !rule.resources.iter().flatten().any(|r| r == "events"));
+    assert_eq!(rules.len(), before - 1, "one rule on Events removed");
+    role.metadata.managed_fields = None;
+    roles
+        .replace(&name, &PostParams::default(), &role)
+        .await
+        .expect("replace the ClusterRole");
+
+    let daemon = scenario.daemon().ready().await;
+    let bad = json!({"metadata": {"annotations": {"gloo.solo.io/upstream_config": "{not json"}}});
+    for name in ["one", "two", "three"] {
+        create_service(admin, &ns, &service(name, &[("http", 80)], bad.clone())).await;
+    }
+    let expected: Vec<serde_json::Value> = ["one", "three", "two"]
+        .iter()
+        .map(|name| {
+            annotated(
+                plain(&ns, name, 80),
+                json!({"gloo.solo.io/upstream_config": "{not json"}),
+            )
+        })
+        .collect();
+    wait_for_exact_upstreams(admin, &write, &expected).await;
+    wait_for("three refused Events counted", || async {
+        let refused = daemon
+            .metric_sum("upstream_discovery_errors_total{kind=\"event_forbidden\"}")
+            .await;
+        (refused >= 3.0).then_some(())
+    })
+    .await;
+    let logs = daemon.logs();
+    assert_eq!(
+        logs.matches("Kubernetes Events are forbidden").count(),
+        1,
+        "one warning line, not one per Event"
+    );
+    assert!(!logs.contains("cannot record a Kubernetes Event"));
+    daemon.terminate(EXIT_LIMIT);
+    scenario.cleanup().await;
+}

@@ -81,6 +81,7 @@ fn main() {
         discovery::readyz_waits_for_the_first_sync,
         discovery::dry_run_writes_nothing,
         discovery::a_bad_annotation_gives_an_event_and_a_metric_and_loses_nothing,
+        discovery::refused_events_are_counted_logged_once_and_discovery_goes_on,
         discovery::switching_to_service_mode_moves_the_upstreams,
         discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
         discovery::a_namespace_selector_scopes_discovery,
