@@ -57,9 +57,12 @@ impl FieldPath {
 
     /// Whether the path lies in a part of the object the daemon manages.
     pub fn is_managed(&self) -> bool {
-        MANAGED_ROOTS
-            .iter()
-            .any(|root| root.len() <= self.0.len() && root.iter().zip(&self.0).all(|(a, b)| a == b))
+        MANAGED_ROOTS.iter().any(|root| self.is_under(root))
+    }
+
+    /// Whether the path is `root` or lies below it.
+    pub fn is_under(&self, root: &[&str]) -> bool {
+        root.len() <= self.0.len() && root.iter().zip(&self.0).all(|(a, b)| a == b)
     }
 }
 
@@ -1141,9 +1144,8 @@ mod tests {
     }
 
     fn in_mirrored_map(path: &FieldPath) -> bool {
-        let keys = path.keys();
-        keys.starts_with(&["spec".into(), "kube".into(), "selector".into()])
-            || keys.starts_with(&["spec".into(), "discoveryMetadata".into(), "labels".into()])
+        path.is_under(&["spec", "kube", "selector"])
+            || path.is_under(&["spec", "discoveryMetadata", "labels"])
     }
 
     #[test]

@@ -51,9 +51,7 @@ pub fn stale_fields(desired: &Value, observed: &ObservedUpstream) -> Vec<FieldPa
         }
     }
     for path in &observed.discovery_fields {
-        let removable = REMOVABLE_ROOTS.iter().any(|root| {
-            root.len() <= path.0.len() && root.iter().zip(&path.0).all(|(a, b)| a == b)
-        });
+        let removable = REMOVABLE_ROOTS.iter().any(|root| path.is_under(root));
         let keys = || path.0.iter().map(String::as_str);
         if removable
             && lookup(desired, keys()).is_none()
