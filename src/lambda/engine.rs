@@ -182,9 +182,13 @@ impl LambdaEngine {
                 self.state.on_namespace(*event);
                 Vec::new()
             }
-            LambdaInput::WatchError(resource, message) => {
-                self.metrics.watch_restarted(resource);
-                tracing::warn!(resource = resource.as_str(), error = %message, "function discovery: watch failed; retrying with backoff");
+            LambdaInput::WatchError(failure) => {
+                self.metrics.watch_restarted(failure.resource);
+                if failure.repeated {
+                    tracing::debug!(resource = failure.resource.as_str(), error = %failure.message, "function discovery: watch still failing; retrying with backoff");
+                } else {
+                    tracing::warn!(resource = failure.resource.as_str(), error = %failure.message, "function discovery: watch failed; retrying with backoff");
+                }
                 Vec::new()
             }
         };

@@ -140,9 +140,13 @@ impl Engine {
             ServiceInput::Service(scope, event) => self.state.on_service_event(&scope, event),
             ServiceInput::Upstream(scope, event) => self.state.on_upstream_event(&scope, event),
             ServiceInput::Namespace(event) => self.state.on_namespace_event(event),
-            ServiceInput::WatchError(resource, error) => {
-                tracing::warn!(resource = resource.as_str(), %error, "watch failed; it restarts with backoff");
-                self.metrics.watch_restarted(resource);
+            ServiceInput::WatchError(failure) => {
+                if failure.repeated {
+                    tracing::debug!(resource = failure.resource.as_str(), error = %failure.message, "watch still failing; it restarts with backoff");
+                } else {
+                    tracing::warn!(resource = failure.resource.as_str(), error = %failure.message, "watch failed; it restarts with backoff (nothing is deleted meanwhile)");
+                }
+                self.metrics.watch_restarted(failure.resource);
                 Vec::new()
             }
         };

@@ -32,7 +32,7 @@ pub enum ServiceInput {
     Upstream(Scope, watcher::Event<Upstream>),
     /// Only with a namespace selector.
     Namespace(watcher::Event<Namespace>),
-    WatchError(WatchResource, String),
+    WatchError(WatchFailure),
 }
 
 /// What function discovery's streams deliver.
@@ -41,7 +41,18 @@ pub enum LambdaInput {
     Upstream(Scope, Box<watcher::Event<Upstream>>),
     /// Labels only: the opt-out label is all function discovery reads of a namespace.
     Namespace(Box<watcher::Event<PartialObjectMeta<Namespace>>>),
-    WatchError(WatchResource, String),
+    WatchError(WatchFailure),
+}
+
+/// A failed list or watch; the stream retries it with backoff.
+#[derive(Debug)]
+pub struct WatchFailure {
+    pub resource: WatchResource,
+    pub message: String,
+    /// The same failure as the stream's last one, with no success in between: a right that
+    /// stays refused (403) or a server that stays away is worth one warning line, not one per
+    /// retry.
+    pub repeated: bool,
 }
 
 /// Services in their scopes (server-side filtered by `service_selector`), every Upstream in the
@@ -119,18 +130,35 @@ fn watch<K, I>(
     config: watcher::Config,
     resource: WatchResource,
     event: impl Fn(watcher::Event<K>) -> I + Send + 'static,
-    error: fn(WatchResource, String) -> I,
+    error: fn(WatchFailure) -> I,
 ) -> BoxStream<'static, I>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
     I: Send + 'static,
 {
+    let mut last_failure: Option<String> = None;
     watcher(api, config)
         .default_backoff()
         .map(move |item| match item {
-            Ok(item) => event(item),
-            Err(failure) => error(resource, failure.to_string()),
+            Ok(item) => {
+                // Each retry starts with `Init` before its list is even sent: only what a
+                // list or watch answered counts as success.
+                if !matches!(item, watcher::Event::Init) {
+                    last_failure = None;
+                }
+                event(item)
+            }
+            Err(failure) => {
+                let message = failure.to_string();
+                let repeated = last_failure.as_deref() == Some(message.as_str());
+                last_failure = Some(message.clone());
+                error(WatchFailure {
+                    resource,
+                    message,
+                    repeated,
+                })
+            }
         })
         .boxed()
 }

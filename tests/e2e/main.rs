@@ -19,6 +19,7 @@ mod fault_proxy;
 mod faults;
 mod lambda;
 mod proxy_server;
+mod rights;
 mod scenario;
 mod support;
 mod test_env;
@@ -85,6 +86,7 @@ fn main() {
         discovery::switching_to_service_mode_moves_the_upstreams,
         discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
         discovery::a_namespace_selector_scopes_discovery,
+        rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
         faults::server_errors_are_retried_with_backoff_without_holding_up_others,

@@ -1,0 +1,114 @@
+//! Rights taken away while the daemon runs (issue 12: "any other refused right ... is reported
+//! the same way and never costs a deletion"): a refused list gives one warning line and a
+//! metric, nothing is deleted meanwhile, and discovery recovers on its own once the right is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::scenario::Scenario;
+use crate::support::{kube_upstream, wait_for, wait_for_exact_upstreams};
+use crate::test_env::TestEnv;
+
+const EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+async fn create_service(admin: &Client, namespace: &str, name: &str) {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
+    }))
+    .expect("service");
+    Api::<Service>::namespaced(admin.clone(), namespace)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create service");
+}
+
+/// Replaces the scenario's ClusterRole with its rules, minus (or plus) the rule on Services.
+async fn set_service_rights(admin: &Client, role_name: &str, granted: bool) {
+    let roles = Api::<ClusterRole>::all(admin.clone());
+    let mut role = roles
+        .get(role_name)
+        .await
+        .expect("the scenario's ClusterRole");
+    let rules = role.rules.get_or_insert_with(Vec::new);
+    for rule in rules.iter_mut() {
+        let resources = rule.resources.get_or_insert_with(Vec::new);
+        resources.retain(|resource| resource != "services");
+        if granted && resources.iter().any(|resource| resource == "namespaces") {
+            resources.push("services".to_string());
+        }
+    }
+    role.metadata.managed_fields = None;
+    roles
+        .replace(role_name, &PostParams::default(), &role)
+        .await
+        .expect("replace the ClusterRole");
+}
+
+pub async fn a_refused_service_list_is_reported_once_deletes_nothing_and_recovers(
+    env: Arc<TestEnv>,
+) {
+    let scenario = Scenario::builder(env, "norights").build().await;
+    let (admin, ns, write) = (
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
+    );
+    let role_name = format!("e2e-{write}");
+    for name in ["one", "two"] {
+        create_service(admin, &ns, name).await;
+    }
+    let both = vec![kube_upstream(&ns, "one", 80), kube_upstream(&ns, "two", 80)];
+    let first = scenario.daemon().ready().await;
+    wait_for_exact_upstreams(admin, &write, &both).await;
+    first.terminate(EXIT_LIMIT);
+
+    // The right goes; so does Service `two`. A daemon that took the refused list for an empty
+    // one would now delete both Upstreams, and one that could list would delete `two`'s.
+    set_service_rights(admin, &role_name, false).await;
+    Api::<Service>::namespaced(admin.clone(), &ns)
+        .delete("two", &DeleteParams::default())
+        .await
+        .expect("delete service two");
+    let daemon = scenario.daemon().start();
+    wait_for("the metrics endpoint", || async {
+        daemon.get("/metrics").await.map(|_| ())
+    })
+    .await;
+    // Services are watched in two namespaces (the scenario's and the write namespace, which
+    // Gloo adds): two streams, each refused again and again.
+    wait_for("six refused lists of Services counted", || async {
+        let restarts = daemon
+            .metric_sum("upstream_discovery_watch_restarts_total{resource=\"services\"}")
+            .await;
+        (restarts >= 6.0).then_some(())
+    })
+    .await;
+    let logs = daemon.logs();
+    let warnings = logs
+        .lines()
+        .filter(|line| line.contains("\"WARN\"") && line.contains("watch failed"))
+        .filter(|line| line.contains("services"))
+        .count();
+    assert_eq!(
+        warnings, 2,
+        "one warning line per stream while its list stays refused:\n{logs}"
+    );
+    assert!(logs.contains("forbidden"), "the line says why:\n{logs}");
+    let (status, _) = daemon.get("/readyz").await.expect("/readyz answers");
+    assert_eq!(status, 503, "not ready without the Service cache");
+    wait_for_exact_upstreams(admin, &write, &both).await;
+
+    // The right comes back: the daemon lists on its own and collects `two`'s Upstream.
+    set_service_rights(admin, &role_name, true).await;
+    wait_for_exact_upstreams(admin, &write, &[kube_upstream(&ns, "one", 80)]).await;
+    daemon.wait_ready().await;
+    daemon.terminate(EXIT_LIMIT);
+    scenario.cleanup().await;
+}
