@@ -336,6 +336,10 @@ impl LambdaEngine {
                 let decisions = self.state.on_written(&key, &upstream);
                 self.carry_out(decisions);
             }
+            Outcome::Fenced => {
+                tracing::debug!(upstream = %key, "not written: leadership lapsed");
+                self.writes.retry(key, changed_at, None);
+            }
             Outcome::DryRun => {
                 self.metrics
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Skipped);
@@ -450,7 +454,7 @@ mod tests {
             applier,
             metrics,
             EventSink::log_only(),
-            LeaderGate::new(leader),
+            LeaderGate::new(leader, crate::reconcile::Fence::always()),
         )
     }
 

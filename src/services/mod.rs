@@ -378,6 +378,12 @@ impl Engine {
                     retry_after.get_or_insert(None);
                 }
                 Outcome::DryRun => {}
+                Outcome::Fenced => {
+                    // Not an error: whoever leads now writes it (this replica re-plans all
+                    // when it leads again).
+                    tracing::debug!(%job, "not written: leadership lapsed");
+                    retry_after.get_or_insert(None);
+                }
                 Outcome::Failed {
                     op,
                     kind,
@@ -435,7 +441,7 @@ mod tests {
             Metrics::new().expect("metrics"),
             EventSink::log_only(),
             Health::new(),
-            LeaderGate::new(leader),
+            LeaderGate::new(leader, crate::reconcile::Fence::always()),
         )
     }
 

@@ -190,6 +190,15 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// SIGKILL: the process dies without releasing anything.
     pub fn kill(mut self) {
         let _ = self.child.kill();

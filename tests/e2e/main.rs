@@ -18,6 +18,7 @@ mod env_selftest;
 mod fault_proxy;
 mod faults;
 mod lambda;
+mod leadership;
 mod proxy_server;
 mod rights;
 mod scenario;
@@ -86,6 +87,8 @@ fn main() {
         discovery::switching_to_service_mode_moves_the_upstreams,
         discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
         discovery::a_namespace_selector_scopes_discovery,
+        leadership::a_leader_cut_off_from_its_lease_stops_writing_before_another_takes_over,
+        leadership::a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking,
         rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
