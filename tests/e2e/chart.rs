@@ -183,6 +183,10 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     ]);
     for object in [
         format!("deployment.apps/{}", release.fullname),
+        format!(
+            "role.rbac.authorization.k8s.io/{}-settings",
+            release.fullname
+        ),
         format!("serviceaccount/{}", release.fullname),
         format!("service/{}-metrics", release.fullname),
         format!(
@@ -220,7 +224,17 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     for verb in UPSTREAM_VERBS {
         allowed.push((verb, "upstreams.gloo.solo.io", ns));
     }
+    // Gloo's Settings: read in the release namespace only, never written.
+    for verb in ["get", "list", "watch"] {
+        allowed.push((verb, "settings.gloo.solo.io", ns));
+    }
     let mut refused = vec![
+        ("get", "settings.gloo.solo.io", elsewhere),
+        ("list", "settings.gloo.solo.io", None),
+        ("create", "settings.gloo.solo.io", ns),
+        ("update", "settings.gloo.solo.io", ns),
+        ("patch", "settings.gloo.solo.io", ns),
+        ("delete", "settings.gloo.solo.io", ns),
         ("create", "secrets", ns),
         ("update", "secrets", elsewhere),
         ("delete", "secrets", elsewhere),
