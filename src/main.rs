@@ -3,9 +3,9 @@
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use upstream_discovery::config::{LogFormat, RenderArgs, RunArgs};
+use upstream_discovery::config::{GivenFlags, LogFormat, RenderArgs, RunArgs};
 use upstream_discovery::{crd, daemon, render};
 
 /// Exit code for input that cannot be used (bad YAML, a bad field, an unreadable file).
@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the discovery daemon.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Translate Services from YAML into the Upstreams the daemon would write, offline.
     Render(RenderArgs),
     /// Print the Upstream CustomResourceDefinition as YAML.
@@ -35,8 +35,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Run(args) => run_daemon(args),
+    let (cli, given) = parse_command_line();
+    match cli.command {
+        Command::Run(mut args) => {
+            args.given = given;
+            run_daemon(args)
+        }
         Command::Render(args) => run_render(&args),
         Command::Crd => match crd::definition_yaml() {
             Ok(yaml) => print_out(&yaml),
@@ -52,8 +56,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_daemon(args: RunArgs) -> ExitCode {
-    init_logging(&args.log_level, args.log_format);
+/// The command line, and which `run` flags it gave. No arguments at all is `run`: Gloo's chart
+/// starts its discovery image with neither command nor arguments.
+fn parse_command_line() -> (Cli, GivenFlags) {
+    let mut words: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if words.len() <= 1 {
+        words.push("run".into());
+    }
+    let matches = Cli::command().get_matches_from(words);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let given = matches
+        .subcommand_matches("run")
+        .map(GivenFlags::from_matches)
+        .unwrap_or_default();
+    (cli, given)
+}
+
+/// Gloo's `LOG_LEVEL` (zap's levels) as a tracing filter, when `--log-level` is not given.
+fn log_level(args: &RunArgs) -> String {
+    let from_gloo = std::env::var("LOG_LEVEL")
+        .ok()
+        .filter(|_| !args.given.contains("log_level"))
+        .map(|level| level.trim().to_ascii_lowercase())
+        .filter(|level| !level.is_empty());
+    match from_gloo.as_deref() {
+        Some("dpanic" | "panic" | "fatal") => "error".to_string(),
+        Some(level) => level.to_string(),
+        None => args.log_level.clone(),
+    }
+}
+
+/// Gloo's `START_STATS_SERVER`: a false value, with no `--metrics-addr` given, serves nothing.
+fn serve_http(args: &RunArgs) -> bool {
+    if args.given.contains("metrics_addr") {
+        return true;
+    }
+    !std::env::var("START_STATS_SERVER").is_ok_and(|value| {
+        matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        )
+    })
+}
+
+fn run_daemon(args: Box<RunArgs>) -> ExitCode {
+    init_logging(&log_level(&args), args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,7 +111,8 @@ fn run_daemon(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(daemon::run(args)) {
+    let serve_http = serve_http(&args);
+    match runtime.block_on(daemon::run(*args, serve_http)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "upstream-discovery stopped on an error");

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::model::{ErrorKind, SkipReason};
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Prefix of every metric of the daemon's own (the process metrics keep their standard names,
@@ -168,6 +168,7 @@ pub struct Metrics {
     lambda_functions: IntGaugeVec,
     build_info: IntGaugeVec,
     errors: IntCounterVec,
+    settings_reloads: IntCounter,
 }
 
 fn register<C>(registry: &Registry, name: &str, collector: C) -> Result<C, MetricsError>
@@ -212,6 +213,12 @@ fn int_gauge_vec(
     let vec = IntGaugeVec::new(Opts::new(full.as_str(), help), labels)
         .map_err(registration_error(&full))?;
     register(registry, &full, vec)
+}
+
+fn int_counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+    let full = format!("{PREFIX}{name}");
+    let counter = IntCounter::new(full.as_str(), help).map_err(registration_error(&full))?;
+    register(registry, &full, counter)
 }
 
 fn int_gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
@@ -305,6 +312,11 @@ impl Metrics {
                 &["version"],
             )?,
             errors: counter_vec(&registry, "errors_total", "Errors by kind.", &["kind"])?,
+            settings_reloads: int_counter(
+                &registry,
+                "settings_reloads_total",
+                "Times a change of Gloo's Settings restarted discovery with a new configuration.",
+            )?,
             registry,
         };
 
@@ -407,6 +419,10 @@ impl Metrics {
         self.is_leader.set(i64::from(leader));
     }
 
+    pub fn settings_reloaded(&self) {
+        self.settings_reloads.inc();
+    }
+
     pub fn error(&self, kind: ErrorKind) {
         if let Some(c) = child(&self.errors, &[kind.as_str()]) {
             c.inc();
@@ -487,6 +503,10 @@ impl Metrics {
 
     pub fn is_leader(&self) -> bool {
         self.is_leader.get() == 1
+    }
+
+    pub fn settings_reloads(&self) -> u64 {
+        self.settings_reloads.get()
     }
 
     pub fn errors(&self, kind: ErrorKind) -> u64 {

@@ -19,18 +19,56 @@ pub struct SelectorError {
 #[derive(Debug, Clone, Default)]
 pub struct LabelSelector {
     selector: Selector,
+    /// More selectors, any of which may match instead (Gloo's `watchNamespaceSelectors`).
+    alternatives: Vec<Selector>,
     source: String,
 }
 
+/// Selectors read from the same text select the same labels; the text is what a change of
+/// configuration compares.
+impl PartialEq for LabelSelector {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for LabelSelector {}
+
 impl LabelSelector {
+    /// Labels match when any of `selectors` matches; none selects everything. Only for
+    /// matching here: the API server's `labelSelector` has no "or", so [`Self::as_str`] is then
+    /// for reading, not for sending.
+    pub fn any_of(selectors: Vec<LabelSelector>) -> Self {
+        let source = selectors
+            .iter()
+            .map(|selector| format!("({})", selector.source))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let mut all = selectors
+            .into_iter()
+            .flat_map(|selector| std::iter::once(selector.selector).chain(selector.alternatives));
+        match all.next() {
+            None => Self::default(),
+            Some(selector) => Self {
+                selector,
+                alternatives: all.collect(),
+                source,
+            },
+        }
+    }
+
     /// True when every Service is selected.
     pub fn selects_all(&self) -> bool {
-        self.selector.selects_all()
+        self.selector.selects_all() || self.alternatives.iter().any(Selector::selects_all)
     }
 
     /// Whether a set of labels matches.
     pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
         self.selector.matches(labels)
+            || self
+                .alternatives
+                .iter()
+                .any(|selector| selector.matches(labels))
     }
 
     /// The selector as the user wrote it, for the API server's `labelSelector` parameter.
@@ -53,6 +91,7 @@ impl FromStr for LabelSelector {
         }
         Ok(Self {
             selector,
+            alternatives: Vec::new(),
             source: input.trim().to_string(),
         })
     }
@@ -178,6 +217,19 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn any_of_matches_when_one_does() {
+        let parse = |text: &str| text.parse::<LabelSelector>().expect("valid");
+        let either = LabelSelector::any_of(vec![parse("team=edge"), parse("tier in (a,b)")]);
+        assert!(either.matches(&labels(&[("team", "edge")])));
+        assert!(either.matches(&labels(&[("tier", "b")])));
+        assert!(!either.matches(&labels(&[("team", "core"), ("tier", "c")])));
+        assert!(!either.selects_all());
+        assert_eq!(either.as_str(), "(team=edge) or (tier in (a,b))");
+        assert!(LabelSelector::any_of(Vec::new()).selects_all());
+        assert!(LabelSelector::any_of(vec![parse("a=b"), parse("")]).selects_all());
     }
 
     #[test]

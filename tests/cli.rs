@@ -336,3 +336,36 @@ fn unparsable_input_is_one_clear_line_and_exit_code_2() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).starts_with("error: cannot read /nonexistent/services.yaml"));
 }
+
+/// Gloo's chart starts its discovery image with neither command nor arguments: that is `run`
+/// (here it gets as far as the missing cluster), not a usage error.
+#[test]
+fn no_arguments_at_all_runs_the_daemon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = binary()
+        .env_clear()
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env("POD_NAMESPACE", "gloo-system")
+        .env("START_STATS_SERVER", "true")
+        .env("LOG_LEVEL", "debug")
+        .output()
+        .expect("the binary runs");
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{errors}");
+    assert!(
+        errors.contains("cannot configure the Kubernetes client"),
+        "{errors}"
+    );
+    assert!(!errors.contains("Usage:"), "{errors}");
+}
+
+#[test]
+fn both_discoveries_off_is_a_start_up_error() {
+    let output = run(&["run", "--uds-enabled=false", "--fds-mode=DISABLED"]);
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{errors}");
+    assert!(
+        errors.contains("Service discovery and function discovery are both off"),
+        "{errors}"
+    );
+}

@@ -90,6 +90,12 @@ named_enum!(
         /// The API server refused an Event (403: Gloo's chart grants no Events); it is in the
         /// log, and discovery goes on.
         EventForbidden => "event_forbidden",
+        /// Gloo's Settings object has a discovery field that cannot be used; the last good
+        /// configuration is kept.
+        BadSettings => "bad_settings",
+        /// Gloo's Settings object cannot be read (forbidden, or an API error); the daemon runs
+        /// on its flags (or the last Settings it read) meanwhile.
+        SettingsUnreadable => "settings_unreadable",
     }
 );
 

@@ -5,6 +5,7 @@
 //! (`secrets`).
 
 mod secrets;
+pub mod settings;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};

@@ -370,6 +370,8 @@ async fn grant_rights(admin: &Client, write_ns: &str, rights: Rights) -> String 
     let mut namespaced_rules = vec![
         json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
         "verbs": ["get", "list", "watch", "create", "update", "patch"]}),
+        // Gloo's Settings, read by default (as the chart grants).
+        json!({"apiGroups": ["gloo.solo.io"], "resources": ["settings"], "verbs": ["get", "list", "watch"]}),
     ];
     if rights == Rights::WriteNamespace {
         namespaced_rules.push(upstream_rule);

@@ -1,5 +1,6 @@
 //! Command-line flags shared by the subcommands, their validation, and what they resolve to:
-//! the translation settings and the [`Scopes`] of the daemon, each worked out once here.
+//! the translation settings and the [`Scopes`] of the daemon. [`settings`] reads Gloo's Settings
+//! object; `layered` puts the two together, flags first.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,6 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+mod layered;
+pub mod settings;
+
+pub use layered::{ConfigError, Discovery, GivenFlags};
 
 pub use crate::lambda::selection::FdsMode;
 use crate::model::Scope;
@@ -166,6 +172,20 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Service discovery (Gloo's `discovery.udsOptions.enabled`); `false` leaves only function
+    /// discovery running.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub uds_enabled: bool,
+
+    /// Read Gloo's `Settings` object in the daemon's namespace and follow its changes; flags
+    /// given on the command line win over it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_settings: bool,
+
+    /// Name of the `Settings` object (Gloo's is `default`).
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub settings_name: String,
+
     #[command(flatten)]
     pub lambda: LambdaArgs,
 
@@ -176,6 +196,10 @@ pub struct RunArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// The flags above that were given on the command line; `main` fills it.
+    #[arg(skip)]
+    pub given: GivenFlags,
 }
 
 impl RunArgs {
@@ -229,8 +253,8 @@ impl RunArgs {
     }
 }
 
-/// Where the daemon watches and writes, resolved once from the flags and the environment.
-#[derive(Debug, Clone)]
+/// Where the daemon watches and writes, resolved from the flags, the environment and Settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scopes {
     pub write_namespace: WriteNamespace,
     /// The daemon's own namespace (`$POD_NAMESPACE`, else the write namespace): its Lease.

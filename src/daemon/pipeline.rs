@@ -1,0 +1,152 @@
+//! One run of the discovery loops for one configuration: started from a [`Discovery`], stopped
+//! as a whole when the configuration changes or the daemon shuts down.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::Applier;
+use crate::config::{Discovery, FdsMode, RunArgs, Scopes};
+use crate::events::EventSink;
+use crate::http::Health;
+use crate::lambda::engine::{LambdaConfig, LambdaEngine};
+use crate::metrics::Metrics;
+use crate::reconcile::LeaderGate;
+use crate::services::state::State;
+use crate::services::{Engine, EngineConfig};
+use crate::source;
+
+/// Time the loops get to finish their writes in flight when they are stopped (service
+/// discovery drains for 2 s of it), so that a shutdown stays under 5 s.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What every run shares: the connection, the writer and its rate limit, the Events, the
+/// metrics, readiness and leadership.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: Client,
+    pub applier: Applier,
+    pub events: EventSink,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub is_leader: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        args: &RunArgs,
+        events: EventSink,
+        metrics: Metrics,
+        health: Health,
+        is_leader: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let applier = Applier::new(
+            client.clone(),
+            NonZeroU32::new(args.kube_api_qps).unwrap_or(NonZeroU32::MIN),
+            NonZeroU32::new(args.kube_api_burst).unwrap_or(NonZeroU32::MIN),
+            args.dry_run,
+        );
+        Self {
+            client,
+            applier,
+            events,
+            metrics,
+            health,
+            is_leader,
+        }
+    }
+}
+
+/// The loops of one configuration, running.
+pub struct Pipeline {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts service discovery and function discovery as `discovery` turns them on, watching
+    /// the Upstreams of `scopes` (the configuration's, plus where an earlier one wrote).
+    pub fn start(
+        args: &RunArgs,
+        discovery: &Discovery,
+        scopes: &Scopes,
+        shared: &Shared,
+        stop: CancellationToken,
+    ) -> Self {
+        tracing::info!(
+            services = ?scopes.services,
+            upstreams = ?scopes.upstreams,
+            write_namespace = ?scopes.write_namespace,
+            service_selector = discovery.service_selector.as_str(),
+            namespace_selector = scopes.namespace_selector.as_str(),
+            global_annotations = ?discovery.translate.global_annotations,
+            uds_enabled = discovery.uds_enabled,
+            fds_mode = ?discovery.fds_mode,
+            dry_run = args.dry_run,
+            "starting discovery"
+        );
+        let mut tasks = Vec::new();
+        if discovery.fds_mode != FdsMode::Disabled {
+            let mut config = LambdaConfig::from(&args.lambda);
+            config.mode = discovery.fds_mode;
+            let lambda = LambdaEngine::new(
+                config,
+                shared.client.clone(),
+                &scopes.function_upstreams,
+                shared.applier.clone(),
+                shared.metrics.clone(),
+                shared.events.clone(),
+                LeaderGate::new(shared.is_leader.clone()),
+            );
+            let inputs = source::lambda_inputs(&shared.client, &scopes.function_upstreams);
+            tasks.push(tokio::spawn(lambda.run(inputs, stop.clone())));
+        }
+        if discovery.uds_enabled {
+            let inputs =
+                source::service_inputs(&shared.client, scopes, &discovery.service_selector);
+            let state = State::new(
+                &scopes.services,
+                &scopes.upstreams,
+                scopes.namespace_selector.clone(),
+                discovery.translate.write_namespace.clone(),
+            );
+            let engine = Engine::new(
+                EngineConfig {
+                    translate: discovery.translate.clone(),
+                    resync_interval: args.resync_interval,
+                    write_concurrency: usize::try_from(args.write_concurrency).unwrap_or(1).max(1),
+                },
+                state,
+                shared.applier.clone(),
+                shared.metrics.clone(),
+                shared.events.clone(),
+                shared.health.clone(),
+                LeaderGate::new(shared.is_leader.clone()),
+            );
+            tasks.push(tokio::spawn(engine.run(inputs, stop.clone())));
+        } else {
+            // Readiness follows the Service caches; without them there is nothing to wait for.
+            // Upstreams already written stay: turning discovery off is not a reason to delete.
+            shared.health.set_ready(true);
+        }
+        Self { stop, tasks }
+    }
+
+    /// Stops the loops and waits (bounded) for their writes in flight.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
+        let stopped = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(STOP_TIMEOUT, stopped).await.is_err() {
+            // A loop that outlived its configuration would write by the old one.
+            tracing::warn!("a discovery loop did not stop in time; it is aborted");
+            for abort in aborts {
+                abort.abort();
+            }
+        }
+    }
+}
