@@ -239,6 +239,23 @@ impl Daemon {
         }
     }
 
+    /// Waits for the process to exit on its own (e.g. a start-up error): its exit code and its
+    /// log; panics if it is still running after `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> (Option<i32>, String) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), self.logs());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still running after {limit:?}; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: the process dies without releasing anything.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -112,6 +112,7 @@ fn main() {
         settings::settings_changes_apply_while_running,
         settings::gloo_defaulting_of_fds_mode,
         settings::no_settings_means_flags_and_defaults,
+        settings::namespace_selectors_and_flags_given_on_the_command_line,
     ];
     // The conformance corpus, one trial per case file (tests/conformance/README.md).
     trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));

@@ -759,3 +759,140 @@ pub async fn no_settings_means_flags_and_defaults(env: Arc<TestEnv>) {
     account.delete(admin).await;
     scenario.cleanup().await;
 }
+
+/// `watchNamespaceSelectors` (used when `watchNamespaces` is empty; a namespace matching any of
+/// them is watched, `matchLabels` and `matchExpressions` alike) scope discovery, following the
+/// namespaces' labels; then flags given on the command line win over the Settings while flags
+/// left at their defaults do not; and both discoveries off is a start-up error.
+pub async fn namespace_selectors_and_flags_given_on_the_command_line(env: Arc<TestEnv>) {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let scenario = Scenario::builder(env.clone(), "nssettings")
+        .without_account()
+        .another_namespace("d")
+        .another_namespace("x")
+        .another_namespace("y")
+        .another_namespace("f")
+        .build()
+        .await;
+    let admin = &scenario.admin;
+    let (pod_ns, s, write, x, y, flag_write) = (
+        scenario.write_ns.as_str(),
+        scenario.service_ns.as_str(),
+        scenario.others[0].as_str(),
+        scenario.others[1].as_str(),
+        scenario.others[2].as_str(),
+        scenario.others[3].as_str(),
+    );
+    install_settings_crd(admin).await;
+    let account = GlooAccount::create(&env, admin, pod_ns).await;
+    // Label values of this test only, so no other test's namespace is in scope.
+    let tag = pod_ns.to_string();
+    let namespaces = Api::<Namespace>::all(admin.clone());
+    let label = |ns: &str, key: &str| {
+        let namespaces = namespaces.clone();
+        let patch = json!({"metadata": {"labels": {key: tag}}});
+        let ns = ns.to_string();
+        async move {
+            namespaces
+                .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("label namespace");
+        }
+    };
+    label(s, "e2e-settings-team").await;
+    label(x, "e2e-settings-tier").await;
+    create_service(admin, s, &service("a", 80, json!({}), json!({}))).await;
+    create_service(admin, x, &service("b", 81, json!({}), json!({}))).await;
+    create_service(admin, y, &service("c", 82, json!({}), json!({}))).await;
+    let selectors = json!([
+        {"matchLabels": {"e2e-settings-team": tag}},
+        {"matchExpressions": [{"key": "e2e-settings-tier", "operator": "In", "values": [tag]}]},
+    ]);
+    put_settings(
+        admin,
+        pod_ns,
+        json!({"discoveryNamespace": write, "watchNamespaces": [],
+               "watchNamespaceSelectors": selectors}),
+    )
+    .await;
+    let daemon = scenario
+        .daemon()
+        .token(&account.token)
+        .exact_args(vec!["run".into()])
+        .ready()
+        .await;
+    wait_for_exact_upstreams(
+        admin,
+        write,
+        &[
+            discovered(s, "a", 80, json!({})),
+            discovered(x, "b", 81, json!({})),
+        ],
+    )
+    .await;
+    // y comes into scope when labelled like s.
+    label(y, "e2e-settings-team").await;
+    wait_for_exact_upstreams(
+        admin,
+        write,
+        &[
+            discovered(s, "a", 80, json!({})),
+            discovered(x, "b", 81, json!({})),
+            discovered(y, "c", 82, json!({})),
+        ],
+    )
+    .await;
+    daemon.terminate(EXIT_LIMIT);
+
+    // Flags given on the command line win: the write namespace and the watched namespaces. The
+    // fdsMode flag left at its default (WHITELIST) does not: the Settings' DISABLED holds.
+    put_settings(
+        admin,
+        pod_ns,
+        json!({"discoveryNamespace": write, "watchNamespaces": [],
+               "watchNamespaceSelectors": selectors,
+               "discovery": {"fdsMode": "DISABLED"}}),
+    )
+    .await;
+    let daemon = scenario
+        .daemon()
+        .token(&account.token)
+        .exact_args(vec![
+            "run".into(),
+            "--write-namespace".into(),
+            flag_write.into(),
+            "--watch-namespaces".into(),
+            x.into(),
+        ])
+        .ready()
+        .await;
+    wait_for_exact_upstreams(admin, flag_write, &[discovered(x, "b", 81, json!({}))]).await;
+    assert_eq!(
+        startup_fds_mode(&daemon.logs()).as_deref(),
+        Some("DISABLED"),
+        "log:\n{}",
+        daemon.logs()
+    );
+    daemon.terminate(EXIT_LIMIT);
+
+    // Service discovery and function discovery both off: a start-up error.
+    let daemon = scenario
+        .daemon()
+        .token(&account.token)
+        .exact_args(vec![
+            "run".into(),
+            "--uds-enabled=false".into(),
+            "--fds-mode=DISABLED".into(),
+        ])
+        .start();
+    let (code, logs) = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "log:\n{logs}");
+    assert!(
+        logs.contains("Service discovery and function discovery are both off"),
+        "log:\n{logs}"
+    );
+
+    account.delete(admin).await;
+    scenario.cleanup().await;
+}
