@@ -582,6 +582,28 @@ pub async fn settings_changes_apply_while_running(env: Arc<TestEnv>) {
         "Gloo's rights are enough"
     );
 
+    // The Settings deleted: the configuration in force is kept (the lead's decision: falling
+    // back to flags and defaults would move every Upstream on an accidental delete).
+    crate::gloo_pod::settings_api(admin, pod_ns)
+        .delete(crate::gloo_pod::SETTINGS_NAME, &DeleteParams::default())
+        .await
+        .expect("delete the Settings");
+    create_service(admin, s2, &service("h", 87, front.clone(), json!({}))).await;
+    wait_for_exact_upstreams(
+        admin,
+        w2,
+        &[
+            h2(discovered(s2, "d", 83, front.clone())),
+            h2(discovered(s2, "e", 84, front.clone())),
+            h2(discovered(s2, "f", 85, front.clone())),
+            h2(discovered(s2, "h", 87, front.clone())),
+        ],
+    )
+    .await;
+    wait_for_exact_upstreams(admin, pod_ns, &[]).await;
+    assert_eq!(metric(&daemon, RELOADS).await, reloads);
+    assert_same_process(&mut daemon, pid, started).await;
+
     daemon.terminate(EXIT_LIMIT);
     let _ = upstream_api(admin, w1)
         .delete("hand-made", &DeleteParams::default())
