@@ -17,11 +17,13 @@ mod discovery;
 mod env_selftest;
 mod fault_proxy;
 mod faults;
+mod gloo_pod;
 mod lambda;
 mod leadership;
 mod proxy_server;
 mod rights;
 mod scenario;
+mod settings;
 mod support;
 mod test_env;
 
@@ -111,6 +113,11 @@ fn main() {
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
+        settings::gloo_pod_with_gloo_rbac_runs_from_settings,
+        settings::settings_changes_apply_while_running,
+        settings::gloo_defaulting_of_fds_mode,
+        settings::no_settings_means_flags_and_defaults,
+        settings::namespace_selectors_and_flags_given_on_the_command_line,
     ];
     // The conformance corpus, one trial per case file (tests/conformance/README.md).
     trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));
