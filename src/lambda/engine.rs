@@ -26,7 +26,7 @@ use crate::crd::LambdaFunction;
 use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, Scope, UpstreamKey};
-use crate::reconcile::{Backoff, Finished, LeaderGate, QueueEvent, WorkQueue};
+use crate::reconcile::{Backoff, Finished, LeaderGate, QueueEvent, SayOnce, WorkQueue};
 use crate::source::{LambdaInput, SecretUpdate, SecretWatches};
 
 /// Retries of failed writes, and of failed sweeps up to the cap below.
@@ -71,6 +71,8 @@ pub struct LambdaEngine {
     metrics: Metrics,
     events: EventSink,
     leader: LeaderGate,
+    /// Writes refused with 403 (a right taken away): one warning line until one goes through.
+    forbidden: SayOnce,
     sweepers: Sweepers,
     secret_watches: SecretWatches,
     secret_updates: mpsc::UnboundedReceiver<SecretUpdate>,
@@ -111,6 +113,7 @@ impl LambdaEngine {
             metrics,
             events,
             leader,
+            forbidden: SayOnce::default(),
             secret_watches,
             secret_updates,
             region_sender,
@@ -327,6 +330,7 @@ impl LambdaEngine {
         };
         match written.outcome {
             Outcome::Written { upstream, .. } => {
+                self.forbidden.clear();
                 self.metrics
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Success);
                 self.metrics
@@ -362,7 +366,11 @@ impl LambdaEngine {
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Error);
                 self.metrics.error(kind);
                 let delay = self.writes.retry(key.clone(), changed_at, retry_after);
-                tracing::warn!(upstream = %key, kind = kind.as_str(), error = %message, retry_in = ?delay, "cannot write lambdaFunctions; retrying");
+                if kind != ErrorKind::Forbidden || self.forbidden.first() {
+                    tracing::warn!(upstream = %key, kind = kind.as_str(), error = %message, retry_in = ?delay, "cannot write lambdaFunctions; retrying");
+                } else {
+                    tracing::debug!(upstream = %key, error = %message, retry_in = ?delay, "lambdaFunctions write forbidden again; retrying");
+                }
             }
         }
     }

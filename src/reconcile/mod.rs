@@ -12,4 +12,4 @@ pub use backoff::Backoff;
 pub use gate::{Fence, LeaderGate, NotLeader};
 pub use lists::{ListKey, ListTracker};
 pub use queue::{Event as QueueEvent, Finished, WorkQueue};
-pub use report::{Change, ReportOnce};
+pub use report::{Change, ReportOnce, SayOnce};

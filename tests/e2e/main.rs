@@ -92,6 +92,7 @@ fn main() {
         leadership::a_leader_cut_off_from_its_lease_stops_writing_before_another_takes_over,
         leadership::a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking,
         rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
+        rights::refused_writes_are_said_once_counted_and_retried_until_the_right_is_back,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
         faults::server_errors_are_retried_with_backoff_without_holding_up_others,
