@@ -30,6 +30,9 @@ pub enum Outcome {
     NotOwned(UpstreamKey),
     /// The object changed since we planned (HTTP 409, or a precondition failed): re-plan.
     Conflict(UpstreamKey),
+    /// As `Conflict`, with the object as it is now: re-plan from it rather than wait for the
+    /// watch to bring it (a lagging watch would otherwise repeat the same stale plan).
+    Stale(Box<Upstream>),
     /// `--dry-run`: logged, not written.
     DryRun,
     /// Not written, or abandoned in flight, because this replica's leadership is not current
@@ -253,9 +256,8 @@ impl Applier {
                 Ok(patched) => {
                     resource_version = patched.metadata.resource_version.unwrap_or_default();
                 }
-                Err(error) if matches!(status_code(&error), Some(404 | 409)) => {
-                    return Outcome::Conflict(key)
-                }
+                Err(error) if status_code(&error) == Some(404) => return Outcome::Conflict(key),
+                Err(error) if status_code(&error) == Some(409) => return self.refreshed(key).await,
                 Err(error) => return failed_from(WriteOp::Update, &error),
             }
             self.limiter.until_ready().await;
@@ -276,7 +278,8 @@ impl Applier {
                 op: WriteOp::Update,
                 upstream: Box::new(stored),
             },
-            Err(error) if matches!(status_code(&error), Some(404 | 409)) => Outcome::Conflict(key),
+            Err(error) if status_code(&error) == Some(404) => Outcome::Conflict(key),
+            Err(error) if status_code(&error) == Some(409) => self.refreshed(key).await,
             Err(error) => failed_from(WriteOp::Update, &error),
         }
     }
@@ -296,8 +299,16 @@ impl Applier {
         match result {
             Ok(_) => Outcome::Deleted(key),
             Err(error) if status_code(&error) == Some(404) => Outcome::Deleted(key),
-            Err(error) if status_code(&error) == Some(409) => Outcome::Conflict(key),
+            Err(error) if status_code(&error) == Some(409) => self.refreshed(key).await,
             Err(error) => failed_from(WriteOp::Delete, &error),
+        }
+    }
+
+    /// A write refused on its precondition: the object as it is now, to re-plan from.
+    async fn refreshed(&self, key: UpstreamKey) -> Outcome {
+        match self.api(&key.namespace).get_opt(&key.name).await {
+            Ok(Some(current)) => Outcome::Stale(Box::new(current)),
+            Ok(None) | Err(_) => Outcome::Conflict(key),
         }
     }
 

@@ -357,7 +357,10 @@ impl LambdaEngine {
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Skipped);
                 self.state.on_dry_run(&key, written.functions);
             }
-            Outcome::Conflict(_) | Outcome::Deleted(_) | Outcome::NotOwned(_) => {
+            Outcome::Conflict(_)
+            | Outcome::Stale(_)
+            | Outcome::Deleted(_)
+            | Outcome::NotOwned(_) => {
                 // Changed or deleted since planned: the watch brings the new state, and a short
                 // retry covers an event that is slow to come.
                 self.metrics

@@ -381,6 +381,16 @@ impl Engine {
                         self.report_blocked(key, uid, blocked);
                     }
                 }
+                Outcome::Stale(current) => {
+                    tracing::debug!(%job, upstream = ?current.metadata.name, "changed since planned; re-planning from it as it is now");
+                    self.state.on_written(&current);
+                    self.metrics.record_write(
+                        Source::Kubernetes,
+                        WriteOp::Update,
+                        WriteResult::Conflict,
+                    );
+                    retry_after.get_or_insert(None);
+                }
                 Outcome::Conflict(name) => {
                     tracing::debug!(%job, upstream = %name, "conflict; re-planning");
                     self.metrics.record_write(
