@@ -17,6 +17,7 @@ mod discovery;
 mod env_selftest;
 mod fault_proxy;
 mod faults;
+mod health;
 mod lambda;
 mod proxy_server;
 mod rights;
@@ -87,6 +88,8 @@ fn main() {
         discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
         discovery::a_namespace_selector_scopes_discovery,
         rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
+        health::readyz_names_a_failing_service_watch_and_recovers,
+        health::healthz_fails_while_a_write_hangs,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
         faults::server_errors_are_retried_with_backoff_without_holding_up_others,
