@@ -8,8 +8,8 @@
 //! Readiness: every running loop has completed its first lists, and none of its watch streams
 //! has been failing for longer than `--watch-grace` (a blip that recovers within the grace
 //! does not take the pod out). A stream is up again when it delivers an object or a list, or
-//! when it has not failed for [`QUIET_RECOVERY`]: kube's watcher resumes a watch without a
-//! word, so a quiet namespace would otherwise look failed for ever.
+//! when its next retry is overdue without a failure ([`Streak::ended`]): kube's watcher
+//! resumes a watch without a word, so a quiet namespace would otherwise look failed for ever.
 //!
 //! The loops report into shared records; the HTTP server reads them. A run of the loops
 //! registers its records anew, so a restarted run starts unsynced and forgets the old streams.
@@ -53,16 +53,28 @@ impl Default for HealthLimits {
     }
 }
 
-/// kube's watcher retries a failing stream at least every minute (a 30 s backoff cap, at most
-/// doubled by jitter), and a refused or unreachable API server answers a retry within its 30 s
-/// connect timeout: a stream that has not failed for this long has come back.
-pub const QUIET_RECOVERY: Duration = Duration::from_secs(90);
+/// Time a retry of kube's watcher takes to fail, on top of its backoff.
+const RETRY_SLACK: Duration = Duration::from_secs(10);
 
+/// Failures of one stream with no success in between.
 #[derive(Debug)]
 struct Streak {
     since: Instant,
     last: Instant,
+    failures: u32,
     message: String,
+}
+
+impl Streak {
+    /// Whether the streak is over at `now` because the watcher's next retry is overdue and did
+    /// not fail. The watcher waits 0.8 s after a failure, doubling up to 30 s, each wait at
+    /// most doubled by jitter (kube-runtime's `DefaultBackoff`); a list retry resets it, so
+    /// this errs long for lists, whose recovery is seen anyway (the list answers).
+    fn ended(&self, now: Instant) -> bool {
+        let doublings = self.failures.saturating_sub(1).min(6);
+        let backoff = (Duration::from_millis(800) * (1 << doublings)).min(Duration::from_secs(30));
+        now.saturating_duration_since(self.last) >= backoff * 2 + RETRY_SLACK
+    }
 }
 
 #[derive(Debug, Default)]
@@ -154,8 +166,7 @@ impl Health {
             }
             for (stream, streak) in &record.failing {
                 let failing = now.saturating_duration_since(streak.since);
-                let quiet = now.saturating_duration_since(streak.last);
-                if failing > self.limits.watch_grace && quiet < QUIET_RECOVERY {
+                if failing > self.limits.watch_grace && !streak.ended(now) {
                     let _ = writeln!(
                         problems,
                         "{}: watch of {stream} failing for {}s: {}",
@@ -227,8 +238,8 @@ pub struct StreamHealth {
 }
 
 impl StreamHealth {
-    /// The stream failed; a streak counts from its first failure (a streak gone quiet for
-    /// [`QUIET_RECOVERY`] had ended: the next failure starts a new one).
+    /// The stream failed; a streak counts from its first failure (after a streak that had
+    /// ended, the failure starts a new one).
     pub fn failed(&self, message: &str) {
         let mut record = lock(&self.record);
         let now = Instant::now();
@@ -238,12 +249,15 @@ impl StreamHealth {
             .or_insert_with(|| Streak {
                 since: now,
                 last: now,
+                failures: 0,
                 message: String::new(),
             });
-        if now.saturating_duration_since(streak.last) >= QUIET_RECOVERY {
+        if streak.ended(now) {
             streak.since = now;
+            streak.failures = 0;
         }
         streak.last = now;
+        streak.failures = streak.failures.saturating_add(1);
         streak.message = message.to_string();
     }
 
@@ -347,55 +361,70 @@ mod tests {
         assert_eq!(health.readiness(Instant::now()), Ok(()));
     }
 
+    /// Fails `stream` as kube's watcher retries a failing watch: after 0.8 s, doubling to 30 s.
+    async fn fail_for(stream: &StreamHealth, seconds: u64, message: &str) {
+        let end = Instant::now() + Duration::from_secs(seconds);
+        let mut wait = Duration::from_millis(800);
+        while Instant::now() < end {
+            stream.failed(message);
+            tokio::time::advance(wait.min(end - Instant::now())).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failing_stream_counts_after_the_grace_and_recovers() {
         let health = health();
         let services = health.register(Loop::Services);
         services.synced();
         let stream = services.stream("services in shop".to_string());
-        stream.failed("403 forbidden");
-        assert_eq!(health.readiness(after(30)), Ok(()), "within the grace");
-        tokio::time::advance(Duration::from_secs(20)).await;
-        // A later failure of the same streak keeps its start and brings its message.
-        stream.failed("connection refused");
+        fail_for(&stream, 30, "403 forbidden").await;
+        assert_eq!(health.readiness(Instant::now()), Ok(()), "within the grace");
+        // Later failures of the same streak keep its start and bring their message.
+        fail_for(&stream, 12, "connection refused").await;
         assert_eq!(
-            health.readiness(after(22)),
+            health.readiness(Instant::now()),
             Err(
                 "services: watch of services in shop failing for 42s: connection refused\n"
                     .to_string()
             )
         );
         stream.up();
-        assert_eq!(health.readiness(after(22)), Ok(()));
+        assert_eq!(health.readiness(Instant::now()), Ok(()));
         // A new streak counts from its own start.
-        stream.failed("again");
-        assert_eq!(health.readiness(after(30)), Ok(()));
+        fail_for(&stream, 30, "again").await;
+        assert_eq!(health.readiness(Instant::now()), Ok(()));
         // Liveness never depends on the streams.
         assert_eq!(health.liveness(after(3600)), Ok(()));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stream_quiet_after_failing_has_come_back() {
+    async fn a_stream_whose_retries_stop_failing_has_come_back() {
         let health = health();
         let services = health.register(Loop::Services);
         services.synced();
         let stream = services.stream("namespaces".to_string());
-        for _ in 0..3 {
-            stream.failed("503");
-            tokio::time::advance(Duration::from_secs(40)).await;
-        }
-        assert!(
-            health.readiness(Instant::now()).is_err(),
-            "failing for 120s"
-        );
-        // The retries stop failing; the resumed watch says nothing.
-        assert!(health.readiness(after(49)).is_err());
-        assert_eq!(health.readiness(after(50)), Ok(()));
-        // A failure much later is a new streak, within its grace.
-        tokio::time::advance(Duration::from_secs(600)).await;
+        // Failures 0.8 s to 30 s apart for 110 s: the last at 80.4 s; the next retry is due
+        // within 60 s (30 s, doubled by jitter) and fails within 10 s more.
+        fail_for(&stream, 110, "503").await;
+        let last = Instant::now() - Duration::from_millis(29_600);
+        assert!(health.readiness(last + Duration::from_secs(69)).is_err());
+        assert_eq!(health.readiness(last + Duration::from_secs(70)), Ok(()));
+
+        // A blip of two failures is over 13.2 s after the second, whatever the grace.
+        let blip = health.register(Loop::Services);
+        blip.synced();
+        let stream = blip.stream("namespaces".to_string());
         stream.failed("503");
-        assert_eq!(health.readiness(after(30)), Ok(()));
-        assert!(health.readiness(after(31)).is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        stream.failed("503");
+        assert_eq!(health.readiness(after(35)), Ok(()));
+        // A failure after that starts a new streak, within its grace.
+        tokio::time::advance(Duration::from_secs(35)).await;
+        fail_for(&stream, 30, "503").await;
+        assert_eq!(health.readiness(Instant::now()), Ok(()));
+        fail_for(&stream, 2, "503").await;
+        assert!(health.readiness(Instant::now()).is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -403,21 +432,21 @@ mod tests {
         let health = health();
         let old = health.register(Loop::Services);
         old.synced();
-        old.stream("namespaces".to_string()).failed("gone");
         old.working(true);
-        assert!(health.readiness(after(60)).is_err());
+        fail_for(&old.stream("namespaces".to_string()), 40, "gone").await;
+        assert!(health.readiness(Instant::now()).is_err());
         assert!(health.liveness(after(600)).is_err());
 
         let new = health.register(Loop::Services);
         assert_eq!(
-            health.readiness(after(60)),
+            health.readiness(Instant::now()),
             Err("services: initial lists not complete\n".to_string())
         );
         assert_eq!(health.liveness(after(600)), Ok(()));
         new.synced();
         old.working(true);
-        old.stream("namespaces".to_string()).failed("gone");
-        assert_eq!(health.readiness(after(600)), Ok(()));
+        fail_for(&old.stream("namespaces".to_string()), 40, "gone").await;
+        assert_eq!(health.readiness(Instant::now()), Ok(()));
         assert_eq!(health.liveness(after(600)), Ok(()));
 
         // A loop turned off no longer counts.

@@ -437,7 +437,7 @@ mod tests {
             applier,
             Metrics::new().expect("metrics"),
             EventSink::log_only(),
-            crate::health::Health::default().register(crate::health::Loop::Services),
+            LoopHealth::default(),
             LeaderGate::new(leader),
         )
     }
