@@ -11,12 +11,12 @@ use serde_json::json;
 
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
 use crate::scenario::Scenario;
-use crate::support::{kube_upstream, wait_for, wait_for_exact_upstreams};
+use crate::support::{kube_upstream, wait_for, wait_for_exact_upstreams, with};
 use crate::test_env::TestEnv;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
 
-async fn create_service(admin: &Client, namespace: &str, name: &str) {
+async fn create_service(admin: &Client, namespace: &str, name: &str) -> Service {
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": name}},
         "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
@@ -25,7 +25,7 @@ async fn create_service(admin: &Client, namespace: &str, name: &str) {
     Api::<Service>::namespaced(admin.clone(), namespace)
         .create(&PostParams::default(), &service)
         .await
-        .expect("create service");
+        .expect("create service")
 }
 
 /// The Services right is refused (403 from the proxy) while the daemon runs: once its Service
@@ -81,16 +81,21 @@ pub async fn readyz_names_a_failing_service_watch_and_recovers(env: Arc<TestEnv>
     wait_for_exact_upstreams(admin, &write, std::slice::from_ref(&one)).await;
 
     // The right comes back. A resumed watch says nothing until an object changes (else the
-    // stream counts as back after 90 s without failing): a change in each watched namespace.
+    // stream counts as back once its next retry is overdue, up to 70 s): a change in each
+    // watched namespace.
     proxy.rules.remove(refused);
     create_service(admin, &ns, "two").await;
-    create_service(admin, &write, "three").await;
+    let three = create_service(admin, &write, "three").await;
     daemon.wait_ready().await;
-    let expected = [
-        one,
-        kube_upstream(&ns, "two", 80),
+    // Beside its Service, an Upstream is owned by it (DESIGN §2).
+    let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": "three",
+                        "uid": three.metadata.uid.expect("uid")}]);
+    let three = with(
         kube_upstream(&write, "three", 80),
-    ];
+        "/metadata/ownerReferences",
+        owner,
+    );
+    let expected = [one, kube_upstream(&ns, "two", 80), three];
     wait_for_exact_upstreams(admin, &write, &expected).await;
     assert_eq!(daemon.get("/readyz").await, Some((200, "ok".to_string())));
     daemon.terminate(EXIT_LIMIT);
