@@ -8,7 +8,7 @@
 //! Readiness: every running loop has completed its first lists, and none of its watch streams
 //! has been failing for longer than `--watch-grace` (a blip that recovers within the grace
 //! does not take the pod out). A stream is up again when it delivers an object or a list, or
-//! when its next retry is overdue without a failure ([`Streak::ended`]): kube's watcher
+//! when its next retry is overdue without a failure (`Streak::ended`): kube's watcher
 //! resumes a watch without a word, so a quiet namespace would otherwise look failed for ever.
 //!
 //! The loops report into shared records; the HTTP server reads them. A run of the loops
