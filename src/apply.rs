@@ -14,6 +14,7 @@ use crate::crd::{LambdaFunction, Upstream};
 use crate::metrics::WriteOp;
 use crate::model::{is_owned, ErrorKind, UpstreamKey, FIELD_MANAGER, LAMBDA_FIELD_MANAGER};
 use crate::plan::{removal_patch, Action, FieldPath, UpdateReason};
+use crate::reconcile::{Fence, NotLeader};
 
 /// What became of one planned action.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub enum Outcome {
     Conflict(UpstreamKey),
     /// `--dry-run`: logged, not written.
     DryRun,
+    /// Not written, or abandoned in flight, because this replica's leadership is not current
+    /// (see [`Fence`]): the new leader writes it, or this one once it leads again.
+    Fenced,
     /// The write failed; `retry_after` is the server's hint (HTTP 429/503).
     Failed {
         op: WriteOp,
@@ -46,15 +50,39 @@ pub struct Applier {
     client: Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     dry_run: bool,
+    fence: Fence,
 }
 
 impl Applier {
-    pub fn new(client: Client, qps: NonZeroU32, burst: NonZeroU32, dry_run: bool) -> Self {
+    /// A writer limited to `qps` (bursts of `burst`) whose every request checks `fence`.
+    pub fn new(
+        client: Client,
+        qps: NonZeroU32,
+        burst: NonZeroU32,
+        dry_run: bool,
+        fence: Fence,
+    ) -> Self {
         let quota = Quota::per_second(qps).allow_burst(burst);
         Self {
             client,
             limiter: Arc::new(RateLimiter::direct(quota)),
             dry_run,
+            fence,
+        }
+    }
+
+    /// Sends one write only while leadership is current, and abandons it (drops the request)
+    /// at the instant leadership lapses, so no write of this replica can land after another
+    /// replica may have taken over. Checked per request, after the rate limiter's wait.
+    async fn fenced<T>(
+        &self,
+        write: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> Result<kube::Result<T>, NotLeader> {
+        match self.fence.deadline()? {
+            None => Ok(write.await),
+            Some(deadline) => tokio::time::timeout_at(deadline, write)
+                .await
+                .map_err(|_| NotLeader),
         }
     }
 
@@ -118,11 +146,14 @@ impl Applier {
         }
         self.limiter.until_ready().await;
         let params = PatchParams::apply(LAMBDA_FIELD_MANAGER).force();
-        match self
-            .api(&key.namespace)
-            .patch(&key.name, &params, &Patch::Apply(&body))
+        let api = self.api(&key.namespace);
+        let Ok(result) = self
+            .fenced(api.patch(&key.name, &params, &Patch::Apply(&body)))
             .await
-        {
+        else {
+            return Outcome::Fenced;
+        };
+        match result {
             Ok(stored) => Outcome::Written {
                 op: WriteOp::Update,
                 upstream: Box::new(stored),
@@ -154,7 +185,11 @@ impl Applier {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        match self.api(&key.namespace).create(&params, desired).await {
+        let api = self.api(&key.namespace);
+        let Ok(result) = self.fenced(api.create(&params, desired)).await else {
+            return Outcome::Fenced;
+        };
+        match result {
             Ok(stored) => Outcome::Written {
                 op: WriteOp::Create,
                 upstream: Box::new(stored),
@@ -201,11 +236,14 @@ impl Applier {
                 field_manager: Some(FIELD_MANAGER.to_string()),
                 ..Default::default()
             };
-            match self
-                .api(&key.namespace)
-                .patch(&key.name, &params, &Patch::Merge(&patch))
+            let api = self.api(&key.namespace);
+            let Ok(result) = self
+                .fenced(api.patch(&key.name, &params, &Patch::Merge(&patch)))
                 .await
-            {
+            else {
+                return Outcome::Fenced;
+            };
+            match result {
                 Ok(patched) if !set_values => {
                     return Outcome::Written {
                         op: WriteOp::Update,
@@ -226,11 +264,14 @@ impl Applier {
         guarded.metadata.uid = Some(uid.to_string());
         guarded.metadata.resource_version = Some(resource_version);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        match self
-            .api(&key.namespace)
-            .patch(&key.name, &params, &Patch::Apply(&guarded))
+        let api = self.api(&key.namespace);
+        let Ok(result) = self
+            .fenced(api.patch(&key.name, &params, &Patch::Apply(&guarded)))
             .await
-        {
+        else {
+            return Outcome::Fenced;
+        };
+        match result {
             Ok(stored) => Outcome::Written {
                 op: WriteOp::Update,
                 upstream: Box::new(stored),
@@ -248,7 +289,11 @@ impl Applier {
             }),
             ..Default::default()
         };
-        match self.api(&key.namespace).delete(&key.name, &params).await {
+        let api = self.api(&key.namespace);
+        let Ok(result) = self.fenced(api.delete(&key.name, &params)).await else {
+            return Outcome::Fenced;
+        };
+        match result {
             Ok(_) => Outcome::Deleted(key),
             Err(error) if status_code(&error) == Some(404) => Outcome::Deleted(key),
             Err(error) if status_code(&error) == Some(409) => Outcome::Conflict(key),
@@ -274,7 +319,13 @@ impl Applier {
 pub(crate) fn offline() -> (Client, Applier) {
     let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
     let client = Client::try_from(config).expect("client");
-    let applier = Applier::new(client.clone(), NonZeroU32::MIN, NonZeroU32::MIN, true);
+    let applier = Applier::new(
+        client.clone(),
+        NonZeroU32::MIN,
+        NonZeroU32::MIN,
+        true,
+        Fence::always(),
+    );
     (client, applier)
 }
 
@@ -339,4 +390,40 @@ fn failed_from(op: WriteOp, error: &kube::Error) -> Outcome {
         _ => (ErrorKind::Transport, None),
     };
     failed(op, kind, retry_after, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn applier(fence: Fence) -> Applier {
+        let (client, _) = offline();
+        Applier::new(client, NonZeroU32::MIN, NonZeroU32::MIN, false, fence)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_needs_current_leadership_and_is_abandoned_when_it_lapses() {
+        let fence = Fence::closed();
+        let writer = applier(fence.clone());
+        let never = || std::future::pending::<kube::Result<()>>();
+        assert_eq!(writer.fenced(never()).await.err(), Some(NotLeader));
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        fence.extend_until(deadline);
+        assert_eq!(
+            writer
+                .fenced(async { Ok(7) })
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Some(7)
+        );
+        // A request that hangs is dropped at the instant leadership lapses, not later.
+        assert_eq!(writer.fenced(never()).await.err(), Some(NotLeader));
+        assert_eq!(Instant::now(), deadline);
+
+        let unfenced = applier(Fence::always());
+        assert!(unfenced.fenced(async { Ok(()) }).await.is_ok());
+    }
 }

@@ -73,9 +73,8 @@ fn parse_command_line() -> (Cli, GivenFlags) {
 }
 
 /// Gloo's `LOG_LEVEL` (zap's levels) as a tracing filter, when `--log-level` is not given.
-fn log_level(args: &RunArgs) -> String {
-    let from_gloo = std::env::var("LOG_LEVEL")
-        .ok()
+fn log_level(args: &RunArgs, gloo_level: Option<&str>) -> String {
+    let from_gloo = gloo_level
         .filter(|_| !args.given.contains("log_level"))
         .map(|level| level.trim().to_ascii_lowercase())
         .filter(|level| !level.is_empty());
@@ -87,11 +86,11 @@ fn log_level(args: &RunArgs) -> String {
 }
 
 /// Gloo's `START_STATS_SERVER`: a false value, with no `--metrics-addr` given, serves nothing.
-fn serve_http(args: &RunArgs) -> bool {
+fn serve_http(args: &RunArgs, start_stats_server: Option<&str>) -> bool {
     if args.given.contains("metrics_addr") {
         return true;
     }
-    !std::env::var("START_STATS_SERVER").is_ok_and(|value| {
+    !start_stats_server.is_some_and(|value| {
         matches!(
             value.trim().to_ascii_lowercase().as_str(),
             "false" | "0" | "no" | "off"
@@ -100,7 +99,8 @@ fn serve_http(args: &RunArgs) -> bool {
 }
 
 fn run_daemon(args: Box<RunArgs>) -> ExitCode {
-    init_logging(&log_level(&args), args.log_format);
+    let gloo_level = std::env::var("LOG_LEVEL").ok();
+    init_logging(&log_level(&args, gloo_level.as_deref()), args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,7 +111,7 @@ fn run_daemon(args: Box<RunArgs>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let serve_http = serve_http(&args);
+    let serve_http = serve_http(&args, std::env::var("START_STATS_SERVER").ok().as_deref());
     match runtime.block_on(daemon::run(*args, serve_http)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -199,5 +199,52 @@ fn print_out(text: &str) -> ExitCode {
             eprintln!("error: cannot write output: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(words: &[&str]) -> RunArgs {
+        let command = Cli::command();
+        let matches = command
+            .try_get_matches_from(["upstream-discovery", "run"].iter().chain(words))
+            .expect("valid command line");
+        let given = matches
+            .subcommand_matches("run")
+            .map(GivenFlags::from_matches)
+            .unwrap_or_default();
+        match Cli::from_arg_matches(&matches).expect("parsed").command {
+            Command::Run(mut args) => {
+                args.given = given;
+                *args
+            }
+            _ => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn gloo_log_level_applies_unless_the_flag_is_given() {
+        let plain = run_args(&[]);
+        assert_eq!(log_level(&plain, None), "info");
+        assert_eq!(log_level(&plain, Some("debug")), "debug");
+        assert_eq!(log_level(&plain, Some(" WARN ")), "warn");
+        assert_eq!(log_level(&plain, Some("fatal")), "error");
+        assert_eq!(log_level(&plain, Some("")), "info");
+        let flagged = run_args(&["--log-level", "trace"]);
+        assert_eq!(log_level(&flagged, Some("debug")), "trace");
+    }
+
+    #[test]
+    fn start_stats_server_false_turns_http_off_unless_an_address_is_given() {
+        let plain = run_args(&[]);
+        assert!(serve_http(&plain, None));
+        assert!(serve_http(&plain, Some("true")));
+        for off in ["false", "0", "no", "OFF"] {
+            assert!(!serve_http(&plain, Some(off)), "{off}");
+        }
+        let addressed = run_args(&["--metrics-addr", "127.0.0.1:9999"]);
+        assert!(serve_http(&addressed, Some("false")));
     }
 }

@@ -17,7 +17,7 @@ const MANIFESTS: &str = "deploy/manifests/upstream-discovery.yaml";
 /// namespace.
 const RELEASE: &str = "upstream-discovery";
 const NAMESPACE: &str = "gloo-system";
-/// Flags the chart passes only with function discovery on (`--fds-mode` it always passes).
+/// Flags the chart passes only with function discovery on (`fdsMode` not DISABLED).
 const LAMBDA_FLAGS: &[&str] = &[
     "--lambda-poll-interval",
     "--lambda-api-rps",
@@ -231,6 +231,11 @@ fn helm_lint_passes_strictly() {
         "discovery.fdsMode=DISABLED",
         "discovery.watchNamespaces={shop,payments}",
         "metrics.serviceMonitor.enabled=true",
+        "discovery.settings.enabled=false",
+        "discovery.udsOptions.enabled=false",
+        "discovery.udsOptions.watchLabels.team=edge",
+        "discovery.deployment.floatingUserId=true",
+        "discovery.deployment.replicas=2",
     ] {
         let output = run(Command::new(helm()).args(["lint", "--strict", CHART, "--set", set]));
         assert!(
@@ -278,6 +283,8 @@ fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() 
             "Deployment",
             "Role",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "RoleBinding",
             "Service",
@@ -356,13 +363,18 @@ fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() 
             "--lease-name=ud-upstream-discovery",
             "--log-level=info",
             "--log-format=json",
-            "--fds-mode=WHITELIST",
             "--lambda-poll-interval=30s",
             "--lambda-api-rps=5",
             "--lambda-max-functions=2000",
         ]
     );
     assert_daemon_knows(&args);
+    // What Settings also holds is left to Settings (a flag given wins over it): no
+    // --fds-mode, --uds-enabled, --service-selector, namespaces or global annotations.
+    assert!(
+        !args_contain_any(&args, SETTINGS_FLAGS),
+        "{args:?} passes a flag that would hide Settings"
+    );
 
     // RBAC: reads cluster-wide; every Upstream right in the write namespace only; function
     // discovery (on by default, every namespace watched) reads Secrets and reads and patches
@@ -406,9 +418,16 @@ fn default_values_run_the_daemon_as_uid_10101_with_probes_and_least_privilege() 
         sorted(&["get", "list", "watch", "create", "update", "patch"])
     );
     assert_eq!(rules(leases).len(), 1);
+    let settings = find(&docs, "Role", "ud-upstream-discovery-settings");
+    assert_eq!(
+        grants(settings, "gloo.solo.io", "settings"),
+        sorted(&["get", "list", "watch"])
+    );
+    assert_eq!(rules(settings).len(), 1);
     for binding in [
         "ud-upstream-discovery-upstreams",
         "ud-upstream-discovery-leader-election",
+        "ud-upstream-discovery-settings",
     ] {
         let binding = find(&docs, "RoleBinding", binding);
         assert_eq!(str_at(binding, "subjects.0.name"), "ud-upstream-discovery");
@@ -440,10 +459,11 @@ fn service_mode_grants_upstreams_cluster_wide_instead_of_in_one_namespace() {
             sorted(&["get", "list", "watch"])
         );
         assert_eq!(rules(cluster_role).len(), 6, "{:?}", rules(cluster_role));
-        // Only the leader-election Role is left.
-        assert_eq!(count(&docs, "Role"), 1, "{extra:?}: {:?}", kinds(&docs));
-        assert_eq!(count(&docs, "RoleBinding"), 1, "{extra:?}");
+        // Only the leader-election and Settings Roles are left.
+        assert_eq!(count(&docs, "Role"), 2, "{extra:?}: {:?}", kinds(&docs));
+        assert_eq!(count(&docs, "RoleBinding"), 2, "{extra:?}");
         find(&docs, "Role", "ud-upstream-discovery-leader-election");
+        find(&docs, "Role", "ud-upstream-discovery-settings");
         let args = rendered_args(&docs);
         assert!(
             args.contains(&"--write-namespace-mode=service".to_string()),
@@ -470,8 +490,10 @@ fn service_mode_grants_upstreams_cluster_wide_instead_of_in_one_namespace() {
 
 #[test]
 fn function_discovery_with_watched_namespaces_reads_and_patches_upstreams_only_there() {
+    // fdsMode empty (the default): the mode comes from Settings, where function discovery may
+    // be on, so it is granted as for WHITELIST.
     let docs = template(&["--set", "discovery.watchNamespaces={a,b}"]);
-    assert!(rendered_args(&docs).contains(&"--fds-mode=WHITELIST".to_string()));
+    assert!(!args_contain_any(&rendered_args(&docs), &["--fds-mode"]));
     // Not cluster-wide: no Upstream rule in the ClusterRole; Secrets still anywhere (the
     // secretRef of an Upstream may name any namespace).
     let cluster_role = find(&docs, "ClusterRole", "ud-upstream-discovery");
@@ -525,8 +547,8 @@ fn function_discovery_with_watched_namespaces_reads_and_patches_upstreams_only_t
         grants(upstreams, "gloo.solo.io", "upstreams"),
         sorted(UPSTREAM_VERBS)
     );
-    assert_eq!(count(&docs, "Role"), 4, "{:?}", kinds(&docs));
-    assert_eq!(count(&docs, "RoleBinding"), 4, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "Role"), 5, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "RoleBinding"), 5, "{:?}", kinds(&docs));
 
     // A watched namespace that is the write namespace gets no second Role: the write
     // namespace's one already grants every right there.
@@ -554,6 +576,7 @@ fn function_discovery_with_watched_namespaces_reads_and_patches_upstreams_only_t
                 "a".into(),
                 "ud-upstream-discovery-function-discovery".into()
             ),
+            ("edge".into(), "ud-upstream-discovery-settings".into()),
             (
                 "edge".into(),
                 "ud-upstream-discovery-leader-election".into()
@@ -561,7 +584,7 @@ fn function_discovery_with_watched_namespaces_reads_and_patches_upstreams_only_t
         ],
         "{names:?}"
     );
-    assert_eq!(count(&docs, "RoleBinding"), 3);
+    assert_eq!(count(&docs, "RoleBinding"), 4);
 
     // DISABLED: no function-discovery Role, nothing beyond the write namespace.
     let docs = template(&[
@@ -570,8 +593,8 @@ fn function_discovery_with_watched_namespaces_reads_and_patches_upstreams_only_t
         "--set",
         "discovery.fdsMode=DISABLED",
     ]);
-    assert_eq!(count(&docs, "Role"), 2, "{:?}", kinds(&docs));
-    assert_eq!(count(&docs, "RoleBinding"), 2);
+    assert_eq!(count(&docs, "Role"), 3, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "RoleBinding"), 3);
     assert!(docs
         .iter()
         .all(|d| !str_at(d, "metadata.name").ends_with("-function-discovery")));
@@ -699,7 +722,8 @@ fn lambda_with_irsa_reads_secrets_and_passes_the_lambda_flags() {
         "{args:?}"
     );
 
-    // DISABLED is passed (the daemon's default is WHITELIST), without the Lambda flags, and
+    // DISABLED is passed (Settings or the daemon's default may say otherwise), without the
+    // Lambda flags, and
     // grants no Secrets and no Upstreams outside the write namespace.
     let docs = template(&["--set", "discovery.fdsMode=DISABLED"]);
     let args = rendered_args(&docs);
@@ -715,8 +739,21 @@ fn lambda_with_irsa_reads_secrets_and_passes_the_lambda_flags() {
     assert!(grants(cluster_role, "", "secrets").is_empty());
     assert!(grants(cluster_role, "gloo.solo.io", "upstreams").is_empty());
     assert_eq!(rules(cluster_role).len(), 4, "{:?}", rules(cluster_role));
-    assert_eq!(count(&docs, "Role"), 2, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "Role"), 3, "{:?}", kinds(&docs));
 }
+
+/// The flags whose values Settings also holds: the chart passes them only when set.
+const SETTINGS_FLAGS: &[&str] = &[
+    "--write-namespace",
+    "--watch-namespaces",
+    "--namespace-selector",
+    "--service-selector",
+    "--global-annotations",
+    "--fds-mode",
+    "--uds-enabled",
+    "--read-settings",
+    "--settings-name",
+];
 
 fn args_contain_any(args: &[String], flags: &[&str]) -> bool {
     args.iter().any(|a| {
@@ -729,6 +766,10 @@ fn args_contain_any(args: &[String], flags: &[&str]) -> bool {
 #[test]
 fn every_daemon_flag_has_a_value() {
     let docs = template(&[
+        "--set",
+        "discovery.settings.name=edge-settings",
+        "--set",
+        "discovery.udsOptions.enabled=false",
         "--set",
         "discovery.writeNamespace=gateways",
         "--set",
@@ -775,10 +816,12 @@ fn every_daemon_flag_has_a_value() {
         args,
         [
             "run",
+            "--settings-name=edge-settings",
             "--write-namespace=gateways",
             "--write-namespace-mode=fixed",
             "--watch-namespaces=shop,payments",
             "--namespace-selector=team=edge",
+            "--uds-enabled=false",
             "--service-selector=discovery!=disabled",
             "--global-annotations=gloo.solo.io/h2_service=true",
             r#"--global-annotations=gloo.solo.io/upstream_config={"connectionConfig": {"maxRequestsPerConnection": 1}}"#,
@@ -810,9 +853,12 @@ fn every_daemon_flag_has_a_value() {
     assert!(!args.iter().any(|a| a.starts_with("--lease-name")));
     assert_eq!(
         count(&docs, "Role"),
-        1,
+        2,
         "no Lease rights without leader election"
     );
+    assert!(docs
+        .iter()
+        .all(|d| !str_at(d, "metadata.name").ends_with("-leader-election")));
 }
 
 #[test]
@@ -878,6 +924,370 @@ fn pod_settings_image_digest_and_service_monitor_render() {
     let docs = template(&["--set", "image.tag=dev", "--set", "image.pullPolicy=Always"]);
     assert_eq!(str_at(container(&docs), "image"), "upstream-discovery:dev");
     assert_eq!(str_at(container(&docs), "imagePullPolicy"), "Always");
+}
+
+// ---- Gloo's Settings and Gloo's names for the same values -------------------------------
+
+/// A Gloo chart values file (tests/packaging/gloo-values.yaml); its `discovery:` block is reused
+/// as it is.
+const GLOO_VALUES: &str = "tests/packaging/gloo-values.yaml";
+
+/// `helm template` with a values file holding only the `discovery:` block of Gloo's values.
+fn template_with_gloos_discovery_block(extra: &[&str]) -> Vec<Value> {
+    let gloo: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(repo().join(GLOO_VALUES)).expect("the Gloo values file"),
+    )
+    .expect("YAML");
+    let block = serde_json::json!({ "discovery": at(&gloo, "discovery") });
+    let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+    // JSON is YAML: helm reads it as a values file.
+    std::io::Write::write_all(&mut file, block.to_string().as_bytes()).expect("write values");
+    let path = file.path().to_str().expect("utf-8 path").to_string();
+    let mut args = vec!["-f", path.as_str()];
+    args.extend_from_slice(extra);
+    template(&args)
+}
+
+#[test]
+fn a_gloo_values_discovery_block_renders_as_the_same_settings_under_our_names() {
+    let gloo = template_with_gloos_discovery_block(&[]);
+    let ours = template(&[
+        "--set",
+        "discovery.fdsMode=BLACKLIST",
+        "--set",
+        "discovery.serviceSelector=team=edge",
+        "--set",
+        "discovery.logLevel=debug",
+        "--set",
+        "replicas=2",
+        "--set-json",
+        r#"resources={"requests":{"cpu":"100m","memory":"128Mi"},"limits":{"cpu":"1","memory":"512Mi"}}"#,
+        "--set-json",
+        r#"extraEnv=[{"name":"AWS_REGION","value":"eu-west-1"},{"name":"NODE_NAME","valueFrom":{"fieldRef":{"fieldPath":"spec.nodeName"}}}]"#,
+        "--set",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/lambda-discovery",
+        "--set-string",
+        "podAnnotations.sidecar\\.istio\\.io/inject=false",
+        "--set",
+        "nodeSelector.kubernetes\\.io/os=linux",
+    ]);
+
+    // The daemon's command line, written out: Gloo's watchLabels are our --service-selector,
+    // udsOptions.enabled true is the default (not passed), Settings read (nothing passed).
+    let expected = [
+        "run",
+        "--write-namespace-mode=fixed",
+        "--service-selector=team=edge",
+        "--resync-interval=10m",
+        "--kube-api-qps=50",
+        "--kube-api-burst=100",
+        "--write-concurrency=16",
+        "--metrics-addr=0.0.0.0:9091",
+        "--leader-elect=true",
+        "--lease-name=ud-upstream-discovery",
+        "--log-level=debug",
+        "--log-format=json",
+        "--fds-mode=BLACKLIST",
+        "--lambda-poll-interval=30s",
+        "--lambda-api-rps=5",
+        "--lambda-max-functions=2000",
+    ];
+    assert_eq!(rendered_args(&gloo), expected);
+    assert_eq!(rendered_args(&ours), expected);
+    assert_daemon_knows(&rendered_args(&gloo));
+
+    let c = container(&gloo);
+    let env: Vec<&str> = at(c, "env")
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| str_at(e, "name"))
+        .collect();
+    assert_eq!(
+        env,
+        ["POD_NAMESPACE", "POD_NAME", "AWS_REGION", "NODE_NAME"]
+    );
+    assert_eq!(str_at(c, "env.2.value"), "eu-west-1");
+    assert_eq!(
+        str_at(c, "env.3.valueFrom.fieldRef.fieldPath"),
+        "spec.nodeName"
+    );
+    assert_eq!(str_at(c, "resources.requests.cpu"), "100m");
+    assert_eq!(str_at(c, "resources.requests.memory"), "128Mi");
+    assert_eq!(str_at(c, "resources.limits.cpu"), "1");
+    assert_eq!(str_at(c, "resources.limits.memory"), "512Mi");
+    // Gloo's discovery image (deployment.image) is not taken: the image is this chart's.
+    assert_eq!(str_at(c, "image"), "upstream-discovery:0.1.0");
+    let deployment = find(&gloo, "Deployment", "ud-upstream-discovery");
+    assert_eq!(at(deployment, "spec.replicas").as_u64(), Some(2));
+    let account = find(&gloo, "ServiceAccount", "ud-upstream-discovery");
+    assert_eq!(
+        at(account, "metadata.annotations")
+            .get("eks.amazonaws.com/role-arn")
+            .and_then(Value::as_str),
+        Some("arn:aws:iam::123456789012:role/lambda-discovery")
+    );
+    // Two replicas: a PodDisruptionBudget, as with `replicas: 2`.
+    find(&gloo, "PodDisruptionBudget", "ud-upstream-discovery");
+
+    // Everything else is the same too: the Deployment, ServiceAccount, RBAC, Services, PDB.
+    assert_eq!(
+        gloo.len(),
+        ours.len(),
+        "{:?} {:?}",
+        kinds(&gloo),
+        kinds(&ours)
+    );
+    for (from_gloo, from_ours) in gloo.iter().zip(&ours) {
+        assert_eq!(
+            from_gloo,
+            from_ours,
+            "{} {} differs",
+            str_at(from_gloo, "kind"),
+            str_at(from_gloo, "metadata.name")
+        );
+    }
+}
+
+#[test]
+fn settings_are_read_with_a_role_in_the_release_namespace_unless_turned_off() {
+    // Default: read, one Role with get/list/watch on settings in the release namespace, bound to
+    // the ServiceAccount; nothing on settings anywhere else; no flag (the daemon's default).
+    let docs = template(&[]);
+    let role = find(&docs, "Role", "ud-upstream-discovery-settings");
+    assert_eq!(str_at(role, "metadata.namespace"), "edge");
+    assert_eq!(
+        rules(role),
+        [(
+            "gloo.solo.io".to_string(),
+            "settings".to_string(),
+            vec!["get".to_string(), "list".to_string(), "watch".to_string()]
+        )]
+    );
+    let binding = find(&docs, "RoleBinding", "ud-upstream-discovery-settings");
+    assert_eq!(str_at(binding, "metadata.namespace"), "edge");
+    assert_eq!(str_at(binding, "roleRef.kind"), "Role");
+    assert_eq!(
+        str_at(binding, "roleRef.name"),
+        "ud-upstream-discovery-settings"
+    );
+    assert_eq!(str_at(binding, "subjects.0.name"), "ud-upstream-discovery");
+    assert_eq!(str_at(binding, "subjects.0.namespace"), "edge");
+    let settings_grants = |docs: &[Value]| -> usize {
+        docs.iter()
+            .filter(|d| str_at(d, "kind").ends_with("Role"))
+            .flat_map(rules)
+            .filter(|(_, resource, _)| resource == "settings")
+            .count()
+    };
+    assert_eq!(settings_grants(&docs), 1);
+    let args = rendered_args(&docs);
+    assert!(
+        !args_contain_any(&args, &["--read-settings", "--settings-name"]),
+        "{args:?}"
+    );
+
+    // Another name: passed; the same Role (the object's name is not in the rule).
+    let docs = template(&["--set", "discovery.settings.name=edge-settings"]);
+    assert_eq!(rendered_args(&docs)[1], "--settings-name=edge-settings");
+    find(&docs, "Role", "ud-upstream-discovery-settings");
+    // `default` spelt out is not passed.
+    let docs = template(&["--set", "discovery.settings.name=default"]);
+    assert!(!args_contain_any(
+        &rendered_args(&docs),
+        &["--settings-name"]
+    ));
+
+    // Off: --read-settings=false, no rights on settings at all, no name passed.
+    let docs = template(&[
+        "--set",
+        "discovery.settings.enabled=false",
+        "--set",
+        "discovery.settings.name=edge-settings",
+    ]);
+    let args = rendered_args(&docs);
+    assert_eq!(args[..2], ["run", "--read-settings=false"]);
+    assert!(!args_contain_any(&args, &["--settings-name"]), "{args:?}");
+    assert_daemon_knows(&args);
+    assert_eq!(settings_grants(&docs), 0);
+    assert!(docs
+        .iter()
+        .all(|d| !str_at(d, "metadata.name").ends_with("-settings")));
+    assert_eq!(count(&docs, "Role"), 2, "{:?}", kinds(&docs));
+    assert_eq!(count(&docs, "RoleBinding"), 2, "{:?}", kinds(&docs));
+}
+
+#[test]
+fn gloo_uds_options_turn_service_discovery_off_and_give_a_sorted_service_selector() {
+    // enabled false is passed; true (the default of the daemon and of Gloo) and unset are not.
+    let docs = template(&["--set", "discovery.udsOptions.enabled=false"]);
+    let args = rendered_args(&docs);
+    assert_eq!(
+        args.iter()
+            .filter(|a| a.starts_with("--uds-enabled"))
+            .collect::<Vec<_>>(),
+        ["--uds-enabled=false"]
+    );
+    assert_daemon_knows(&args);
+    for set in [
+        "discovery.udsOptions.enabled=true",
+        "discovery.udsOptions.enabled=null",
+    ] {
+        let args = rendered_args(&template(&["--set", set]));
+        assert!(
+            !args_contain_any(&args, &["--uds-enabled"]),
+            "{set}: {args:?}"
+        );
+    }
+    // watchLabels: one equality selector, keys sorted.
+    let docs = template(&[
+        "--set-json",
+        r#"discovery.udsOptions.watchLabels={"tier":"backend","app":"shop","team":"edge"}"#,
+    ]);
+    let args = rendered_args(&docs);
+    let selectors: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("--service-selector"))
+        .collect();
+    assert_eq!(
+        selectors,
+        ["--service-selector=app=shop,team=edge,tier=backend"]
+    );
+    // An empty map is no selector.
+    let args = rendered_args(&template(&[
+        "--set-json",
+        "discovery.udsOptions.watchLabels={}",
+    ]));
+    assert!(
+        !args_contain_any(&args, &["--service-selector"]),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn a_service_selector_and_gloos_watch_labels_together_fail_with_a_message() {
+    let error = try_template(
+        "ud",
+        "edge",
+        &[
+            "--set",
+            "discovery.serviceSelector=discovery!=disabled",
+            "--set",
+            "discovery.udsOptions.watchLabels.team=edge",
+        ],
+    )
+    .expect_err("both selectors were accepted");
+    assert!(
+        error.contains(
+            "discovery.serviceSelector and discovery.udsOptions.watchLabels are both set"
+        ) && error.contains("keep one"),
+        "{error}"
+    );
+}
+
+#[test]
+fn gloo_log_levels_and_pod_settings_under_gloos_names() {
+    // Gloo's zap levels above error are error here; empty passes nothing (LOG_LEVEL or info).
+    for (level, expected) in [
+        ("fatal", Some("--log-level=error")),
+        ("panic", Some("--log-level=error")),
+        ("dpanic", Some("--log-level=error")),
+        ("warn", Some("--log-level=warn")),
+        ("", None),
+    ] {
+        let args = rendered_args(&template(&[
+            "--set",
+            &format!("discovery.logLevel={level}"),
+        ]));
+        let found: Vec<&str> = args
+            .iter()
+            .filter(|a| a.starts_with("--log-level"))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(found, expected.into_iter().collect::<Vec<_>>(), "{level:?}");
+    }
+
+    // deployment.* wins over ours when set; lists are appended, maps merged.
+    let docs = template(&[
+        "--set",
+        "replicas=3",
+        "--set",
+        "discovery.deployment.replicas=0",
+        "--set",
+        "resources.requests.cpu=1",
+        "--set-json",
+        r#"discovery.deployment.resources={"requests":{"cpu":"250m"}}"#,
+        "--set-json",
+        r#"extraEnv=[{"name":"A","value":"1"}]"#,
+        "--set-json",
+        r#"discovery.deployment.customEnv=[{"name":"B","value":"2"}]"#,
+        "--set-string",
+        "serviceAccount.annotations.ours=1",
+        "--set-string",
+        "discovery.serviceAccount.extraAnnotations.gloos=2",
+        "--set",
+        "discovery.deployment.priorityClassName=system-cluster-critical",
+        "--set",
+        "discovery.deployment.extraDiscoveryLabels.team=edge",
+        "--set",
+        "discovery.deployment.runAsUser=20000",
+        "--set",
+        "discovery.deployment.fsGroup=20001",
+        "--set",
+        "discovery.deployment.image.repository=discovery",
+        "--set",
+        "discovery.deployment.stats.enabled=true",
+    ]);
+    let deployment = find(&docs, "Deployment", "ud-upstream-discovery");
+    assert_eq!(at(deployment, "spec.replicas").as_u64(), Some(0));
+    assert_eq!(count(&docs, "PodDisruptionBudget"), 0);
+    let pod = at(deployment, "spec.template.spec");
+    assert_eq!(str_at(pod, "priorityClassName"), "system-cluster-critical");
+    assert_eq!(
+        str_at(deployment, "spec.template.metadata.labels.team"),
+        "edge"
+    );
+    assert_eq!(at(pod, "securityContext.runAsUser").as_u64(), Some(20000));
+    assert_eq!(at(pod, "securityContext.fsGroup").as_u64(), Some(20001));
+    let c = container(&docs);
+    assert_eq!(str_at(c, "image"), "upstream-discovery:0.1.0");
+    assert_eq!(at(c, "securityContext.runAsUser").as_u64(), Some(20000));
+    assert_eq!(
+        at(c, "resources"),
+        &serde_json::json!({"requests": {"cpu": "250m"}})
+    );
+    let env: Vec<&str> = at(c, "env")
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| str_at(e, "name"))
+        .collect();
+    assert_eq!(env, ["POD_NAMESPACE", "POD_NAME", "A", "B"]);
+    let account = find(&docs, "ServiceAccount", "ud-upstream-discovery");
+    assert_eq!(str_at(account, "metadata.annotations.ours"), "1");
+    assert_eq!(str_at(account, "metadata.annotations.gloos"), "2");
+
+    // floatingUserId: the platform picks the IDs (OpenShift); the rest of the context stays.
+    let docs = template(&["--set", "discovery.deployment.floatingUserId=true"]);
+    let pod = at(
+        find(&docs, "Deployment", "ud-upstream-discovery"),
+        "spec.template.spec",
+    );
+    for key in ["runAsUser", "runAsGroup", "fsGroup"] {
+        assert!(at(pod, "securityContext").get(key).is_none(), "{key}");
+        assert!(
+            at(container(&docs), "securityContext").get(key).is_none(),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        at(container(&docs), "securityContext.readOnlyRootFilesystem").as_bool(),
+        Some(true)
+    );
 }
 
 /// The plain manifests: a header, then exactly what `helm template` renders with default values.
@@ -965,6 +1375,34 @@ fn values_schema_rejects_misspelt_and_mistyped_values_with_the_path() {
         (
             "serviceAccount.annotations=arn",
             "at '/serviceAccount/annotations'",
+        ),
+        (
+            "discovery.settings.enable=false",
+            "additional properties 'enable' not allowed",
+        ),
+        (
+            "discovery.settings.enabled=no",
+            "at '/discovery/settings/enabled'",
+        ),
+        (
+            "discovery.udsOptions.enabled=yes",
+            "at '/discovery/udsOptions/enabled'",
+        ),
+        (
+            "discovery.udsOptions.watchLabel.team=edge",
+            "additional properties 'watchLabel' not allowed",
+        ),
+        (
+            "discovery.deployment.replica=2",
+            "additional properties 'replica' not allowed",
+        ),
+        (
+            "discovery.deployment.replicas=two",
+            "at '/discovery/deployment/replicas'",
+        ),
+        (
+            "discovery.serviceAccount.extraAnnotation.a=b",
+            "additional properties 'extraAnnotation' not allowed",
         ),
     ] {
         let error = try_template("ud", "edge", &["--set", set])

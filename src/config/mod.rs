@@ -180,6 +180,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", default_value = "upstream-discovery")]
     pub lease_name: String,
 
+    /// How long other replicas wait, after the Lease last changed, before taking it over.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// A leader that has not renewed the Lease for this long stops writing (shorter than
+    /// --lease-duration, so it stops before anyone can take over).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+
+    /// How often the Lease is renewed, or tried for.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: Duration,
+
     /// Plan and log every write, write nothing.
     #[arg(long)]
     pub dry_run: bool,

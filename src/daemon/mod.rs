@@ -15,7 +15,7 @@ use crate::config::RunArgs;
 use crate::events::EventSink;
 use crate::health::{Health, HealthLimits};
 use crate::http;
-use crate::leader::Leadership;
+use crate::leader::{Leadership, Timing};
 use crate::metrics::Metrics;
 use crate::source::settings::{self, SettingsUpdate};
 use follow::{Follower, Step};
@@ -37,8 +37,8 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Leader(#[from] crate::leader::LeaderError),
+    #[error("leader election: {0}")]
+    Leader(#[from] crate::leader::TimingError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -104,7 +104,19 @@ pub async fn run(args: RunArgs, serve_http: bool) -> Result<(), DaemonError> {
 
     let leadership = if args.leader_elect {
         tracing::info!(namespace = %own_namespace, lease = %args.lease_name, %identity, "competing for leadership");
-        Leadership::elect(client.clone(), &own_namespace, &args.lease_name, &identity).await?
+        let timing = Timing {
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
+        }
+        .checked()?;
+        Leadership::elect(
+            client.clone(),
+            &own_namespace,
+            &args.lease_name,
+            &identity,
+            timing,
+        )
     } else {
         Leadership::always()
     };
@@ -120,6 +132,7 @@ pub async fn run(args: RunArgs, serve_http: bool) -> Result<(), DaemonError> {
         metrics,
         health,
         leadership.is_leader.clone(),
+        leadership.fence.clone(),
     );
 
     let signals = shutdown.clone();

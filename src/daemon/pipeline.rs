@@ -14,7 +14,7 @@ use crate::events::EventSink;
 use crate::health::{Health, Loop};
 use crate::lambda::engine::{LambdaConfig, LambdaEngine};
 use crate::metrics::Metrics;
-use crate::reconcile::LeaderGate;
+use crate::reconcile::{Fence, LeaderGate};
 use crate::services::state::State;
 use crate::services::{Engine, EngineConfig};
 use crate::source;
@@ -33,6 +33,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub health: Health,
     pub is_leader: tokio::sync::watch::Receiver<bool>,
+    pub fence: Fence,
 }
 
 impl Shared {
@@ -43,12 +44,14 @@ impl Shared {
         metrics: Metrics,
         health: Health,
         is_leader: tokio::sync::watch::Receiver<bool>,
+        fence: Fence,
     ) -> Self {
         let applier = Applier::new(
             client.clone(),
             NonZeroU32::new(args.kube_api_qps).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(args.kube_api_burst).unwrap_or(NonZeroU32::MIN),
             args.dry_run,
+            fence.clone(),
         );
         Self {
             client,
@@ -57,6 +60,7 @@ impl Shared {
             metrics,
             health,
             is_leader,
+            fence,
         }
     }
 }
@@ -105,7 +109,7 @@ impl Pipeline {
                 shared.applier.clone(),
                 shared.metrics.clone(),
                 shared.events.clone(),
-                LeaderGate::new(shared.is_leader.clone()),
+                LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
             let inputs = source::lambda_inputs(&shared.client, &scopes.function_upstreams, &health);
             tasks.push(tokio::spawn(lambda.run(inputs, health, stop.clone())));
@@ -135,7 +139,7 @@ impl Pipeline {
                 shared.metrics.clone(),
                 shared.events.clone(),
                 health,
-                LeaderGate::new(shared.is_leader.clone()),
+                LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
             tasks.push(tokio::spawn(engine.run(inputs, stop.clone())));
         } else {

@@ -27,7 +27,7 @@ use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::health::LoopHealth;
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, Scope, UpstreamKey};
-use crate::reconcile::{Backoff, Finished, LeaderGate, QueueEvent, WorkQueue};
+use crate::reconcile::{Backoff, Finished, LeaderGate, QueueEvent, SayOnce, WorkQueue};
 use crate::source::{LambdaInput, SecretUpdate, SecretWatches};
 
 /// Retries of failed writes, and of failed sweeps up to the cap below.
@@ -73,6 +73,8 @@ pub struct LambdaEngine {
     events: EventSink,
     leader: LeaderGate,
     health: LoopHealth,
+    /// Writes refused with 403 (a right taken away): one warning line until one goes through.
+    forbidden: SayOnce,
     sweepers: Sweepers,
     secret_watches: SecretWatches,
     secret_updates: mpsc::UnboundedReceiver<SecretUpdate>,
@@ -115,6 +117,7 @@ impl LambdaEngine {
             leader,
             // Reports to no one until `run` gets the record of its run.
             health: LoopHealth::default(),
+            forbidden: SayOnce::default(),
             secret_watches,
             secret_updates,
             region_sender,
@@ -341,6 +344,7 @@ impl LambdaEngine {
         };
         match written.outcome {
             Outcome::Written { upstream, .. } => {
+                self.forbidden.clear();
                 self.metrics
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Success);
                 self.metrics
@@ -349,6 +353,10 @@ impl LambdaEngine {
                 tracing::info!(upstream = %key, functions = written.functions.len(), "lambdaFunctions written");
                 let decisions = self.state.on_written(&key, &upstream);
                 self.carry_out(decisions);
+            }
+            Outcome::Fenced => {
+                tracing::debug!(upstream = %key, "not written: leadership lapsed");
+                self.writes.retry(key, changed_at, None);
             }
             Outcome::DryRun => {
                 self.metrics
@@ -372,7 +380,11 @@ impl LambdaEngine {
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Error);
                 self.metrics.error(kind);
                 let delay = self.writes.retry(key.clone(), changed_at, retry_after);
-                tracing::warn!(upstream = %key, kind = kind.as_str(), error = %message, retry_in = ?delay, "cannot write lambdaFunctions; retrying");
+                if kind != ErrorKind::Forbidden || self.forbidden.first() {
+                    tracing::warn!(upstream = %key, kind = kind.as_str(), error = %message, retry_in = ?delay, "cannot write lambdaFunctions; retrying");
+                } else {
+                    tracing::debug!(upstream = %key, error = %message, retry_in = ?delay, "lambdaFunctions write forbidden again; retrying");
+                }
             }
         }
     }
@@ -464,7 +476,7 @@ mod tests {
             applier,
             metrics,
             EventSink::log_only(),
-            LeaderGate::new(leader),
+            LeaderGate::new(leader, crate::reconcile::Fence::always()),
         )
     }
 

@@ -9,7 +9,7 @@ mod queue;
 mod report;
 
 pub use backoff::Backoff;
-pub use gate::LeaderGate;
+pub use gate::{Fence, LeaderGate, NotLeader};
 pub use lists::{ListKey, ListTracker};
 pub use queue::{Event as QueueEvent, Finished, WorkQueue};
-pub use report::{Change, ReportOnce};
+pub use report::{Change, ReportOnce, SayOnce};

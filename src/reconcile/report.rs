@@ -64,6 +64,26 @@ impl<K: Eq + Hash + Clone, V: PartialEq> ReportOnce<K, V> {
     }
 }
 
+/// A lasting refusal (a right the API server denies) is said once, not on every retry of every
+/// object: the first refusal is worth a warning line, the next ones only until something goes
+/// through again.
+#[derive(Debug, Default)]
+pub struct SayOnce {
+    said: bool,
+}
+
+impl SayOnce {
+    /// True the first time since the last [`SayOnce::clear`].
+    pub fn first(&mut self) -> bool {
+        !std::mem::replace(&mut self.said, true)
+    }
+
+    /// Something went through: the next refusal is news again.
+    pub fn clear(&mut self) {
+        self.said = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +108,15 @@ mod tests {
         reports.update(&"b", Some("x"));
         reports.forget(&"b");
         assert_eq!(reports.len(), 0);
+    }
+
+    #[test]
+    fn a_refusal_is_said_once_until_something_goes_through() {
+        let mut notice = SayOnce::default();
+        assert!(notice.first());
+        assert!(!notice.first());
+        assert!(!notice.first());
+        notice.clear();
+        assert!(notice.first());
     }
 }

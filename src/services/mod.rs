@@ -23,7 +23,7 @@ use crate::health::LoopHealth;
 use crate::metrics::{Metrics, Source, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, ServiceKey, UpstreamKey};
 use crate::plan::{self, Action, Blocked};
-use crate::reconcile::{Backoff, Change, Finished, LeaderGate, ReportOnce, WorkQueue};
+use crate::reconcile::{Backoff, Change, Finished, LeaderGate, ReportOnce, SayOnce, WorkQueue};
 use crate::source::ServiceInput;
 use crate::translate::{translate_service, TranslateSettings, TranslateWarning};
 
@@ -61,6 +61,8 @@ pub struct Engine {
     /// Names held by someone else, already reported, per Service that wants them, so that they
     /// go with the Service.
     reported_blocked: ReportOnce<ServiceKey, BTreeMap<UpstreamKey, Blocked>>,
+    /// Writes refused with 403 (a right taken away): one warning line until one goes through.
+    forbidden: SayOnce,
     was_synced: bool,
 }
 
@@ -85,6 +87,7 @@ impl Engine {
             queue: WorkQueue::new(RETRY),
             reported_warnings: ReportOnce::default(),
             reported_blocked: ReportOnce::default(),
+            forbidden: SayOnce::default(),
             was_synced: false,
         }
     }
@@ -336,6 +339,7 @@ impl Engine {
             let lag = finished_at.saturating_duration_since(changed_at);
             match outcome {
                 Outcome::Written { op, upstream } => {
+                    self.forbidden.clear();
                     self.state.on_written(&upstream);
                     self.metrics
                         .record_write(Source::Kubernetes, op, WriteResult::Success);
@@ -381,6 +385,12 @@ impl Engine {
                     retry_after.get_or_insert(None);
                 }
                 Outcome::DryRun => {}
+                Outcome::Fenced => {
+                    // Not an error: whoever leads now writes it (this replica re-plans all
+                    // when it leads again).
+                    tracing::debug!(%job, "not written: leadership lapsed");
+                    retry_after.get_or_insert(None);
+                }
                 Outcome::Failed {
                     op,
                     kind,
@@ -390,7 +400,11 @@ impl Engine {
                     self.metrics
                         .record_write(Source::Kubernetes, op, WriteResult::Error);
                     self.metrics.error(kind);
-                    tracing::warn!(%job, op = op.as_str(), kind = kind.as_str(), error = %message, "write failed; will retry");
+                    if kind != ErrorKind::Forbidden || self.forbidden.first() {
+                        tracing::warn!(%job, op = op.as_str(), kind = kind.as_str(), error = %message, "write failed; will retry");
+                    } else {
+                        tracing::debug!(%job, op = op.as_str(), error = %message, "write forbidden again; will retry (said once until a write goes through)");
+                    }
                     let slot = retry_after.get_or_insert(None);
                     *slot = (*slot).max(hint);
                 }
@@ -438,7 +452,7 @@ mod tests {
             Metrics::new().expect("metrics"),
             EventSink::log_only(),
             LoopHealth::default(),
-            LeaderGate::new(leader),
+            LeaderGate::new(leader, crate::reconcile::Fence::always()),
         )
     }
 

@@ -168,6 +168,9 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
         .build()
         .await;
     let (namespace, other) = (&scenario.write_ns, &scenario.service_ns);
+    // `kubectl auth can-i` resolves `settings.gloo.solo.io` through discovery: the CRD must be
+    // served, as in a cluster running Gloo.
+    crate::gloo_pod::install_settings_crd(&scenario.admin).await;
     let release = Release::render(&env, namespace, &[]);
     // The same release with function discovery off, applied over it below. Rendered first:
     // `helm template --dry-run=server` refuses objects that exist without Helm's annotations.
@@ -183,6 +186,10 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     ]);
     for object in [
         format!("deployment.apps/{}", release.fullname),
+        format!(
+            "role.rbac.authorization.k8s.io/{}-settings",
+            release.fullname
+        ),
         format!("serviceaccount/{}", release.fullname),
         format!("service/{}-metrics", release.fullname),
         format!(
@@ -220,7 +227,17 @@ pub async fn default_values_apply_server_side_and_grant_only_what_the_daemon_nee
     for verb in UPSTREAM_VERBS {
         allowed.push((verb, "upstreams.gloo.solo.io", ns));
     }
+    // Gloo's Settings: read in the release namespace only, never written.
+    for verb in ["get", "list", "watch"] {
+        allowed.push((verb, "settings.gloo.solo.io", ns));
+    }
     let mut refused = vec![
+        ("get", "settings.gloo.solo.io", elsewhere),
+        ("list", "settings.gloo.solo.io", None),
+        ("create", "settings.gloo.solo.io", ns),
+        ("update", "settings.gloo.solo.io", ns),
+        ("patch", "settings.gloo.solo.io", ns),
+        ("delete", "settings.gloo.solo.io", ns),
         ("create", "secrets", ns),
         ("update", "secrets", elsewhere),
         ("delete", "secrets", elsewhere),
@@ -438,7 +455,8 @@ pub async fn the_daemon_with_the_charts_arguments_and_token_discovers_a_service(
         .map(|a| a.as_str().expect("string").to_string())
         .collect();
     assert!(chart_args.contains(&format!("--watch-namespaces={service_ns},{quiet_ns}")));
-    assert!(chart_args.contains(&"--fds-mode=WHITELIST".to_string()));
+    // fdsMode is left to Settings (else the daemon's WHITELIST): the chart passes none.
+    assert!(!chart_args.iter().any(|a| a.starts_with("--fds-mode")));
     // The harness picks a free loopback port and JSON logs for every daemon it starts; the
     // chart's --metrics-addr (0.0.0.0:9091) and --log-format are replaced by those.
     let args: Vec<String> = chart_args

@@ -43,12 +43,8 @@ impl Daemon {
                 command.env_remove(name);
             }
         }
-        let nowhere = dir.path().join("no-such-file");
-        command
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", &nowhere)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        without_ambient_aws(&mut command, dir.path());
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let child = command
             .args(args)
             .args([
@@ -72,6 +68,59 @@ impl Daemon {
             log,
             _dir: dir,
         }
+    }
+
+    /// Starts the binary as Gloo's discovery pod runs it (DESIGN §2 "Gloo's discovery pod"): no
+    /// command-line arguments at all and an environment holding only `PATH`, `env` (the pod's:
+    /// POD_NAMESPACE, START_STATS_SERVER, maybe LOG_LEVEL; and what the test points AWS at),
+    /// `KUBECONFIG` (standing in for the pod's mounted token) and the switches that keep the AWS
+    /// SDK off this machine's own configuration. Its metrics are then on the fixed
+    /// [`GLOO_METRICS_PORT`]: waits for that port to be free first, so call it from one test only.
+    pub async fn start_as_gloo_pod(kubeconfig: &str, env: &[(String, String)]) -> Self {
+        wait_for(
+            &format!("port {GLOO_METRICS_PORT} to be free for the daemon started as Gloo's pod"),
+            || async {
+                std::net::TcpListener::bind(("0.0.0.0", GLOO_METRICS_PORT))
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("daemon.log");
+        let kubeconfig_file = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig_file, kubeconfig).expect("write kubeconfig");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_upstream-discovery"));
+        command.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        without_ambient_aws(&mut command, dir.path());
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", &kubeconfig_file)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("the daemon starts");
+        Self {
+            child,
+            port: GLOO_METRICS_PORT,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The process id: the same one all along means no restart.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it has not exited, for whatever reason).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn logs(&self) -> String {
@@ -190,11 +239,50 @@ impl Daemon {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit on its own (e.g. a start-up error): its exit code and its
+    /// log; panics if it is still running after `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> (Option<i32>, String) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), self.logs());
+            }
+            assert!(
+                started.elapsed() < limit,
+                "still running after {limit:?}; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: the process dies without releasing anything.
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where Gloo's discovery pod serves its metrics (`START_STATS_SERVER=true`).
+pub const GLOO_METRICS_PORT: u16 = 9091;
+
+/// Keeps the AWS SDK off the machine's own credentials, config files and instance metadata, so
+/// function discovery sees only what a test gives it.
+fn without_ambient_aws(command: &mut Command, dir: &std::path::Path) {
+    let nowhere = dir.join("no-such-file");
+    command
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere);
 }
 
 impl Drop for Daemon {

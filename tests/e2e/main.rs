@@ -17,11 +17,14 @@ mod discovery;
 mod env_selftest;
 mod fault_proxy;
 mod faults;
+mod gloo_pod;
 mod health;
 mod lambda;
+mod leadership;
 mod proxy_server;
 mod rights;
 mod scenario;
+mod settings;
 mod support;
 mod test_env;
 
@@ -87,7 +90,10 @@ fn main() {
         discovery::switching_to_service_mode_moves_the_upstreams,
         discovery::owned_upstreams_changed_or_deleted_by_hand_are_put_back,
         discovery::a_namespace_selector_scopes_discovery,
+        leadership::a_leader_cut_off_from_its_lease_stops_writing_before_another_takes_over,
+        leadership::a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking,
         rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
+        rights::refused_writes_are_said_once_counted_and_retried_until_the_right_is_back,
         health::readyz_names_a_failing_service_watch_and_recovers,
         health::healthz_fails_while_a_write_hangs,
         faults::the_fault_proxy_injects_and_forwards,
@@ -111,6 +117,11 @@ fn main() {
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
+        settings::gloo_pod_with_gloo_rbac_runs_from_settings,
+        settings::settings_changes_apply_while_running,
+        settings::gloo_defaulting_of_fds_mode,
+        settings::no_settings_means_flags_and_defaults,
+        settings::namespace_selectors_and_flags_given_on_the_command_line,
     ];
     // The conformance corpus, one trial per case file (tests/conformance/README.md).
     trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));

@@ -112,3 +112,75 @@ pub async fn a_refused_service_list_is_reported_once_deletes_nothing_and_recover
     daemon.terminate(EXIT_LIMIT);
     scenario.cleanup().await;
 }
+
+/// Sets the verbs on Upstreams of the scenario's Role in the write namespace.
+async fn set_upstream_verbs(admin: &Client, write_ns: &str, verbs: &[&str]) {
+    use k8s_openapi::api::rbac::v1::Role;
+    let roles = Api::<Role>::namespaced(admin.clone(), write_ns);
+    let mut role = roles
+        .get("upstream-discovery")
+        .await
+        .expect("the scenario's Role");
+    let rules = role.rules.get_or_insert_with(Vec::new);
+    let rule = rules
+        .iter_mut()
+        .find(|rule| rule.resources.iter().flatten().any(|r| r == "upstreams"))
+        .expect("a rule on Upstreams");
+    rule.verbs = verbs.iter().map(|verb| verb.to_string()).collect();
+    role.metadata.managed_fields = None;
+    roles
+        .replace("upstream-discovery", &PostParams::default(), &role)
+        .await
+        .expect("replace the Role");
+}
+
+pub async fn refused_writes_are_said_once_counted_and_retried_until_the_right_is_back(
+    env: Arc<TestEnv>,
+) {
+    let scenario = Scenario::builder(env, "nowrite").build().await;
+    let (admin, ns, write) = (
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
+    );
+    // Reading stays allowed (so the caches sync); writing goes.
+    set_upstream_verbs(admin, &write, &["get", "list", "watch"]).await;
+    let daemon = scenario.daemon().ready().await;
+    for name in ["one", "two", "three"] {
+        create_service(admin, &ns, name).await;
+    }
+    wait_for("each Service's refused create counted", || async {
+        let refused = daemon
+            .metric_sum("upstream_discovery_errors_total{kind=\"forbidden\"}")
+            .await;
+        (refused >= 4.0).then_some(())
+    })
+    .await;
+    let logs = daemon.logs();
+    let warnings = logs
+        .lines()
+        .filter(|line| line.contains("\"WARN\"") && line.contains("write failed"))
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "one warning line for all refused writes:\n{logs}"
+    );
+    wait_for_exact_upstreams(admin, &write, &[]).await;
+
+    set_upstream_verbs(
+        admin,
+        &write,
+        &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
+    )
+    .await;
+    let expected = vec![
+        kube_upstream(&ns, "one", 80),
+        kube_upstream(&ns, "three", 80),
+        kube_upstream(&ns, "two", 80),
+    ];
+    wait_for_exact_upstreams(admin, &write, &expected).await;
+    daemon.terminate(EXIT_LIMIT);
+    scenario.cleanup().await;
+}

@@ -48,9 +48,84 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "upstream-discovery.fullname" .) .Values.discovery.leaderElection.leaseName -}}
 {{- end -}}
 
-{{/* "true" when function discovery (AWS Lambda) is on: fdsMode is not DISABLED. */}}
+{{/*
+"true" when function discovery (AWS Lambda) may be on: fdsMode is not DISABLED. Empty counts as
+on: the mode then comes from Settings (or the daemon's default, WHITELIST), which the chart
+cannot see, so it grants what function discovery needs.
+*/}}
 {{- define "upstream-discovery.fds" -}}
-{{- if ne .Values.discovery.fdsMode "DISABLED" -}}true{{- end -}}
+{{- if ne (.Values.discovery.fdsMode | default "") "DISABLED" -}}true{{- end -}}
+{{- end -}}
+
+{{/* Replicas: Gloo's `discovery.deployment.replicas` when set, else `replicas`. */}}
+{{- define "upstream-discovery.replicas" -}}
+{{- $gloo := .Values.discovery.deployment | default dict -}}
+{{- if kindIs "invalid" $gloo.replicas -}}
+{{- int .Values.replicas -}}
+{{- else -}}
+{{- int $gloo.replicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+--service-selector: `serviceSelector`, or Gloo's `udsOptions.watchLabels` as an equality selector
+(keys sorted, so the rendering is stable). Both set is a mistake: they are the same setting.
+*/}}
+{{- define "upstream-discovery.serviceSelector" -}}
+{{- $d := .Values.discovery -}}
+{{- $watchLabels := (($d.udsOptions | default dict).watchLabels) | default dict -}}
+{{- if and $d.serviceSelector $watchLabels -}}
+{{- fail "discovery.serviceSelector and discovery.udsOptions.watchLabels are both set: they are the same setting (--service-selector) under our name and Gloo's; keep one" -}}
+{{- end -}}
+{{- if $d.serviceSelector -}}
+{{- $d.serviceSelector -}}
+{{- else if $watchLabels -}}
+{{- $pairs := list -}}
+{{- range $key := keys $watchLabels | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key (index $watchLabels $key)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+{{- end -}}
+
+{{/* --log-level: Gloo's zap levels above error (dpanic, panic, fatal) are error here. */}}
+{{- define "upstream-discovery.logLevel" -}}
+{{- $level := .Values.discovery.logLevel | default "" -}}
+{{- if has $level (list "dpanic" "panic" "fatal") -}}error{{- else -}}{{- $level -}}{{- end -}}
+{{- end -}}
+
+{{/*
+Pod and container security contexts with Gloo's `deployment.runAsUser`, `deployment.fsGroup` and
+`deployment.floatingUserId` (true: the platform, e.g. OpenShift, assigns the IDs) applied.
+*/}}
+{{- define "upstream-discovery.podSecurityContext" -}}
+{{- $context := deepCopy (.Values.podSecurityContext | default dict) -}}
+{{- $gloo := .Values.discovery.deployment | default dict -}}
+{{- if $gloo.floatingUserId -}}
+{{- $_ := unset $context "runAsUser" -}}
+{{- $_ := unset $context "runAsGroup" -}}
+{{- $_ := unset $context "fsGroup" -}}
+{{- else -}}
+{{- if not (kindIs "invalid" $gloo.runAsUser) -}}
+{{- $_ := set $context "runAsUser" (int64 $gloo.runAsUser) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $gloo.fsGroup) -}}
+{{- $_ := set $context "fsGroup" (int64 $gloo.fsGroup) -}}
+{{- end -}}
+{{- end -}}
+{{- if $context -}}{{- toYaml $context -}}{{- end -}}
+{{- end -}}
+
+{{- define "upstream-discovery.containerSecurityContext" -}}
+{{- $context := deepCopy (.Values.securityContext | default dict) -}}
+{{- $gloo := .Values.discovery.deployment | default dict -}}
+{{- if $gloo.floatingUserId -}}
+{{- $_ := unset $context "runAsUser" -}}
+{{- $_ := unset $context "runAsGroup" -}}
+{{- else if not (kindIs "invalid" $gloo.runAsUser) -}}
+{{- $_ := set $context "runAsUser" (int64 $gloo.runAsUser) -}}
+{{- end -}}
+{{- if $context -}}{{- toYaml $context -}}{{- end -}}
 {{- end -}}
 
 {{- define "upstream-discovery.image" -}}
@@ -61,10 +136,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* The daemon's command line after the binary (the image's ENTRYPOINT), one flag a line. */}}
+{{/*
+The daemon's command line after the binary (the image's ENTRYPOINT), one flag a line. A flag
+given on the command line wins over Settings, so the flags Settings also holds (write namespace,
+watched namespaces, selectors, global annotations, fds mode, uds) are passed only when the value
+is set here.
+*/}}
 {{- define "upstream-discovery.args" -}}
 {{- $d := .Values.discovery -}}
+{{- $settings := $d.settings | default dict -}}
+{{- $uds := $d.udsOptions | default dict -}}
+{{- $serviceSelector := include "upstream-discovery.serviceSelector" . -}}
+{{- $logLevel := include "upstream-discovery.logLevel" . -}}
 - "run"
+{{- if not $settings.enabled }}
+- "--read-settings=false"
+{{- else if ne ($settings.name | default "default") "default" }}
+- {{ printf "--settings-name=%s" $settings.name | toJson }}
+{{- end }}
 {{- if and (eq $d.writeNamespaceMode "fixed") $d.writeNamespace }}
 - {{ printf "--write-namespace=%s" $d.writeNamespace | toJson }}
 {{- end }}
@@ -75,8 +164,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $d.namespaceSelector }}
 - {{ printf "--namespace-selector=%s" $d.namespaceSelector | toJson }}
 {{- end }}
-{{- if $d.serviceSelector }}
-- {{ printf "--service-selector=%s" $d.serviceSelector | toJson }}
+{{- /* Only false is passed: true is the default of the daemon and of Gloo's Settings. */}}
+{{- if eq (toString $uds.enabled) "false" }}
+- "--uds-enabled=false"
+{{- end }}
+{{- if $serviceSelector }}
+- {{ printf "--service-selector=%s" $serviceSelector | toJson }}
 {{- end }}
 {{- range $key, $value := $d.globalAnnotations }}
 - {{ printf "--global-annotations=%s=%s" $key $value | toJson }}
@@ -93,10 +186,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $d.dryRun }}
 - "--dry-run"
 {{- end }}
-- {{ printf "--log-level=%s" $d.logLevel | toJson }}
+{{- if $logLevel }}
+- {{ printf "--log-level=%s" $logLevel | toJson }}
+{{- end }}
 - {{ printf "--log-format=%s" $d.logFormat | toJson }}
-{{- /* Always passed: the daemon's default is WHITELIST, so DISABLED has to be said. */}}
+{{- if $d.fdsMode }}
 - {{ printf "--fds-mode=%s" $d.fdsMode | toJson }}
+{{- end }}
 {{- if include "upstream-discovery.fds" . }}
 - {{ printf "--lambda-poll-interval=%s" $d.lambda.pollInterval | toJson }}
 - {{ printf "--lambda-api-rps=%d" (int $d.lambda.apiRps) | toJson }}
