@@ -89,6 +89,9 @@ fn main() {
             put_our_crd(&admin).await
         });
         env.stop();
+        // The environment lives in a static, never dropped: its state directory (etcd's data)
+        // would outlive the run.
+        let _ = std::fs::remove_dir_all(&env.state_dir);
     }
     if let Err(error) = restored {
         eprintln!("error: could not put the project's CRD back: {error}");

@@ -140,11 +140,10 @@ impl Scopes {
     }
 }
 
+/// `run`'s flags parsed from `words`, with the ones given recorded, for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn parse_run_args(words: &[&str]) -> RunArgs {
     use clap::{CommandFactory, FromArgMatches, Parser};
-    use serde_json::json;
 
     #[derive(Parser)]
     struct Cli {
@@ -152,13 +151,21 @@ mod tests {
         run: RunArgs,
     }
 
+    let matches = Cli::command()
+        .try_get_matches_from(std::iter::once("test").chain(words.iter().copied()))
+        .expect("valid flags");
+    let mut run = Cli::from_arg_matches(&matches).expect("flags").run;
+    run.given = GivenFlags::from_matches(&matches);
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
     fn parse(args: &[&str]) -> RunArgs {
-        let matches = Cli::command()
-            .try_get_matches_from(std::iter::once("test").chain(args.iter().copied()))
-            .expect("valid flags");
-        let mut run = Cli::from_arg_matches(&matches).expect("flags").run;
-        run.given = GivenFlags::from_matches(&matches);
-        run
+        parse_run_args(args)
     }
 
     fn settings(spec: serde_json::Value) -> GlooSettings {

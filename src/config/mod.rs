@@ -12,6 +12,8 @@ use clap::{Args, ValueEnum};
 mod layered;
 pub mod settings;
 
+#[cfg(test)]
+pub(crate) use layered::parse_run_args;
 pub use layered::{ConfigError, Discovery, GivenFlags};
 
 pub use crate::lambda::selection::FdsMode;

@@ -164,25 +164,9 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GivenFlags;
+    use crate::config::parse_run_args as args;
     use crate::lambda::selection::FdsMode;
-    use clap::{CommandFactory, FromArgMatches, Parser};
     use serde_json::json;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        run: RunArgs,
-    }
-
-    fn args(flags: &[&str]) -> RunArgs {
-        let matches = Cli::command()
-            .try_get_matches_from(std::iter::once("test").chain(flags.iter().copied()))
-            .expect("valid flags");
-        let mut run = Cli::from_arg_matches(&matches).expect("flags").run;
-        run.given = GivenFlags::from_matches(&matches);
-        run
-    }
 
     fn follower(first: FirstRead) -> (Follower, Metrics) {
         let metrics = Metrics::new().expect("metrics");

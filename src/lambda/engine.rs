@@ -75,6 +75,8 @@ pub struct LambdaEngine {
     health: LoopHealth,
     /// Writes refused with 403 (a right taken away): one warning line until one goes through.
     forbidden: SayOnce,
+    /// A watch failed and none has answered since.
+    watch_failed: bool,
     sweepers: Sweepers,
     secret_watches: SecretWatches,
     secret_updates: mpsc::UnboundedReceiver<SecretUpdate>,
@@ -118,6 +120,7 @@ impl LambdaEngine {
             // Reports to no one until `run` gets the record of its run.
             health: LoopHealth::default(),
             forbidden: SayOnce::default(),
+            watch_failed: false,
             secret_watches,
             secret_updates,
             region_sender,
@@ -188,6 +191,10 @@ impl LambdaEngine {
     }
 
     fn on_input(&mut self, input: LambdaInput) {
+        if input.is_answer() && std::mem::take(&mut self.watch_failed) {
+            // The API server answers again: writes that failed while it was away go now.
+            self.writes.retry_now();
+        }
         let decisions = match input {
             LambdaInput::Upstream(scope, event) => self.state.on_upstream(&scope, *event),
             LambdaInput::Namespace(event) => {
@@ -195,6 +202,7 @@ impl LambdaEngine {
                 Vec::new()
             }
             LambdaInput::WatchError(failure) => {
+                self.watch_failed = true;
                 self.metrics.watch_restarted(failure.resource);
                 if failure.repeated {
                     tracing::debug!(resource = failure.resource.as_str(), error = %failure.message, "function discovery: watch still failing; retrying with backoff");

@@ -154,6 +154,18 @@ where
         self.waiting.insert(key, (timer, changed_at));
     }
 
+    /// Every key waiting out a retry backoff is due now, and backoffs start over: the API
+    /// server is back (a watch was re-established), so what failed while it was away should
+    /// not wait out delays that grew during the outage.
+    pub fn retry_now(&mut self) {
+        for (key, (timer, changed_at)) in self.waiting.drain() {
+            self.timers.remove(&timer);
+            let oldest = self.dirty.entry(key).or_insert(changed_at);
+            *oldest = (*oldest).min(changed_at);
+        }
+        self.attempts.clear();
+    }
+
     /// The key's work succeeded: its next failure starts the backoff over.
     pub fn succeeded(&mut self, key: &K) {
         self.attempts.remove(key);
@@ -322,6 +334,39 @@ mod tests {
         );
         queue.succeeded(&"a");
         assert_eq!(queue.attempts(&"a"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_now_ends_every_backoff_and_starts_them_over() {
+        let mut queue = queue();
+        let now = Instant::now();
+        for _ in 0..3 {
+            queue.retry("a", now, None);
+        }
+        queue.retry(
+            "b",
+            now + Duration::from_secs(1),
+            Some(Duration::from_secs(60)),
+        );
+        assert!(drain_ready(&mut queue).is_empty(), "both waiting");
+        queue.retry_now();
+        assert!(!queue.is_waiting(&"a") && !queue.is_waiting(&"b"));
+        assert_eq!(queue.attempts(&"a"), 0);
+        let mut cursor = None;
+        assert_eq!(
+            queue.pop_ready(&mut cursor),
+            Some(("a", now)),
+            "its first change time"
+        );
+        assert_eq!(
+            queue.pop_ready(&mut cursor),
+            Some(("b", now + Duration::from_secs(1)))
+        );
+        let next = queue.retry("a", now, None);
+        assert!(
+            next <= Duration::from_micros(12500),
+            "backoff starts over: {next:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

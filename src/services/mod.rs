@@ -63,6 +63,8 @@ pub struct Engine {
     reported_blocked: ReportOnce<ServiceKey, BTreeMap<UpstreamKey, Blocked>>,
     /// Writes refused with 403 (a right taken away): one warning line until one goes through.
     forbidden: SayOnce,
+    /// A watch failed and none has answered since.
+    watch_failed: bool,
     was_synced: bool,
 }
 
@@ -88,6 +90,7 @@ impl Engine {
             reported_warnings: ReportOnce::default(),
             reported_blocked: ReportOnce::default(),
             forbidden: SayOnce::default(),
+            watch_failed: false,
             was_synced: false,
         }
     }
@@ -141,11 +144,17 @@ impl Engine {
 
     fn on_input(&mut self, input: ServiceInput) {
         let now = Instant::now();
+        if input.is_answer() && std::mem::take(&mut self.watch_failed) {
+            // The API server answers again: what failed while it was away goes now, not after
+            // backoffs that grew during the outage.
+            self.queue.retry_now();
+        }
         let touched = match input {
             ServiceInput::Service(scope, event) => self.state.on_service_event(&scope, event),
             ServiceInput::Upstream(scope, event) => self.state.on_upstream_event(&scope, event),
             ServiceInput::Namespace(event) => self.state.on_namespace_event(event),
             ServiceInput::WatchError(failure) => {
+                self.watch_failed = true;
                 if failure.repeated {
                     tracing::debug!(resource = failure.resource.as_str(), error = %failure.message, "watch still failing; it restarts with backoff");
                 } else {

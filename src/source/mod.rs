@@ -4,8 +4,11 @@
 //! re-list covers. The credentials Secrets of function discovery are watched one by one
 //! (`secrets`).
 
+mod backoff;
 mod secrets;
 pub mod settings;
+
+use std::sync::Arc;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -43,6 +46,29 @@ pub enum LambdaInput {
     /// Labels only: the opt-out label is all function discovery reads of a namespace.
     Namespace(Box<watcher::Event<PartialObjectMeta<Namespace>>>),
     WatchError(WatchFailure),
+}
+
+impl ServiceInput {
+    /// A list or watch answered: not a failure, and not the `Init` each retry starts with.
+    pub fn is_answer(&self) -> bool {
+        match self {
+            ServiceInput::Service(_, event) => !matches!(event, watcher::Event::Init),
+            ServiceInput::Upstream(_, event) => !matches!(event, watcher::Event::Init),
+            ServiceInput::Namespace(event) => !matches!(event, watcher::Event::Init),
+            ServiceInput::WatchError(_) => false,
+        }
+    }
+}
+
+impl LambdaInput {
+    /// A list or watch answered: not a failure, and not the `Init` each retry starts with.
+    pub fn is_answer(&self) -> bool {
+        match self {
+            LambdaInput::Upstream(_, event) => !matches!(**event, watcher::Event::Init),
+            LambdaInput::Namespace(event) => !matches!(**event, watcher::Event::Init),
+            LambdaInput::WatchError(_) => false,
+        }
+    }
 }
 
 /// A failed list or watch; the stream retries it with backoff.
@@ -152,8 +178,11 @@ where
     I: Send + 'static,
 {
     let mut last_failure: Option<String> = None;
+    let signals = Arc::new(backoff::Signals::default());
+    let observer = signals.clone();
     watcher(api, config)
-        .default_backoff()
+        .inspect(move |item| observer.observe(item))
+        .backoff(backoff::WatchBackoff::new(signals))
         .map(move |item| match item {
             Ok(item) => {
                 // Each retry starts with `Init` before its list is even sent: only what a

@@ -7,15 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
-use kube::api::PostParams;
-use kube::{Api, Client};
-use serde_json::json;
-
 use crate::daemon::Daemon;
 use crate::fault_proxy::{Fault, FaultProxy, Rule, Seen};
 use crate::scenario::Scenario;
-use crate::support::{kube_upstream, wait_for, wait_for_exact_upstreams, wait_until_within};
+use crate::support::{
+    create_plain_service, kube_upstream, wait_for, wait_for_exact_upstreams, wait_until_within,
+};
 use crate::test_env::TestEnv;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
@@ -24,18 +21,6 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 const RETRY_PERIOD: Duration = Duration::from_secs(2);
 /// Scheduling and the proxy's own hop, on a shared 2-core machine.
 const SLACK: Duration = Duration::from_millis(1500);
-
-async fn create_service(admin: &Client, namespace: &str, name: &str) {
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
-    }))
-    .expect("service");
-    Api::<Service>::namespaced(admin.clone(), namespace)
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create service");
-}
 
 fn is_write(seen: &Seen) -> bool {
     seen.resource == "upstreams"
@@ -81,7 +66,7 @@ pub async fn a_leader_cut_off_from_its_lease_stops_writing_before_another_takes_
         scenario.write_ns.clone(),
     );
     let (first_proxy, first, second_proxy, second) = two_replicas(&scenario, &env).await;
-    create_service(admin, &ns, "before").await;
+    create_plain_service(admin, &ns, "before").await;
     wait_for_exact_upstreams(admin, &write, &[kube_upstream(&ns, "before", 80)]).await;
 
     // Only the leader's Lease requests vanish: its watches and writes still get through, so
@@ -97,7 +82,7 @@ pub async fn a_leader_cut_off_from_its_lease_stops_writing_before_another_takes_
     let mut index = 0;
     while cut.elapsed() < LEASE_DURATION + RETRY_PERIOD + SLACK * 2 {
         let name = format!("during-{index:02}");
-        create_service(admin, &ns, &name).await;
+        create_plain_service(admin, &ns, &name).await;
         expected.push(kube_upstream(&ns, &name, 80));
         index += 1;
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -158,7 +143,7 @@ pub async fn a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking(env
         scenario.write_ns.clone(),
     );
     let (first_proxy, first, _second_proxy, second) = two_replicas(&scenario, &env).await;
-    create_service(admin, &ns, "before").await;
+    create_plain_service(admin, &ns, "before").await;
     wait_for_exact_upstreams(admin, &write, &[kube_upstream(&ns, "before", 80)]).await;
 
     first.signal("STOP");
@@ -177,7 +162,7 @@ pub async fn a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking(env
     .await;
     // Changes the paused leader will find waiting in its watch connections when it wakes.
     for name in ["while-paused-a", "while-paused-b"] {
-        create_service(admin, &ns, name).await;
+        create_plain_service(admin, &ns, name).await;
     }
     let expected = vec![
         kube_upstream(&ns, "before", 80),

@@ -128,6 +128,9 @@ fn main() {
     let conclusion = libtest_mimic::run(&args, trials);
     if let Some(Ok(env)) = ENV.get() {
         env.stop();
+        // The environment lives in a static, never dropped: its state directory (etcd's data)
+        // would outlive the run.
+        let _ = std::fs::remove_dir_all(&env.state_dir);
     }
     conclusion.exit();
 }

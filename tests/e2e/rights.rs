@@ -9,25 +9,12 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
-use serde_json::json;
 
 use crate::scenario::Scenario;
-use crate::support::{kube_upstream, wait_for, wait_for_exact_upstreams};
+use crate::support::{create_plain_service, kube_upstream, wait_for, wait_for_exact_upstreams};
 use crate::test_env::TestEnv;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
-
-async fn create_service(admin: &Client, namespace: &str, name: &str) {
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
-    }))
-    .expect("service");
-    Api::<Service>::namespaced(admin.clone(), namespace)
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create service");
-}
 
 /// Replaces the scenario's ClusterRole with its rules, minus (or plus) the rule on Services.
 async fn set_service_rights(admin: &Client, role_name: &str, granted: bool) {
@@ -62,7 +49,7 @@ pub async fn a_refused_service_list_is_reported_once_deletes_nothing_and_recover
     );
     let role_name = format!("e2e-{write}");
     for name in ["one", "two"] {
-        create_service(admin, &ns, name).await;
+        create_plain_service(admin, &ns, name).await;
     }
     let both = vec![kube_upstream(&ns, "one", 80), kube_upstream(&ns, "two", 80)];
     let first = scenario.daemon().ready().await;
@@ -147,7 +134,7 @@ pub async fn refused_writes_are_said_once_counted_and_retried_until_the_right_is
     set_upstream_verbs(admin, &write, &["get", "list", "watch"]).await;
     let daemon = scenario.daemon().ready().await;
     for name in ["one", "two", "three"] {
-        create_service(admin, &ns, name).await;
+        create_plain_service(admin, &ns, name).await;
     }
     wait_for("each Service's refused create counted", || async {
         let refused = daemon

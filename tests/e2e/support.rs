@@ -231,6 +231,20 @@ pub fn essence(upstream: &Upstream) -> serde_json::Value {
     })
 }
 
+/// Creates a Service `name` with one port `http` 80, labelled and selecting `app: name`: the
+/// Service [`kube_upstream`] describes the Upstream of.
+pub async fn create_plain_service(admin: &Client, namespace: &str, name: &str) {
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
+    }))
+    .expect("service");
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &service)
+        .await
+        .expect("create service");
+}
+
 /// The Upstream DESIGN §2 says discovery writes (to another namespace than the Service's) for
 /// port `port` of a Service `service_ns/service` labelled `app: <service>` with the selector
 /// `app: <service>` and no annotations, written out by hand; adjust it with [`with`]. Only for
