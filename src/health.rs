@@ -53,27 +53,23 @@ impl Default for HealthLimits {
     }
 }
 
-/// Time a retry of kube's watcher takes to fail, on top of its backoff.
-const RETRY_SLACK: Duration = Duration::from_secs(10);
+/// The longest a failing stream goes without a new failure: the source waits at most 4 s
+/// before a retry (`source::backoff`), and a retry to a server that does not answer fails
+/// within kube's 30 s connect timeout.
+const RETRY_WINDOW: Duration = Duration::from_secs(35);
 
 /// Failures of one stream with no success in between.
 #[derive(Debug)]
 struct Streak {
     since: Instant,
     last: Instant,
-    failures: u32,
     message: String,
 }
 
 impl Streak {
-    /// Whether the streak is over at `now` because the watcher's next retry is overdue and did
-    /// not fail. The watcher waits 0.8 s after a failure, doubling up to 30 s, each wait at
-    /// most doubled by jitter (kube-runtime's `DefaultBackoff`); a list retry resets it, so
-    /// this errs long for lists, whose recovery is seen anyway (the list answers).
+    /// Whether the streak is over at `now`: the next retry is overdue and did not fail.
     fn ended(&self, now: Instant) -> bool {
-        let doublings = self.failures.saturating_sub(1).min(6);
-        let backoff = (Duration::from_millis(800) * (1 << doublings)).min(Duration::from_secs(30));
-        now.saturating_duration_since(self.last) >= backoff * 2 + RETRY_SLACK
+        now.saturating_duration_since(self.last) >= RETRY_WINDOW
     }
 }
 
@@ -249,15 +245,12 @@ impl StreamHealth {
             .or_insert_with(|| Streak {
                 since: now,
                 last: now,
-                failures: 0,
                 message: String::new(),
             });
         if streak.ended(now) {
             streak.since = now;
-            streak.failures = 0;
         }
         streak.last = now;
-        streak.failures = streak.failures.saturating_add(1);
         streak.message = message.to_string();
     }
 
@@ -361,14 +354,14 @@ mod tests {
         assert_eq!(health.readiness(Instant::now()), Ok(()));
     }
 
-    /// Fails `stream` as kube's watcher retries a failing watch: after 0.8 s, doubling to 30 s.
+    /// Fails `stream` as the source retries a failing watch: after 0.5 s, doubling to 4 s.
     async fn fail_for(stream: &StreamHealth, seconds: u64, message: &str) {
         let end = Instant::now() + Duration::from_secs(seconds);
-        let mut wait = Duration::from_millis(800);
+        let mut wait = Duration::from_millis(500);
         while Instant::now() < end {
             stream.failed(message);
             tokio::time::advance(wait.min(end - Instant::now())).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
+            wait = (wait * 2).min(Duration::from_secs(4));
         }
     }
 
@@ -404,14 +397,14 @@ mod tests {
         let services = health.register(Loop::Services);
         services.synced();
         let stream = services.stream("namespaces".to_string());
-        // Failures 0.8 s to 30 s apart for 110 s: the last at 80.4 s; the next retry is due
-        // within 60 s (30 s, doubled by jitter) and fails within 10 s more.
+        // Failures 0.5 s to 4 s apart for 110 s (the last at 107.5 s): the stream is failing
+        // until a retry is overdue, 35 s after the last failure.
         fail_for(&stream, 110, "503").await;
-        let last = Instant::now() - Duration::from_millis(29_600);
-        assert!(health.readiness(last + Duration::from_secs(69)).is_err());
-        assert_eq!(health.readiness(last + Duration::from_secs(70)), Ok(()));
+        let last = Instant::now() - Duration::from_millis(2_500);
+        assert!(health.readiness(last + Duration::from_secs(34)).is_err());
+        assert_eq!(health.readiness(last + Duration::from_secs(35)), Ok(()));
 
-        // A blip of two failures is over 13.2 s after the second, whatever the grace.
+        // A blip of two failures is over 35 s after the second, even past the grace.
         let blip = health.register(Loop::Services);
         blip.synced();
         let stream = blip.stream("namespaces".to_string());

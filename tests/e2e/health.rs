@@ -81,7 +81,7 @@ pub async fn readyz_names_a_failing_service_watch_and_recovers(env: Arc<TestEnv>
     wait_for_exact_upstreams(admin, &write, std::slice::from_ref(&one)).await;
 
     // The right comes back. A resumed watch says nothing until an object changes (else the
-    // stream counts as back once its next retry is overdue, up to 70 s): a change in each
+    // stream counts as back once its next retry is overdue, 35 s): a change in each
     // watched namespace.
     proxy.rules.remove(refused);
     create_service(admin, &ns, "two").await;
