@@ -5,8 +5,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -18,8 +16,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::metrics::{Metrics, MetricsError};
 
 /// Content type of the Prometheus text exposition format.
@@ -41,29 +41,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub enum HttpError {
     #[error("cannot accept connections: {0}")]
     Accept(#[source] io::Error),
-}
-
-/// Readiness as reported by `/readyz`. Clones share the flag, so the part of the daemon that
-/// knows when it is ready holds one and the server holds another.
-#[derive(Debug, Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Starts not ready: a replica must not receive traffic (or count as available in a
-    /// rollout) before its caches are warm.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting, gives open connections up to
@@ -167,9 +144,7 @@ async fn serve_connection(
 }
 
 fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
-    route(req.method(), req.uri().path(), health.is_ready(), || {
-        metrics.encode()
-    })
+    route(req.method(), req.uri().path(), health, || metrics.encode())
 }
 
 /// The routing, apart from the network and with the encoding passed in, so that every branch
@@ -177,7 +152,7 @@ fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<
 fn route(
     method: &Method,
     path: &str,
-    ready: bool,
+    health: &Health,
     encode: impl FnOnce() -> Result<String, MetricsError>,
 ) -> Response<Full<Bytes>> {
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
@@ -206,15 +181,23 @@ fn route(
                 text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics")
             }
         },
-        "/readyz" if !ready => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-        // /healthz answers as long as the process can answer at all: liveness must not depend
-        // on the API server, or an API server outage would restart every replica.
-        _ => text(StatusCode::OK, "ok"),
+        // Liveness never depends on the API server (see `health`), or an API server outage
+        // would restart every replica.
+        "/healthz" => check(health.liveness(Instant::now())),
+        _ => check(health.readiness(Instant::now())),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// 200 "ok", or 503 with the reasons.
+fn check(verdict: Result<(), String>) -> Response<Full<Bytes>> {
+    match verdict {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(reasons) => text(StatusCode::SERVICE_UNAVAILABLE, reasons),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -226,6 +209,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::{HealthLimits, Loop};
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,7 +231,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let metrics = Metrics::new().expect("metrics");
-        let health = Health::new();
+        let health = Health::new(HealthLimits {
+            stall_timeout: Duration::from_millis(200),
+            watch_grace: Duration::from_secs(30),
+        });
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(
             listener,
@@ -343,28 +330,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn healthz_answers_whether_ready_or_not() {
+    async fn healthz_fails_while_a_loop_with_work_is_stuck() {
         let server = start().await;
         let reply = request(server.addr, "GET", "/healthz").await;
-        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
-        server.health.set_ready(true);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "ok"),
+            "not ready, alive"
+        );
+        let services = server.health.register(Loop::Services);
+        services.working(true);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reply = request(server.addr, "GET", "/healthz").await;
+        assert_eq!(reply.status, 503);
+        assert!(
+            reply
+                .body
+                .starts_with("services: work in flight and none finished for"),
+            "{}",
+            reply.body
+        );
+        services.working(false);
         let reply = request(server.addr, "GET", "/healthz").await;
         assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
         stop(server).await;
     }
 
     #[tokio::test]
-    async fn readyz_follows_the_flag() {
+    async fn readyz_says_why_not() {
         let server = start().await;
-        assert!(!server.health.is_ready());
         let reply = request(server.addr, "GET", "/readyz").await;
-        assert_eq!((reply.status, reply.body.as_str()), (503, "not ready"));
-        server.health.set_ready(true);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (503, "discovery not started\n")
+        );
+        let services = server.health.register(Loop::Services);
+        let reply = request(server.addr, "GET", "/readyz").await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (503, "services: initial lists not complete\n")
+        );
+        services.synced();
         let reply = request(server.addr, "GET", "/readyz").await;
         assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
-        server.health.set_ready(false);
-        let reply = request(server.addr, "GET", "/readyz").await;
-        assert_eq!(reply.status, 503);
         stop(server).await;
     }
 
@@ -465,7 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_encode_is_a_500_with_a_short_body() {
-        let response = route(&Method::GET, "/metrics", true, || {
+        let response = route(&Method::GET, "/metrics", &Health::default(), || {
             Err(MetricsError::Encode(prometheus::Error::Msg(
                 "broken".to_owned(),
             )))
@@ -477,18 +485,10 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_route_does_not_encode_for_other_paths() {
-        let response = route(&Method::GET, "/readyz", false, || {
+        let response = route(&Method::GET, "/readyz", &Health::default(), || {
             panic!("encode called for /readyz")
         });
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body_of(response).await, "not ready");
-    }
-
-    #[test]
-    fn health_clones_share_the_flag() {
-        let a = Health::new();
-        let b = a.clone();
-        b.set_ready(true);
-        assert!(a.is_ready());
+        assert_eq!(body_of(response).await, "discovery not started\n");
     }
 }

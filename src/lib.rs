@@ -4,7 +4,8 @@
 //! Layers, bottom first; a module imports only from its own layer or those below it (checked
 //! by `tests/architecture.rs`):
 //! 1. `model`: keys, ownership, field managers, names, Event reasons and metric labels;
-//! 2. `crd`, `selector` (the types), and `reconcile`, the kit both loops are built from;
+//! 2. `crd`, `selector` (the types), `reconcile`, the kit both loops are built from, and
+//!    `health`, the loops' liveness and readiness records;
 //! 3. `translate`, then `plan`: pure;
 //! 4. the pure states: `services::state`, `lambda::{selection, functions, target, problem,
 //!    state}`;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod crd;
 pub mod daemon;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod lambda;
 pub mod leader;

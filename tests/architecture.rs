@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("crd", 2),
     ("selector", 2),
     ("reconcile", 2),
+    ("health", 2),
     ("translate", 3),
     ("plan", 4),
     ("services::state", 5),

@@ -162,6 +162,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9091")]
     pub metrics_addr: SocketAddr,
 
+    /// /healthz fails (and the liveness probe restarts the pod) when a discovery loop has had
+    /// writes or sweeps in flight and finished none of them for this long. Keep it above the
+    /// longest single write or Lambda sweep; waiting out a backoff or the API server does not
+    /// count.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// /readyz fails when a watch (or list) of a running loop has been failing for longer than
+    /// this; it is ready again once the stream answers.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub watch_grace: Duration,
+
     /// Elect one writer among replicas with a Lease in the daemon's namespace.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -467,6 +479,8 @@ mod tests {
         assert!(!args.dry_run);
         assert!(args.watch_namespaces.is_empty());
         assert_eq!(args.metrics_addr.port(), 9091);
+        assert_eq!(args.stall_timeout, Duration::from_secs(300));
+        assert_eq!(args.watch_grace, Duration::from_secs(30));
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.lambda.fds_mode, FdsMode::Whitelist);
         assert_eq!(args.lambda.lambda_poll_interval, Duration::from_secs(30));

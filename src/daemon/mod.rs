@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RunArgs;
 use crate::events::EventSink;
-use crate::http::{self, Health};
+use crate::health::{Health, HealthLimits};
+use crate::http;
 use crate::leader::{Leadership, Timing};
 use crate::metrics::Metrics;
 use crate::source::settings::{self, SettingsUpdate};
@@ -70,7 +71,10 @@ pub async fn run(args: RunArgs, serve_http: bool) -> Result<(), DaemonError> {
     config.default_retry = false;
     let client = Client::try_from(config)?;
     let metrics = Metrics::new()?;
-    let health = Health::new();
+    let health = Health::new(HealthLimits {
+        stall_timeout: args.stall_timeout,
+        watch_grace: args.watch_grace,
+    });
     let shutdown = CancellationToken::new();
 
     let (mut follower, mut updates) = if args.read_settings {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::Applier;
 use crate::config::{Discovery, FdsMode, RunArgs, Scopes};
 use crate::events::EventSink;
-use crate::http::Health;
+use crate::health::{Health, Loop};
 use crate::lambda::engine::{LambdaConfig, LambdaEngine};
 use crate::metrics::Metrics;
 use crate::reconcile::{Fence, LeaderGate};
@@ -94,7 +94,12 @@ impl Pipeline {
             "starting discovery"
         );
         let mut tasks = Vec::new();
-        if discovery.fds_mode != FdsMode::Disabled {
+        // Each loop that runs gets a fresh health record (unsynced, no failing stream); one
+        // that does not run no longer counts.
+        if discovery.fds_mode == FdsMode::Disabled {
+            shared.health.unregister(Loop::Functions);
+        } else {
+            let health = shared.health.register(Loop::Functions);
             let mut config = LambdaConfig::from(&args.lambda);
             config.mode = discovery.fds_mode;
             let lambda = LambdaEngine::new(
@@ -106,12 +111,17 @@ impl Pipeline {
                 shared.events.clone(),
                 LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
-            let inputs = source::lambda_inputs(&shared.client, &scopes.function_upstreams);
-            tasks.push(tokio::spawn(lambda.run(inputs, stop.clone())));
+            let inputs = source::lambda_inputs(&shared.client, &scopes.function_upstreams, &health);
+            tasks.push(tokio::spawn(lambda.run(inputs, health, stop.clone())));
         }
         if discovery.uds_enabled {
-            let inputs =
-                source::service_inputs(&shared.client, scopes, &discovery.service_selector);
+            let health = shared.health.register(Loop::Services);
+            let inputs = source::service_inputs(
+                &shared.client,
+                scopes,
+                &discovery.service_selector,
+                &health,
+            );
             let state = State::new(
                 &scopes.services,
                 &scopes.upstreams,
@@ -128,14 +138,13 @@ impl Pipeline {
                 shared.applier.clone(),
                 shared.metrics.clone(),
                 shared.events.clone(),
-                shared.health.clone(),
+                health,
                 LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
             tasks.push(tokio::spawn(engine.run(inputs, stop.clone())));
         } else {
-            // Readiness follows the Service caches; without them there is nothing to wait for.
             // Upstreams already written stay: turning discovery off is not a reason to delete.
-            shared.health.set_ready(true);
+            shared.health.unregister(Loop::Services);
         }
         Self { stop, tasks }
     }

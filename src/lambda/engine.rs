@@ -24,6 +24,7 @@ use crate::apply::{Applier, Outcome};
 use crate::config::LambdaArgs;
 use crate::crd::LambdaFunction;
 use crate::events::{EventSink, ObjectEvent, Regarding};
+use crate::health::LoopHealth;
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, Scope, UpstreamKey};
 use crate::reconcile::{Backoff, Finished, LeaderGate, QueueEvent, SayOnce, WorkQueue};
@@ -71,6 +72,7 @@ pub struct LambdaEngine {
     metrics: Metrics,
     events: EventSink,
     leader: LeaderGate,
+    health: LoopHealth,
     /// Writes refused with 403 (a right taken away): one warning line until one goes through.
     forbidden: SayOnce,
     /// A watch failed and none has answered since.
@@ -115,6 +117,8 @@ impl LambdaEngine {
             metrics,
             events,
             leader,
+            // Reports to no one until `run` gets the record of its run.
+            health: LoopHealth::default(),
             forbidden: SayOnce::default(),
             watch_failed: false,
             secret_watches,
@@ -126,12 +130,14 @@ impl LambdaEngine {
         }
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled, reporting into `health`.
     pub async fn run(
         mut self,
         mut inputs: impl Stream<Item = LambdaInput> + Unpin,
+        health: LoopHealth,
         shutdown: CancellationToken,
     ) {
+        self.health = health;
         tracing::info!(
             mode = ?self.config.mode,
             poll_interval = ?self.config.poll_interval,
@@ -142,6 +148,9 @@ impl LambdaEngine {
         );
         loop {
             self.dispatch();
+            // Sweeps and writes in flight are the work; due ones start at once in `dispatch`.
+            self.health
+                .working(self.sweeps.running() + self.writes.running() > 0);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 input = inputs.next() => match input {
@@ -206,6 +215,9 @@ impl LambdaEngine {
         self.carry_out(decisions);
         let settled = self.state.settle();
         self.carry_out(settled);
+        if self.state.synced() {
+            self.health.synced();
+        }
     }
 
     fn on_secret(&mut self, update: SecretUpdate) {
@@ -286,6 +298,7 @@ impl LambdaEngine {
     }
 
     fn on_sweep(&mut self, finished: Finished<SweepKey, Result<Listing, SweepError>>) {
+        self.health.progressed();
         let now = Instant::now();
         let key = finished.key;
         let result = match finished.output {
@@ -321,6 +334,7 @@ impl LambdaEngine {
     }
 
     fn on_write(&mut self, finished: Finished<UpstreamKey, Written>) {
+        self.health.progressed();
         let now = Instant::now();
         let Finished {
             key,

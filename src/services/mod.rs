@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applier, Outcome};
 use crate::events::{EventSink, ObjectEvent, Regarding};
-use crate::http::Health;
+use crate::health::LoopHealth;
 use crate::metrics::{Metrics, Source, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, ServiceKey, UpstreamKey};
 use crate::plan::{self, Action, Blocked};
@@ -53,7 +53,7 @@ pub struct Engine {
     applier: Applier,
     metrics: Metrics,
     events: EventSink,
-    health: Health,
+    health: LoopHealth,
     leader: LeaderGate,
     queue: WorkQueue<Job, Outcomes>,
     /// Warnings already recorded as Events, per Service, so a resync does not repeat them.
@@ -75,7 +75,7 @@ impl Engine {
         applier: Applier,
         metrics: Metrics,
         events: EventSink,
-        health: Health,
+        health: LoopHealth,
         leader: LeaderGate,
     ) -> Self {
         Self {
@@ -109,6 +109,8 @@ impl Engine {
         self.metrics.set_leader(self.leader.is_open());
         loop {
             self.dispatch();
+            // After a dispatch, ready jobs wait only for a free slot: running tasks are the work.
+            self.health.working(self.queue.running() > 0);
             self.metrics.set_pending(self.queue.pending());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -173,7 +175,7 @@ impl Engine {
                 upstreams = self.state.owned_upstream_count(),
                 "initial lists complete"
             );
-            self.health.set_ready(true);
+            self.health.synced();
             self.metrics.mark_synced(Source::Kubernetes);
             self.mark_all_dirty();
         }
@@ -324,6 +326,7 @@ impl Engine {
     }
 
     fn on_finished(&mut self, finished: Finished<Job, Outcomes>) {
+        self.health.progressed();
         let Finished {
             key: job,
             changed_at,
@@ -467,7 +470,7 @@ mod tests {
             applier,
             Metrics::new().expect("metrics"),
             EventSink::log_only(),
-            Health::new(),
+            LoopHealth::default(),
             LeaderGate::new(leader, crate::reconcile::Fence::always()),
         )
     }

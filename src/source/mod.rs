@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Scopes;
 use crate::crd::Upstream;
+use crate::health::{LoopHealth, StreamHealth};
 use crate::metrics::WatchResource;
 use crate::model::Scope;
 use crate::selector::LabelSelector;
@@ -82,11 +83,13 @@ pub struct WatchFailure {
 }
 
 /// Services in their scopes (server-side filtered by `service_selector`), every Upstream in the
-/// write namespace(s), and Namespaces when a namespace selector needs their labels.
+/// write namespace(s), and Namespaces when a namespace selector needs their labels. Each
+/// stream reports its failures and recoveries into `health`.
 pub fn service_inputs(
     client: &Client,
     scopes: &Scopes,
     service_selector: &LabelSelector,
+    health: &LoopHealth,
 ) -> BoxStream<'static, ServiceInput> {
     let mut streams = Vec::new();
     let services = watcher::Config::default()
@@ -97,6 +100,7 @@ pub fn service_inputs(
         streams.push(watch(
             api_for::<Service>(client, &scope),
             services.clone(),
+            health.stream(format!("services in {scope}")),
             WatchResource::Services,
             move |event| ServiceInput::Service(scope.clone(), event),
             ServiceInput::WatchError,
@@ -107,6 +111,7 @@ pub fn service_inputs(
         streams.push(watch(
             api_for::<Upstream>(client, &scope),
             watcher::Config::default().page_size(PAGE_SIZE),
+            health.stream(format!("upstreams in {scope}")),
             WatchResource::Upstreams,
             move |event| ServiceInput::Upstream(scope.clone(), event),
             ServiceInput::WatchError,
@@ -116,6 +121,7 @@ pub fn service_inputs(
         streams.push(watch(
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default().page_size(PAGE_SIZE),
+            health.stream("namespaces".to_string()),
             WatchResource::Namespaces,
             ServiceInput::Namespace,
             ServiceInput::WatchError,
@@ -124,8 +130,12 @@ pub fn service_inputs(
     stream::select_all(streams).boxed()
 }
 
-/// Upstreams in each of `scopes` and the labels of every namespace.
-pub fn lambda_inputs(client: &Client, scopes: &[Scope]) -> BoxStream<'static, LambdaInput> {
+/// Upstreams in each of `scopes` and the labels of every namespace, reporting into `health`.
+pub fn lambda_inputs(
+    client: &Client,
+    scopes: &[Scope],
+    health: &LoopHealth,
+) -> BoxStream<'static, LambdaInput> {
     let config = watcher::Config::default().page_size(PAGE_SIZE);
     let mut streams: Vec<BoxStream<'static, LambdaInput>> = scopes
         .iter()
@@ -134,6 +144,7 @@ pub fn lambda_inputs(client: &Client, scopes: &[Scope]) -> BoxStream<'static, La
             watch(
                 api_for::<Upstream>(client, &scope),
                 config.clone(),
+                health.stream(format!("upstreams in {scope}")),
                 WatchResource::Upstreams,
                 move |event| LambdaInput::Upstream(scope.clone(), Box::new(event)),
                 LambdaInput::WatchError,
@@ -143,6 +154,7 @@ pub fn lambda_inputs(client: &Client, scopes: &[Scope]) -> BoxStream<'static, La
     streams.push(watch(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         config,
+        health.stream("namespaces".to_string()),
         WatchResource::Namespaces,
         |event| LambdaInput::Namespace(Box::new(event)),
         LambdaInput::WatchError,
@@ -150,10 +162,12 @@ pub fn lambda_inputs(client: &Client, scopes: &[Scope]) -> BoxStream<'static, La
     stream::select_all(streams).boxed()
 }
 
-/// One watch stream, its events and errors wrapped into the loop's input type.
+/// One watch stream, its events and errors wrapped into the loop's input type, its failures
+/// and recoveries reported to `health`.
 fn watch<K, I>(
     api: Api<K>,
     config: watcher::Config,
+    health: StreamHealth,
     resource: WatchResource,
     event: impl Fn(watcher::Event<K>) -> I + Send + 'static,
     error: fn(WatchFailure) -> I,
@@ -173,14 +187,15 @@ where
             Ok(item) => {
                 // Each retry starts with `Init` before its list is even sent: only what a
                 // list or watch answered counts as success.
-                if !matches!(item, watcher::Event::Init) {
-                    last_failure = None;
+                if !matches!(item, watcher::Event::Init) && last_failure.take().is_some() {
+                    health.up();
                 }
                 event(item)
             }
             Err(failure) => {
                 let message = failure.to_string();
                 let repeated = last_failure.as_deref() == Some(message.as_str());
+                health.failed(&message);
                 last_failure = Some(message.clone());
                 error(WatchFailure {
                     resource,

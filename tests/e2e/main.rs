@@ -18,6 +18,7 @@ mod env_selftest;
 mod fault_proxy;
 mod faults;
 mod gloo_pod;
+mod health;
 mod lambda;
 mod leadership;
 mod proxy_server;
@@ -93,6 +94,8 @@ fn main() {
         leadership::a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking,
         rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
         rights::refused_writes_are_said_once_counted_and_retried_until_the_right_is_back,
+        health::readyz_names_a_failing_service_watch_and_recovers,
+        health::healthz_fails_while_a_write_hangs,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
         faults::server_errors_are_retried_with_backoff_without_holding_up_others,
