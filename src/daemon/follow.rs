@@ -67,16 +67,7 @@ impl Follower {
                 (None, false)
             }
         };
-        let current = args.discovery(pod_namespace.as_deref(), settings.as_ref())?;
-        Ok(Self {
-            args,
-            pod_namespace,
-            metrics,
-            current,
-            present,
-            last_unreadable: None,
-            earlier_write_namespaces: BTreeSet::new(),
-        })
+        Self::with(args, pod_namespace, metrics, settings.as_ref(), present)
     }
 
     /// A configuration of flags alone (Settings not read).
@@ -85,13 +76,23 @@ impl Follower {
         pod_namespace: Option<String>,
         metrics: Metrics,
     ) -> Result<Self, crate::config::ConfigError> {
-        let current = args.discovery(pod_namespace.as_deref(), None)?;
+        Self::with(args, pod_namespace, metrics, None, false)
+    }
+
+    fn with(
+        args: RunArgs,
+        pod_namespace: Option<String>,
+        metrics: Metrics,
+        settings: Option<&GlooSettings>,
+        present: bool,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let current = args.discovery(pod_namespace.as_deref(), settings)?;
         Ok(Self {
             args,
             pod_namespace,
             metrics,
             current,
-            present: false,
+            present,
             last_unreadable: None,
             earlier_write_namespaces: BTreeSet::new(),
         })
