@@ -77,6 +77,14 @@ pub async fn run(args: RunArgs, serve_http: bool) -> Result<(), DaemonError> {
     });
     let shutdown = CancellationToken::new();
 
+    // Up first, so that probes get an answer while Settings are read.
+    let http_task = if serve_http {
+        Some(serve_http_endpoints(&args, &metrics, &health, &shutdown).await?)
+    } else {
+        tracing::info!("START_STATS_SERVER is off: no /metrics, /healthz or /readyz");
+        None
+    };
+
     let (mut follower, mut updates) = if args.read_settings {
         let first = settings::first_read(&client, &own_namespace, &args.settings_name).await;
         let follower = Follower::start(
@@ -93,13 +101,6 @@ pub async fn run(args: RunArgs, serve_http: bool) -> Result<(), DaemonError> {
         let follower = Follower::without_settings(args.clone(), pod_namespace, metrics.clone())?;
         let none: BoxStream<'static, SettingsUpdate> = stream::pending().boxed();
         (follower, none)
-    };
-
-    let http_task = if serve_http {
-        Some(serve_http_endpoints(&args, &metrics, &health, &shutdown).await?)
-    } else {
-        tracing::info!("START_STATS_SERVER is off: no /metrics, /healthz or /readyz");
-        None
     };
 
     let leadership = if args.leader_elect {
