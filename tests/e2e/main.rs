@@ -20,6 +20,7 @@ mod faults;
 mod gloo_pod;
 mod lambda;
 mod leadership;
+mod leaks;
 mod proxy_server;
 mod rights;
 mod scenario;
