@@ -35,7 +35,7 @@ use crate::test_env::TestEnv;
 
 /// The access key the tests sign with (moto checks no signature).
 pub const TEST_ACCESS_KEY_ID: &str = "AKIDTESTING0000000001";
-pub const TEST_SECRET_ACCESS_KEY: &str = "testing-secret";
+pub const TEST_SECRET_ACCESS_KEY: &str = "e2e-test-secret-access-key-0000000001";
 /// moto's default account, where the role must live for CreateFunction to accept it.
 pub const ACCOUNT_ID: &str = "123456789012";
 /// The IAM role every test function runs as.

@@ -172,6 +172,8 @@ struct Shared {
     /// Per (region, function name).
     latest: HashMap<(String, String), Latest>,
     next_request_id: u64,
+    /// Secret access keys and session tokens STS handed out through this proxy.
+    issued: Vec<String>,
 }
 
 /// A running proxy; stopped by [`LambdaProxy::shutdown`] or when dropped.
@@ -191,6 +193,7 @@ impl LambdaProxy {
             emulate_last_modified: true,
             latest: HashMap::new(),
             next_request_id: 0,
+            issued: Vec::new(),
         }));
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -250,6 +253,13 @@ impl LambdaProxy {
             .iter()
             .filter(|seen| seen.operation == operation && seen.region == region)
             .count()
+    }
+
+    /// The secret access keys and session tokens of every AssumeRole and
+    /// AssumeRoleWithWebIdentity answer relayed so far: credentials the daemon holds, which must
+    /// never come out of it (`leaks`).
+    pub fn issued_credentials(&self) -> Vec<String> {
+        self.lock().issued.clone()
     }
 
     /// Stops listening and cuts every connection.
@@ -708,6 +718,10 @@ impl Forwarder {
                     self.list(list, &classified, parts, body, &query, &request_id)
                         .await
                 }
+                None if classified.operation.starts_with("AssumeRole") => {
+                    self.forward_remembering_credentials(parts, &path, body)
+                        .await
+                }
                 None => self.forward(parts, &path, body).await,
             },
         };
@@ -759,6 +773,42 @@ impl Forwarder {
         }
         reply
             .body(body.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+            .unwrap_or_else(|error| bad_gateway(&error.to_string()))
+    }
+
+    /// [`Forwarder::forward`] for an STS answer holding credentials: read whole, its secrets
+    /// remembered, then relayed as it is.
+    async fn forward_remembering_credentials(
+        &self,
+        parts: hyper::http::request::Parts,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Response<ProxyBody> {
+        let response = match self.send(&parts, path_and_query, body).await {
+            Ok(response) => response,
+            Err(error) => return bad_gateway(&error),
+        };
+        let (answer, answer_body) = response.into_parts();
+        let bytes = match answer_body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => return bad_gateway(&format!("reading moto's answer: {error}")),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let issued: Vec<String> = ["SecretAccessKey", "SessionToken"]
+            .iter()
+            .filter_map(|tag| {
+                let (_, rest) = text.split_once(&format!("<{tag}>"))?;
+                let (value, _) = rest.split_once(&format!("</{tag}>"))?;
+                Some(value.trim().to_string())
+            })
+            .collect();
+        lock(&self.shared).issued.extend(issued);
+        let mut reply = Response::builder().status(answer.status);
+        for (name, value) in forwardable(&answer.headers, DROPPED) {
+            reply = reply.header(name, value);
+        }
+        reply
+            .body(full(bytes))
             .unwrap_or_else(|error| bad_gateway(&error.to_string()))
     }
 

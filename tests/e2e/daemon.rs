@@ -37,6 +37,7 @@ impl Daemon {
         let kubeconfig_file = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig_file, kubeconfig).expect("write kubeconfig");
         let port = free_port();
+        let log_file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_upstream-discovery"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("AWS_") {
@@ -58,8 +59,9 @@ impl Daemon {
             .env("POD_NAME", format!("daemon-{port}"))
             .env("RUST_LOG", "info,upstream_discovery=debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            // stdout too: nothing the daemon prints may escape the credential check (`leaks`).
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
             .spawn()
             .expect("the daemon starts");
         Self {

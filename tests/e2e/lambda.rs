@@ -3,6 +3,7 @@
 //! AWS region, since moto is shared by the tests running side by side.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use crate::aws_proxy::{AwsFault, AwsRule, LambdaProxy};
 use crate::daemon::Daemon;
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
+use crate::leaks::{assert_no_credentials_leaked, Credentials};
 use crate::scenario::Scenario;
 use crate::support::{wait_for, wait_for_event, wait_until};
 use crate::test_env::TestEnv;
@@ -24,12 +26,22 @@ use crate::test_env::TestEnv;
 const POLL: &str = "2s";
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const SECRET: &str = "aws-credentials";
+/// The access key id the daemon finds in its environment, where a test gives it one.
+const ENV_ACCESS_KEY_ID: &str = "AKIDENVIRONMENT00001";
 
 /// A test's scenario (namespaces and daemon identity), its moto region and its proxy.
+///
+/// Every credential the rig hands a daemon (Secrets, environment, the web identity token, its
+/// Kubernetes token, what STS issues through the proxy) is collected, and each daemon it starts
+/// must be ended with [`Rig::stop`], which checks that none of them came out of it; `cleanup`
+/// fails the test when a daemon was not.
 struct Rig {
     scenario: Scenario,
     moto: Moto,
     proxy: LambdaProxy,
+    credentials: Credentials,
+    started: AtomicUsize,
+    stopped: AtomicUsize,
 }
 
 impl Rig {
@@ -38,10 +50,15 @@ impl Rig {
         moto.clean_region().await;
         let proxy = LambdaProxy::start(env.get("MOTO_URL")).await;
         let scenario = Scenario::builder(env, purpose).build().await;
+        let credentials = Credentials::default();
+        credentials.add(scenario.token());
         Self {
             scenario,
             moto,
             proxy,
+            credentials,
+            started: AtomicUsize::new(0),
+            stopped: AtomicUsize::new(0),
         }
     }
 
@@ -83,10 +100,28 @@ impl Rig {
         if let Some(proxy) = kube_proxy {
             daemon = daemon.via(&proxy.url());
         }
+        self.credentials
+            .add_environment(env.iter().map(|(name, value)| (*name, value.as_str())));
+        self.started.fetch_add(1, Ordering::Relaxed);
         daemon.start()
     }
 
+    /// Ends a daemon of this rig, after checking that no credential it was handed appears in
+    /// its log, its metrics or an Event of the test's namespaces.
+    async fn stop(&self, daemon: Daemon) {
+        for issued in self.proxy.issued_credentials() {
+            self.credentials.add(&issued);
+        }
+        let scenario = &self.scenario;
+        let mut namespaces = vec![scenario.write_ns.as_str(), scenario.service_ns.as_str()];
+        namespaces.extend(scenario.others.iter().map(String::as_str));
+        assert_no_credentials_leaked(&daemon, self.admin(), &namespaces, &self.credentials).await;
+        drop(daemon);
+        self.stopped.fetch_add(1, Ordering::Relaxed);
+    }
+
     async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        self.credentials.add_secret_data(data.iter().copied());
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": name},
             "stringData": data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -183,6 +218,11 @@ impl Rig {
     }
 
     async fn cleanup(self) {
+        assert_eq!(
+            self.stopped.load(Ordering::Relaxed),
+            self.started.load(Ordering::Relaxed),
+            "every daemon of a Lambda test ends with Rig::stop (the credential check)"
+        );
         self.proxy.shutdown().await;
         self.moto.clean_region().await;
         self.scenario.cleanup().await;
@@ -372,7 +412,7 @@ pub async fn functions_of_an_account_are_listed_in_gloo_order(env: Arc<TestEnv>)
         lambda_writes(&daemon).await,
         "one lag sample per write"
     );
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -428,7 +468,7 @@ pub async fn the_list_follows_changes_and_an_unchanged_account_writes_nothing(en
         writes + 3.0,
         "one write per change"
     );
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -509,14 +549,15 @@ pub async fn upstreams_on_one_account_share_a_sweep(env: Arc<TestEnv>) {
         2.0,
         "the two capped Upstreams, each counted once"
     );
-    drop(daemon);
+    rig.stop(daemon).await;
     other.clean_region().await;
     rig.cleanup().await;
 }
 
-/// A missing Secret, a Secret without the keys, refused credentials and throttling each give
-/// an Event, a metric and a retry, and lose nothing: the list stays as it was until it can be
-/// listed again.
+/// A missing Secret, a Secret without the keys, refused credentials (from a Secret, with a
+/// session token, and from the environment) and throttling each give an Event, a metric and a
+/// retry, and lose nothing: the list stays as it was until it can be listed again. No
+/// credential comes out of the daemon meanwhile.
 pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(env: Arc<TestEnv>) {
     let rig = Rig::new(env, "fn-faults", "ca-central-1").await;
     rig.moto
@@ -532,7 +573,10 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     .await;
     rig.secret(
         "wrong-keys",
-        &[("accessKey", TEST_ACCESS_KEY_ID), ("secretKey", "x")],
+        &[
+            ("accessKey", TEST_ACCESS_KEY_ID),
+            ("secretKey", "wrong-keys-secret-0000000002"),
+        ],
     )
     .await;
     rig.upstream(
@@ -545,7 +589,8 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         "refused",
         &[
             ("aws_access_key_id", "AKIDREFUSED000000001"),
-            ("aws_secret_access_key", "x"),
+            ("aws_secret_access_key", "refused-secret-0000000003"),
+            ("aws_session_token", "refused-session-token-0000000004"),
         ],
     )
     .await;
@@ -555,6 +600,9 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         json!({}),
     )
     .await;
+    // No secretRef: the SDK's chain, here the daemon's environment.
+    rig.upstream("from-env", json!({"lambdaFunctions": previous}), json!({}))
+        .await;
     rig.test_secret().await;
     rig.upstream(
         "throttled",
@@ -565,18 +613,35 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     let refused = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id("AKIDREFUSED000000001"),
     );
+    let env_refused = rig.proxy.rules.inject(
+        AwsRule::new("ListFunctions", AwsFault::Forbidden).access_key_id(ENV_ACCESS_KEY_ID),
+    );
     // More than the SDK's three attempts: the sweep fails, then succeeds on a later retry.
     let throttle = rig.proxy.rules.inject(
         AwsRule::new("ListFunctions", AwsFault::TooManyRequests)
             .access_key_id(TEST_ACCESS_KEY_ID)
             .times(4),
     );
-    let daemon = rig.start(&[], &[]);
+    let daemon = rig.start(
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", ENV_ACCESS_KEY_ID.to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "environment-secret-0000000006".to_string(),
+            ),
+            (
+                "AWS_SESSION_TOKEN",
+                "environment-session-token-0000000007".to_string(),
+            ),
+        ],
+    );
 
     for (upstream, reason) in [
         ("no-secret", "LambdaCredentialsMissing"),
         ("wrong-keys", "LambdaCredentialsMissing"),
         ("refused", "LambdaCredentialsRefused"),
+        ("from-env", "LambdaCredentialsRefused"),
         ("throttled", "LambdaThrottled"),
     ] {
         let event = wait_for_event(rig.admin(), rig.ns(), "Upstream", upstream, reason).await;
@@ -621,7 +686,7 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
     })
     .await;
     let kept: Vec<LambdaFunction> = serde_json::from_value(previous.clone()).expect("entries");
-    for name in ["no-secret", "wrong-keys", "refused"] {
+    for name in ["no-secret", "wrong-keys", "refused", "from-env"] {
         assert_eq!(
             rig.functions(name).await,
             Some(kept.clone()),
@@ -634,6 +699,7 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         "a secret in the log"
     );
     rig.proxy.rules.remove(refused);
+    rig.proxy.rules.remove(env_refused);
     rig.test_secret().await;
     rig.secret(
         "wrong-keys",
@@ -651,10 +717,10 @@ pub async fn credential_problems_and_throttling_are_reported_and_lose_nothing(en
         ],
     )
     .await;
-    for name in ["no-secret", "wrong-keys", "refused"] {
+    for name in ["no-secret", "wrong-keys", "refused", "from-env"] {
         rig.wait_for_functions(name, &expected, &daemon).await;
     }
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -784,6 +850,10 @@ pub async fn irsa_mode_lists_with_the_upstreams_role_or_the_pods(env: Arc<TestEn
         ])
     );
     assert!(rig.proxy.count("AssumeRoleWithWebIdentity") >= 2);
+    assert!(
+        rig.proxy.issued_credentials().len() >= 4,
+        "the proxy saw the secret key and session token STS issued for each role, for the leak check"
+    );
     assert_eq!(
         rig.proxy.count("AssumeRole"),
         0,
@@ -805,7 +875,7 @@ pub async fn irsa_mode_lists_with_the_upstreams_role_or_the_pods(env: Arc<TestEn
         Some(upstream_role),
         "the user's roleArn survives our write"
     );
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -888,7 +958,7 @@ pub async fn without_irsa_role_arn_is_ignored_and_the_sdk_region_fills_in(env: A
             .await,
         0.0
     );
-    drop(daemon);
+    rig.stop(daemon).await;
 
     // No AWS_REGION (the daemon's environment has no AWS_* variable, no profile and no
     // instance metadata): the region-less Upstreams are reported, the others still listed.
@@ -918,7 +988,7 @@ pub async fn without_irsa_role_arn_is_ignored_and_the_sdk_region_fills_in(env: A
     })
     .await;
     assert_ne!(rig.functions("no-region").await, Some(expected));
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -983,8 +1053,8 @@ pub async fn opted_out_upstreams_are_left_alone(env: Arc<TestEnv>) {
         .upstreams()
         .delete("opted-out", &DeleteParams::default())
         .await;
-    drop(disabled);
-    drop(daemon);
+    rig.stop(disabled).await;
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -1032,7 +1102,7 @@ pub async fn aliases_are_listed_for_changed_functions_only(env: Arc<TestEnv>) {
         aliases_listed + 1,
         "only the changed function's aliases are listed again"
     );
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }
 
@@ -1113,7 +1183,7 @@ pub async fn failed_writes_are_retried_and_a_deleted_upstream_stays_deleted(env:
             .is_none(),
         "a deleted Upstream must not come back from a late write"
     );
-    drop(daemon);
+    rig.stop(daemon).await;
     kube.shutdown().await;
     rig.cleanup().await;
 }
@@ -1129,7 +1199,7 @@ pub async fn sweeps_of_one_account_share_its_rate_limit(env: Arc<TestEnv>) {
         "second-user",
         &[
             ("aws_access_key_id", "AKIDSECONDUSER000001"),
-            ("aws_secret_access_key", "x"),
+            ("aws_secret_access_key", "second-user-secret-0000000005"),
         ],
     )
     .await;
@@ -1168,6 +1238,6 @@ pub async fn sweeps_of_one_account_share_its_rate_limit(env: Arc<TestEnv>) {
         "calls {closest:?} apart: the account's limit is not shared"
     );
     assert!(rig.proxy.count_in("GetCallerIdentity", rig.region()) >= 2);
-    drop(daemon);
+    rig.stop(daemon).await;
     rig.cleanup().await;
 }

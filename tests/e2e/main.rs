@@ -5,6 +5,7 @@ mod aws_fixture;
 mod aws_proxy;
 mod aws_selftest;
 mod chart;
+mod churn;
 mod claims;
 mod conformance;
 // Shared with the other runners of the corpus, each of which uses part of it.
@@ -21,6 +22,7 @@ mod gloo_pod;
 mod health;
 mod lambda;
 mod leadership;
+mod leaks;
 mod proxy_server;
 mod rights;
 mod scenario;
@@ -103,6 +105,7 @@ fn main() {
         faults::dropped_watches_are_reestablished_and_a_relist_collects,
         faults::a_service_deleted_during_its_write_is_collected,
         claims::a_create_never_merges_into_an_object_the_cache_has_not_seen,
+        churn::rss_stays_flat_over_rounds_of_services_created_and_deleted,
         lambda::functions_of_an_account_are_listed_in_gloo_order,
         lambda::the_list_follows_changes_and_an_unchanged_account_writes_nothing,
         lambda::upstreams_on_one_account_share_a_sweep,

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
 use crate::daemon::{Daemon, GLOO_METRICS_PORT};
 use crate::gloo_pod::{install_settings_crd, put_settings, GlooAccount};
+use crate::leaks::{assert_no_credentials_leaked, Credentials};
 use crate::scenario::Scenario;
 use crate::support::{
     event_reasons, kube_upstream, upstream_api, upstreams_match, wait_for,
@@ -64,8 +65,9 @@ async fn create_service(admin: &Client, namespace: &str, service: &Service) {
         .expect("create service");
 }
 
-/// The test credentials for moto, as the Secret an aws Upstream names.
-async fn aws_secret(admin: &Client, namespace: &str) {
+/// The test credentials for moto, as the Secret an aws Upstream names; returns the secret
+/// values, which must never come out of the daemon.
+async fn aws_secret(admin: &Client, namespace: &str) -> Credentials {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": SECRET},
         "stringData": {"aws_access_key_id": TEST_ACCESS_KEY_ID,
@@ -76,6 +78,12 @@ async fn aws_secret(admin: &Client, namespace: &str) {
         .create(&PostParams::default(), &secret)
         .await
         .expect("create secret");
+    let credentials = Credentials::default();
+    credentials.add_secret_data([
+        ("aws_access_key_id", TEST_ACCESS_KEY_ID),
+        ("aws_secret_access_key", TEST_SECRET_ACCESS_KEY),
+    ]);
+    credentials
 }
 
 /// An aws Upstream as a user writes it: the region and the test Secret, no labels.
@@ -211,7 +219,8 @@ pub async fn gloo_pod_with_gloo_rbac_runs_from_settings(env: Arc<TestEnv>) {
     );
     install_settings_crd(admin).await;
     let account = GlooAccount::create(&env, admin, pod_ns).await;
-    aws_secret(admin, ns).await;
+    let credentials = aws_secret(admin, ns).await;
+    credentials.add(&account.token);
     aws_upstream(admin, ns, "lambdas", moto.region()).await;
     put_settings(
         admin,
@@ -352,6 +361,7 @@ pub async fn gloo_pod_with_gloo_rbac_runs_from_settings(env: Arc<TestEnv>) {
         !logs.contains("no Settings"),
         "the Settings were found; log:\n{logs}"
     );
+    assert_no_credentials_leaked(&daemon, admin, &[pod_ns, ns, write], &credentials).await;
     daemon.terminate(EXIT_LIMIT);
     account.delete(admin).await;
     moto.clean_region().await;
@@ -636,7 +646,8 @@ pub async fn gloo_defaulting_of_fds_mode(env: Arc<TestEnv>) {
     );
     install_settings_crd(admin).await;
     let account = GlooAccount::create(&env, admin, pod_ns).await;
-    aws_secret(admin, ns).await;
+    let credentials = aws_secret(admin, ns).await;
+    credentials.add(&account.token);
     let chosen = json!({"discover": "yes"});
     create_service(admin, ns, &service("plain", 80, json!({}), json!({}))).await;
     create_service(admin, ns, &service("chosen", 81, chosen.clone(), json!({}))).await;
@@ -670,6 +681,7 @@ pub async fn gloo_defaulting_of_fds_mode(env: Arc<TestEnv>) {
     )
     .await;
     wait_for_functions(admin, ns, "lambdas-a", &json!([latest("billing")])).await;
+    assert_no_credentials_leaked(&daemon, admin, &[pod_ns, ns, write], &credentials).await;
     daemon.terminate(EXIT_LIMIT);
 
     // A `discovery` block without fdsMode: BLACKLIST (the proto default); udsOptions without
@@ -692,6 +704,7 @@ pub async fn gloo_defaulting_of_fds_mode(env: Arc<TestEnv>) {
     )
     .await;
     wait_for_functions(admin, ns, "lambdas-b", &json!([latest("billing")])).await;
+    assert_no_credentials_leaked(&daemon, admin, &[pod_ns, ns, write], &credentials).await;
     daemon.terminate(EXIT_LIMIT);
 
     // fdsMode DISABLED, no udsOptions: no function discovery at all; Service discovery on.
@@ -723,6 +736,7 @@ pub async fn gloo_defaulting_of_fds_mode(env: Arc<TestEnv>) {
             .await,
         0.0
     );
+    assert_no_credentials_leaked(&daemon, admin, &[pod_ns, ns, write], &credentials).await;
     daemon.terminate(EXIT_LIMIT);
 
     account.delete(admin).await;
