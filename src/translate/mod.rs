@@ -22,8 +22,10 @@ pub use tls::{
     ONE_WAY_TLS_ANNOTATION, ROOT_CA_ANNOTATION, SECRET_ANNOTATION, TLS_CERT_ANNOTATION,
     TLS_KEY_ANNOTATION,
 };
-pub use upstream_config::{DEEP_MERGE_ANNOTATION, UPSTREAM_CONFIG_ANNOTATION};
-pub use warning::{AnnotationOrigin, TranslateWarning};
+pub use upstream_config::{
+    DEEP_MERGE_ANNOTATION, MAX_UPSTREAM_CONFIG_BYTES, UPSTREAM_CONFIG_ANNOTATION,
+};
+pub use warning::{AnnotationOrigin, TranslateWarning, MAX_LISTED_FIELDS, MAX_QUOTED_CHARS};
 
 /// Where Upstreams are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +75,7 @@ pub fn translate_service(service: &Service, settings: &TranslateSettings) -> Ser
         result
             .upstreams
             .push(translate_port(service, port, settings, &mut warnings));
-        for warning in warnings {
+        for warning in warnings.into_iter().map(TranslateWarning::bounded) {
             if !result.warnings.contains(&warning) {
                 result.warnings.push(warning);
             }
@@ -531,6 +533,111 @@ mod tests {
         assert!(!translated.upstreams[0].spec.other.contains_key("static"));
     }
 
+    #[test]
+    fn the_worst_inputs_translate_on_a_quarter_of_a_worker_stack() {
+        // tokio's worker threads have 2 MiB of stack; translation runs on them. A value nested
+        // to the parser's limit inside an opaque field goes through the parser, the walk, both
+        // merges, serde's conversions and drop, once from the global annotations and once from
+        // the Service's (so the deep merge meets it twice).
+        let nested = |depth: usize, leaf: &str| {
+            format!(
+                r#"{{"healthChecks": [{{"customHealthCheck": {{"config": {}{leaf}{}}}}}]}}"#,
+                r#"{"a":"#.repeat(depth),
+                "}".repeat(depth)
+            )
+        };
+        let global = nested(123, "1");
+        let own = nested(123, "2");
+        let worker = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                let settings = TranslateSettings {
+                    write_namespace: WriteNamespace::ServiceNamespace,
+                    global_annotations: BTreeMap::from([
+                        (UPSTREAM_CONFIG_ANNOTATION.to_string(), global),
+                        (DEEP_MERGE_ANNOTATION.to_string(), "true".to_string()),
+                    ]),
+                };
+                let deep_service = annotate(
+                    service("shop", "web", &[("http", 80), ("admin", 81)]),
+                    &[
+                        (UPSTREAM_CONFIG_ANNOTATION, own.as_str()),
+                        (DEEP_MERGE_ANNOTATION, "true"),
+                    ],
+                );
+                let translated = translate_service(&deep_service, &settings);
+                let too_deep = annotate(
+                    service("shop", "web", &[("http", 80)]),
+                    &[(UPSTREAM_CONFIG_ANNOTATION, &nested(10_000, "3"))],
+                );
+                (translated, translate_service(&too_deep, &settings))
+            })
+            .expect("spawn");
+        let (translated, too_deep) = worker.join().expect("no stack overflow");
+        assert!(translated.warnings.is_empty(), "{:?}", translated.warnings);
+        let mut want = json!(2);
+        for _ in 0..123 {
+            want = json!({"a": want});
+        }
+        for upstream in &translated.upstreams {
+            assert_eq!(
+                as_json(upstream)["spec"]["healthChecks"],
+                json!([{"customHealthCheck": {"config": want}}])
+            );
+        }
+        assert_eq!(
+            too_deep
+                .warnings
+                .iter()
+                .map(|w| w.reason().as_str())
+                .collect::<Vec<_>>(),
+            ["invalid_upstream_config"]
+        );
+    }
+
+    #[test]
+    fn warnings_quote_little_of_a_200_kib_annotation() {
+        let big = "x".repeat(200 * 1024);
+        let unknown = format!(
+            "{{{}}}",
+            (0..20_000)
+                .map(|i| format!("\"f{i:05}\":1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let svc = annotate(
+            service("shop", "web", &[("http", 80)]),
+            &[
+                (H2_ANNOTATION, big.as_str()),
+                (SECRET_ANNOTATION, &format!("{big}:tls")),
+                (ONE_WAY_TLS_ANNOTATION, big.as_str()),
+                (UPSTREAM_CONFIG_ANNOTATION, unknown.as_str()),
+            ],
+        );
+        let translated = translate_service(&svc, &TranslateSettings::new("gloo-system"));
+        let messages: Vec<String> = translated.warnings.iter().map(|w| w.to_string()).collect();
+        let xs = "x".repeat(MAX_QUOTED_CHARS);
+        assert_eq!(
+            messages,
+            [
+                format!("annotation gloo.solo.io/h2_service on the Service is \"{xs}… (204800 bytes in all)\", neither \"true\" nor \"false\"; ignored"),
+                format!("annotation gloo.solo.io/sslService.secret is \"{xs}… (204804 bytes in all)\": \"{xs}… (204800 bytes in all)\" before ':' is not a port number, so it applies to every port, as in Gloo"),
+                format!("annotation gloo.solo.io/sslService.oneWayTls is \"{xs}… (204800 bytes in all)\", which Go's strconv.ParseBool does not read (1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False); read as false, as Gloo does"),
+                "annotation gloo.solo.io/upstream_config on the Service sets unknown Upstream field(s) f00000, f00001, f00002, f00003, f00004, f00005, f00006, f00007, and 19992 more; ignored".to_string(),
+            ]
+        );
+        // The Upstream is still there, the annotations copied as they are (Gloo copies them).
+        let upstream = &translated.upstreams[0];
+        assert_eq!(
+            upstream
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(H2_ANNOTATION)),
+            Some(&big)
+        );
+    }
+
     mod never_panics {
         use super::*;
         use proptest::prelude::*;
@@ -602,6 +709,15 @@ mod tests {
             let value = prop_oneof![
                 json().prop_map(|v| v.to_string()),
                 ".{0,12}",
+                ".{100,400}",
+                (".{0,200}", 0usize..3000).prop_map(|(unit, times)| unit.repeat(times)),
+                (1usize..2000).prop_map(|n| format!(
+                    "{{{}}}",
+                    (0..n)
+                        .map(|i| format!("\"k{i}\":{i}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )),
                 "(80|443|x)?:?(true|false|1|T|no|secret)?",
                 Just("true".to_string()),
             ];
@@ -644,6 +760,10 @@ mod tests {
                         prop_assert!(upstream_name.len() <= 63, "{}", upstream_name);
                     }
                     prop_assert!(serde_json::to_value(upstream).is_ok());
+                }
+                for warning in &translated.warnings {
+                    let message = warning.to_string();
+                    prop_assert!(message.chars().count() <= 1_500, "{}", message);
                 }
             }
         }

@@ -18,6 +18,15 @@ use super::warning::{AnnotationOrigin, TranslateWarning};
 pub const UPSTREAM_CONFIG_ANNOTATION: &str = "gloo.solo.io/upstream_config";
 pub const DEEP_MERGE_ANNOTATION: &str = "gloo.solo.io/upstream_config.deep_merge";
 
+/// The largest annotation value read, in bytes (256 KiB): the API server refuses an object whose
+/// annotations together exceed this (`TotalAnnotationSizeLimitB`), so no Service it accepts is
+/// refused here; what did not come through it (the global annotations setting, `render` input)
+/// gets the same bound. The annotation is copied into each Upstream as well as merged into its
+/// spec, so a value this size keeps the Upstream (about twice it, plus managed fields) well
+/// under etcd's 1.5 MiB request limit. Depth needs no bound of ours: serde_json refuses input
+/// nested 128 levels deep, and the schema walk goes no deeper than the schema.
+pub const MAX_UPSTREAM_CONFIG_BYTES: usize = 256 * 1024;
+
 /// Fields discovery owns: the annotation cannot change them (Gloo ignores them too).
 const PROTECTED_FIELDS: &[&str] = &["metadata", "discoveryMetadata", "namespacedStatuses"];
 
@@ -49,6 +58,12 @@ fn merged(
     origin: AnnotationOrigin,
     warnings: &mut Vec<TranslateWarning>,
 ) -> Result<UpstreamSpec, TranslateWarning> {
+    if raw.len() > MAX_UPSTREAM_CONFIG_BYTES {
+        return Err(TranslateWarning::UpstreamConfigTooLarge {
+            origin,
+            bytes: raw.len(),
+        });
+    }
     let parsed: Value =
         serde_json::from_str(raw).map_err(|e| TranslateWarning::UpstreamConfigNotJson {
             origin,
@@ -788,6 +803,211 @@ mod tests {
             assert!(warnings.is_empty(), "{warnings:?}");
             let spec = serde_json::to_value(spec).expect("serializes");
             assert_eq!(spec["sslConfig"], want, "deep={deep}");
+        }
+    }
+
+    #[test]
+    fn a_config_up_to_the_size_bound_is_read_and_a_byte_more_is_refused() {
+        // Valid JSON padded with spaces to exactly the bound: the size alone decides.
+        let config = r#"{"useHttp2": false}"#;
+        let at_bound = format!(
+            "{config}{}",
+            " ".repeat(MAX_UPSTREAM_CONFIG_BYTES - config.len())
+        );
+        let (spec, reasons) = apply_json(&at_bound, false);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        let mut want = discovered_json();
+        want["useHttp2"] = json!(false);
+        assert_eq!(spec, want);
+
+        let over = format!("{at_bound} ");
+        let (spec, reasons) = apply_json(&over, false);
+        assert_eq!(spec, discovered_json(), "ignored whole");
+        assert_eq!(reasons, vec!["invalid_upstream_config"]);
+        assert_eq!(
+            warnings_of(&over),
+            vec![TranslateWarning::UpstreamConfigTooLarge {
+                origin: AnnotationOrigin::Service,
+                bytes: 262_145,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_config_of_200_kib_of_unknown_fields_is_refused_naming_them_all_here() {
+        // The full list stays here; translate_service bounds what the warning quotes.
+        let fields: Vec<String> = (0..20_000).map(|i| format!("f{i:05}")).collect();
+        let config = format!(
+            "{{{}}}",
+            fields
+                .iter()
+                .map(|f| format!("\"{f}\":1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(config.len() > 200 * 1024 && config.len() < MAX_UPSTREAM_CONFIG_BYTES);
+        let (spec, reasons) = apply_json(&config, true);
+        assert_eq!(spec, discovered_json());
+        assert_eq!(reasons, vec!["unknown_upstream_config_field"]);
+        assert_eq!(
+            warnings_of(&config),
+            vec![TranslateWarning::UpstreamConfigUnknownFields {
+                origin: AnnotationOrigin::Service,
+                fields,
+            }]
+        );
+    }
+
+    #[test]
+    fn nesting_at_the_parser_limit_is_read_and_one_deeper_is_refused() {
+        // `healthChecks[0].customHealthCheck.config` is opaque (a Struct): its contents are kept
+        // as written, at any depth the parser allows: 127 levels in all (it refuses the 128th), four of
+        // them the wrapper's.
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"healthChecks": [{{"customHealthCheck": {{"config": {}1{}}}}}]}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let (spec, reasons) = apply_json(&nested(123), true);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        let mut inner = json!(1);
+        for _ in 0..123 {
+            inner = json!([inner]);
+        }
+        assert_eq!(
+            spec["healthChecks"],
+            json!([{"customHealthCheck": {"config": inner}}])
+        );
+
+        let (spec, reasons) = apply_json(&nested(124), true);
+        assert_eq!(spec, discovered_json());
+        assert_eq!(reasons, vec!["invalid_upstream_config"]);
+    }
+
+    mod arbitrary_json {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON: every kind of value, keys from the schema (in both spellings) or not, so
+        /// that the walk, both merges and each way of refusing are reached.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| {
+                    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                }),
+                any::<String>().prop_map(Value::from),
+            ];
+            let key = prop_oneof![
+                prop::sample::select(vec![
+                    "kube",
+                    "static",
+                    "hosts",
+                    "addr",
+                    "port",
+                    "sslConfig",
+                    "ssl_config",
+                    "secretRef",
+                    "sslFiles",
+                    "useHttp2",
+                    "use_http2",
+                    "healthChecks",
+                    "customHealthCheck",
+                    "config",
+                    "metadata",
+                    "selector",
+                    "serviceName",
+                    "ai",
+                    "openai",
+                    "loadBalancerConfig",
+                    "random",
+                    "discoveryMetadata",
+                    "circuitBreakers",
+                    "maxConnections",
+                    "subsetSpec",
+                    "selectors",
+                    "keys",
+                ])
+                .prop_map(str::to_string),
+                any::<String>(),
+            ];
+            leaf.prop_recursive(8, 96, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::vec((key.clone(), inner), 0..6)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// `value` wrapped in `depth` arrays or objects (up to past the parser's limit).
+        fn deepened(value: Value, depth: usize, in_objects: bool) -> String {
+            let (open, close) = if in_objects {
+                (r#"{"config":"#, "}")
+            } else {
+                ("[", "]")
+            };
+            format!("{}{value}{}", open.repeat(depth), close.repeat(depth))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Whatever the JSON (and however deep): no panic; refused means the discovered
+            /// spec is left exactly as it was; anything but an object is refused as such.
+            #[test]
+            fn any_json_is_merged_or_refused_whole(
+                value in json(),
+                depth in 0usize..200,
+                in_objects in any::<bool>(),
+                deep in any::<bool>(),
+            ) {
+                for config in [value.to_string(), deepened(value.clone(), depth, in_objects)] {
+                    let mut annotations = BTreeMap::from([(UPSTREAM_CONFIG_ANNOTATION.to_string(), config.clone())]);
+                    if deep {
+                        annotations.insert(DEEP_MERGE_ANNOTATION.to_string(), "true".to_string());
+                    }
+                    let mut spec = discovered();
+                    let mut warnings = Vec::new();
+                    apply(&mut spec, &annotations, AnnotationOrigin::Service, &mut warnings);
+                    let refusals: Vec<_> = warnings.iter().filter(|w| !matches!(w, TranslateWarning::UpstreamConfigProtectedField { .. })).collect();
+                    let refused = !refusals.is_empty();
+                    if refused {
+                        prop_assert_eq!(refusals.len(), 1, "{:?}", warnings);
+                        prop_assert_eq!(&spec, &discovered());
+                    }
+                    let parsed: Result<Value, _> = serde_json::from_str(&config);
+                    if !matches!(parsed, Ok(Value::Object(_))) {
+                        prop_assert!(refused);
+                        prop_assert_eq!(refusals[0].reason(), crate::model::SkipReason::InvalidUpstreamConfig);
+                    }
+                    prop_assert!(serde_json::to_value(&spec).is_ok());
+                }
+            }
+
+            /// Bytes that are not JSON at all, or JSON cut short anywhere: refused, never a panic.
+            #[test]
+            fn any_text_is_merged_or_refused_whole(text in any::<String>(), value in json(), cut_at in any::<prop::sample::Index>()) {
+                let full = value.to_string();
+                let mut end = cut_at.index(full.len() + 1);
+                while !full.is_char_boundary(end) {
+                    end -= 1;
+                }
+                for config in [text, full[..end].to_string()] {
+                    let annotations = BTreeMap::from([(UPSTREAM_CONFIG_ANNOTATION.to_string(), config)]);
+                    let mut spec = discovered();
+                    let mut warnings = Vec::new();
+                    apply(&mut spec, &annotations, AnnotationOrigin::Service, &mut warnings);
+                    if warnings.iter().any(|w| !matches!(w, TranslateWarning::UpstreamConfigProtectedField { .. })) {
+                        prop_assert_eq!(&spec, &discovered());
+                    }
+                }
+            }
         }
     }
 
