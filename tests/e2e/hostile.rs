@@ -200,7 +200,7 @@ async fn time_to_converge(
                     continue;
                 };
                 let found = serde_json::to_value(&object).expect("json");
-                if present && compare_upstreams(&[found], &[want.clone()]).is_ok() {
+                if present && compare_upstreams(&[found], std::slice::from_ref(want)).is_ok() {
                     matched.insert(name);
                 } else {
                     matched.remove(&name);
