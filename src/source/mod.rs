@@ -29,13 +29,6 @@ pub use secrets::{SecretUpdate, SecretWatches};
 /// List page size: big enough for few round trips, small enough to bound memory spikes.
 const PAGE_SIZE: u32 = 500;
 
-/// How long the server keeps one watch request open (kube's default is 290 s). kube-apiserver
-/// 1.20 "force-closes" a watcher that reads too slowly by no longer sending on it, without ending
-/// the response: the client sees no error and no event until the request times out. A short
-/// timeout bounds that silence; each renewal resumes from the last version seen, so it costs a
-/// request, not a re-list.
-const WATCH_TIMEOUT_SECONDS: u32 = 30;
-
 /// What service discovery's streams deliver.
 #[derive(Debug)]
 pub enum ServiceInput {
@@ -187,7 +180,7 @@ where
     let mut last_failure: Option<String> = None;
     let signals = Arc::new(backoff::Signals::default());
     let observer = signals.clone();
-    watcher(api, config.timeout(WATCH_TIMEOUT_SECONDS))
+    watcher(api, config)
         .inspect(move |item| observer.observe(item))
         .backoff(backoff::WatchBackoff::new(signals))
         .map(move |item| match item {
