@@ -6,9 +6,7 @@
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
@@ -48,26 +46,7 @@ fn settings_crd() -> CustomResourceDefinition {
 /// Installs (or updates) the Settings CRD and waits until it is served. Idempotent, so tests
 /// running side by side may all call it.
 pub async fn install_settings_crd(client: &Client) {
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let definition = settings_crd();
-    let name = definition.metadata.name.clone().expect("crd name");
-    crds.patch(
-        &name,
-        &PatchParams::apply("e2e-tests").force(),
-        &Patch::Apply(&definition),
-    )
-    .await
-    .expect("apply the Settings CRD");
-    wait_for("the Settings CRD to be established", || async {
-        let crd = crds.get(&name).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .into_iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
+    crate::support::apply_crd(client, &settings_crd()).await;
     // Established can come a moment before the resource is served to every client.
     let api = settings_api(client, "default");
     wait_for("the Settings resource to be served", || async {

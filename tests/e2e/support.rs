@@ -155,20 +155,27 @@ where
 /// Installs (or updates) the Upstream CRD and waits until it is served. Idempotent, so tests
 /// running side by side may all call it.
 pub async fn install_crd(client: &Client) {
+    apply_crd(client, &upstream_discovery::crd::definition()).await;
+}
+
+/// Server-side applies `definition` and waits until it is established. Idempotent.
+pub async fn apply_crd(
+    client: &Client,
+    definition: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Patch, PatchParams};
 
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let definition = upstream_discovery::crd::definition();
     let name = definition.metadata.name.clone().expect("crd name");
     crds.patch(
         &name,
         &PatchParams::apply("e2e-tests").force(),
-        &Patch::Apply(&definition),
+        &Patch::Apply(definition),
     )
     .await
-    .expect("apply the CRD");
-    wait_for("the Upstream CRD to be established", || async {
+    .unwrap_or_else(|error| panic!("apply the CRD {name}: {error}"));
+    wait_for(&format!("the CRD {name} to be established"), || async {
         let crd = crds.get(&name).await.ok()?;
         let established = crd
             .status?
