@@ -96,6 +96,7 @@ fn main() {
         leadership::a_leader_paused_past_its_lease_refuses_its_own_writes_on_waking,
         rights::a_refused_service_list_is_reported_once_deletes_nothing_and_recovers,
         rights::refused_writes_are_said_once_counted_and_retried_until_the_right_is_back,
+        rights::a_list_right_lost_while_running_deletes_nothing_and_recovers,
         health::readyz_names_a_failing_service_watch_and_recovers,
         health::healthz_fails_while_a_write_hangs,
         faults::the_fault_proxy_injects_and_forwards,

@@ -10,6 +10,7 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
+use crate::fault_proxy::{matching, FaultProxy};
 use crate::scenario::Scenario;
 use crate::support::{create_plain_service, kube_upstream, wait_for, wait_for_exact_upstreams};
 use crate::test_env::TestEnv;
@@ -169,5 +170,71 @@ pub async fn refused_writes_are_said_once_counted_and_retried_until_the_right_is
     ];
     wait_for_exact_upstreams(admin, &write, &expected).await;
     daemon.terminate(EXIT_LIMIT);
+    scenario.cleanup().await;
+}
+
+/// The list right on Services goes while the daemon runs with its caches synced. An API server
+/// keeps serving a watch opened before the right went, so the proxy drops the watches, as a
+/// server does when a watch times out; every re-watch and re-list is then refused.
+pub async fn a_list_right_lost_while_running_deletes_nothing_and_recovers(env: Arc<TestEnv>) {
+    let scenario = Scenario::builder(env.clone(), "listlost").build().await;
+    let (admin, ns, write) = (
+        &scenario.admin,
+        scenario.service_ns.clone(),
+        scenario.write_ns.clone(),
+    );
+    let role_name = format!("e2e-{write}");
+    let proxy = FaultProxy::start(&env, scenario.token()).await;
+    let daemon = scenario
+        .daemon()
+        .via(&proxy.url())
+        .args(&["--watch-grace", "1s"])
+        .ready()
+        .await;
+    for name in ["one", "two"] {
+        create_plain_service(admin, &ns, name).await;
+    }
+    let both = vec![kube_upstream(&ns, "one", 80), kube_upstream(&ns, "two", 80)];
+    wait_for_exact_upstreams(admin, &write, &both).await;
+    let restarts_before = daemon
+        .metric_sum("upstream_discovery_watch_restarts_total{resource=\"services\"}")
+        .await;
+
+    set_service_rights(admin, &role_name, false).await;
+    assert!(proxy.drop_watches() >= 2, "the Service watches were open");
+    wait_for("the refused re-lists counted on both streams", || async {
+        let restarts = daemon
+            .metric_sum("upstream_discovery_watch_restarts_total{resource=\"services\"}")
+            .await;
+        (restarts >= restarts_before + 4.0).then_some(())
+    })
+    .await;
+    // Deleted only now that the daemon cannot see it: while its watch was open it would have
+    // seen the deletion and rightly collected `two`'s Upstream.
+    Api::<Service>::namespaced(admin.clone(), &ns)
+        .delete("two", &DeleteParams::default())
+        .await
+        .expect("delete service two");
+    wait_for("/readyz to say the Service watch is down", || async {
+        let (status, body) = daemon.get("/readyz").await?;
+        (status == 503 && body.contains("services")).then_some(())
+    })
+    .await;
+    let logs = daemon.logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("\"WARN\"") && line.contains("forbidden")),
+        "a warning says the list is forbidden:\n{logs}"
+    );
+    // The cache still holds `two` from before the right went: it is not taken as gone.
+    wait_for_exact_upstreams(admin, &write, &both).await;
+    let deletes = matching(&proxy.requests(), "DELETE", "upstreams").count();
+    assert_eq!(deletes, 0, "no Upstream deleted while the list is refused");
+
+    set_service_rights(admin, &role_name, true).await;
+    wait_for_exact_upstreams(admin, &write, &[kube_upstream(&ns, "one", 80)]).await;
+    daemon.wait_ready().await;
+    daemon.terminate(EXIT_LIMIT);
+    proxy.shutdown().await;
     scenario.cleanup().await;
 }
