@@ -174,6 +174,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub watch_grace: Duration,
 
+    /// How long the API server holds one watch request before the daemon renews it (from the
+    /// last version seen: a request, not a re-list). It bounds how long a watch the server has
+    /// stopped serving without ending it goes unnoticed (kube-apiserver drops a watcher it
+    /// finds too slow that way). Between 10s and 290s.
+    #[arg(long, value_name = "DURATION", default_value = "290s", value_parser = parse_watch_timeout)]
+    pub watch_timeout: Duration,
+
     /// Elect one writer among replicas with a Lease in the daemon's namespace.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -301,6 +308,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
     if duration.is_zero() {
         return Err("must be more than zero".to_string());
+    }
+    Ok(duration)
+}
+
+/// kube's client gives up reading a response after 295 s, so the server's timeout stays below;
+/// under 10 s renewals would be most of the traffic.
+fn parse_watch_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if !(Duration::from_secs(10)..=Duration::from_secs(290)).contains(&duration) {
+        return Err(format!("{text:?}: must be between 10s and 290s"));
     }
     Ok(duration)
 }
@@ -481,6 +498,7 @@ mod tests {
         assert_eq!(args.metrics_addr.port(), 9091);
         assert_eq!(args.stall_timeout, Duration::from_secs(300));
         assert_eq!(args.watch_grace, Duration::from_secs(30));
+        assert_eq!(args.watch_timeout, Duration::from_secs(290));
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.lambda.fds_mode, FdsMode::Whitelist);
         assert_eq!(args.lambda.lambda_poll_interval, Duration::from_secs(30));

@@ -111,7 +111,12 @@ impl Pipeline {
                 shared.events.clone(),
                 LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
-            let inputs = source::lambda_inputs(&shared.client, &scopes.function_upstreams, &health);
+            let inputs = source::lambda_inputs(
+                &shared.client,
+                &scopes.function_upstreams,
+                args.watch_timeout,
+                &health,
+            );
             tasks.push(tokio::spawn(lambda.run(inputs, health, stop.clone())));
         }
         if discovery.uds_enabled {
@@ -120,6 +125,7 @@ impl Pipeline {
                 &shared.client,
                 scopes,
                 &discovery.service_selector,
+                args.watch_timeout,
                 &health,
             );
             let state = State::new(

@@ -5,10 +5,12 @@
 //! (`secrets`).
 
 mod backoff;
+mod read_ahead;
 mod secrets;
 pub mod settings;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -28,6 +30,15 @@ pub use secrets::{SecretUpdate, SecretWatches};
 
 /// List page size: big enough for few round trips, small enough to bound memory spikes.
 const PAGE_SIZE: u32 = 500;
+
+/// What every list and watch of a loop is asked for: pages of [`PAGE_SIZE`], and watches the
+/// server ends after `timeout` (`--watch-timeout`), renewed from the last version seen.
+fn watch_config(timeout: Duration) -> watcher::Config {
+    let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+    watcher::Config::default()
+        .page_size(PAGE_SIZE)
+        .timeout(seconds)
+}
 
 /// What service discovery's streams deliver.
 #[derive(Debug)]
@@ -89,12 +100,11 @@ pub fn service_inputs(
     client: &Client,
     scopes: &Scopes,
     service_selector: &LabelSelector,
+    watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, ServiceInput> {
     let mut streams = Vec::new();
-    let services = watcher::Config::default()
-        .page_size(PAGE_SIZE)
-        .labels(service_selector.as_str());
+    let services = watch_config(watch_timeout).labels(service_selector.as_str());
     for scope in &scopes.services {
         let scope = scope.clone();
         streams.push(watch(
@@ -110,7 +120,7 @@ pub fn service_inputs(
         let scope = scope.clone();
         streams.push(watch(
             api_for::<Upstream>(client, &scope),
-            watcher::Config::default().page_size(PAGE_SIZE),
+            watch_config(watch_timeout),
             health.stream(format!("upstreams in {scope}")),
             WatchResource::Upstreams,
             move |event| ServiceInput::Upstream(scope.clone(), event),
@@ -120,23 +130,24 @@ pub fn service_inputs(
     if !scopes.namespace_selector.selects_all() {
         streams.push(watch(
             Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().page_size(PAGE_SIZE),
+            watch_config(watch_timeout),
             health.stream("namespaces".to_string()),
             WatchResource::Namespaces,
             ServiceInput::Namespace,
             ServiceInput::WatchError,
         ));
     }
-    stream::select_all(streams).boxed()
+    read_ahead::read_ahead(stream::select_all(streams).boxed(), read_ahead::READ_AHEAD)
 }
 
 /// Upstreams in each of `scopes` and the labels of every namespace, reporting into `health`.
 pub fn lambda_inputs(
     client: &Client,
     scopes: &[Scope],
+    watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, LambdaInput> {
-    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let config = watch_config(watch_timeout);
     let mut streams: Vec<BoxStream<'static, LambdaInput>> = scopes
         .iter()
         .map(|scope| {
@@ -159,7 +170,7 @@ pub fn lambda_inputs(
         |event| LambdaInput::Namespace(Box::new(event)),
         LambdaInput::WatchError,
     ));
-    stream::select_all(streams).boxed()
+    read_ahead::read_ahead(stream::select_all(streams).boxed(), read_ahead::READ_AHEAD)
 }
 
 /// One watch stream, its events and errors wrapped into the loop's input type, its failures
