@@ -20,6 +20,7 @@ mod fault_proxy;
 mod faults;
 mod gloo_pod;
 mod health;
+mod hostile;
 mod lambda;
 mod leadership;
 mod leaks;
@@ -99,6 +100,7 @@ fn main() {
         rights::a_list_right_lost_while_running_deletes_nothing_and_recovers,
         health::readyz_names_a_failing_service_watch_and_recovers,
         health::healthz_fails_while_a_write_hangs,
+        hostile::hostile_services_cost_the_normal_ones_nothing_and_are_each_reported_once,
         faults::the_fault_proxy_injects_and_forwards,
         faults::throttled_writes_wait_for_retry_after_and_are_counted,
         faults::server_errors_are_retried_with_backoff_without_holding_up_others,
