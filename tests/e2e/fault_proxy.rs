@@ -10,6 +10,8 @@
 //!   removed) matching a method and substrings of the path and query get a [`Fault`] instead of
 //!   (or, for a delay, before) being forwarded;
 //! - [`FaultProxy::drop_watches`] ends every open watch stream abruptly, mid-body;
+//! - [`FaultProxy::stall_watches`] stops relaying every open watch stream without ending it, as
+//!   kube-apiserver 1.20 does with a watcher it finds unresponsive;
 //! - [`FaultProxy::requests`] and [`FaultProxy::count`] tell what the proxy saw, and when.
 //!
 //! Requests are forwarded as they come: the proxy's own client does not retry (kube-rs does by
@@ -183,6 +185,8 @@ struct Shared {
     seen: Vec<Seen>,
     /// Cancelled to drop every watch stream open at that moment; replaced after.
     watches: CancellationToken,
+    /// Cancelled to stall every watch stream open at that moment; replaced after.
+    stalls: CancellationToken,
 }
 
 /// A running proxy; stopped by [`FaultProxy::shutdown`] or when dropped.
@@ -211,6 +215,7 @@ impl FaultProxy {
         let shared = Arc::new(Mutex::new(Shared {
             seen: Vec::new(),
             watches: CancellationToken::new(),
+            stalls: CancellationToken::new(),
         }));
         let open_watches = Arc::new(AtomicUsize::new(0));
         let state = Forwarder {
@@ -246,6 +251,16 @@ impl FaultProxy {
     pub fn drop_watches(&self) -> usize {
         let open = self.open_watches();
         let old = std::mem::take(&mut self.lock().watches);
+        old.cancel();
+        open
+    }
+
+    /// Stops relaying every watch stream open now, without ending it: the client sees neither
+    /// an event nor an end until it gives up on its own; returns how many were open. Watches
+    /// opened afterwards are relayed as usual.
+    pub fn stall_watches(&self) -> usize {
+        let open = self.open_watches();
+        let old = std::mem::take(&mut self.lock().stalls);
         old.cancel();
         open
     }
@@ -351,7 +366,7 @@ impl Forwarder {
             (method == "POST").then(|| created["metadata"]["name"].as_str().map(str::to_string))?
         });
 
-        let (fault, cancel_watch) = {
+        let (fault, cancel_watch, stall_watch) = {
             // Both locks at once, so the record is in the order the rules were taken.
             let mut rules = self.rules.lock();
             let fault = rules
@@ -368,7 +383,7 @@ impl Forwarder {
                 bearer,
                 fault: fault.as_ref().map(Fault::label),
             });
-            (fault, shared.watches.clone())
+            (fault, shared.watches.clone(), shared.stalls.clone())
         };
 
         match fault {
@@ -398,7 +413,8 @@ impl Forwarder {
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
             None => {}
         }
-        self.forward(parts, body, watch, cancel_watch).await
+        self.forward(parts, body, watch, cancel_watch, stall_watch)
+            .await
     }
 
     async fn forward(
@@ -407,6 +423,7 @@ impl Forwarder {
         body: Bytes,
         watch: bool,
         cancel_watch: CancellationToken,
+        stall_watch: CancellationToken,
     ) -> Response<ProxyBody> {
         let mut outgoing = Request::builder()
             .method(parts.method.clone())
@@ -431,7 +448,8 @@ impl Forwarder {
             reply = reply.header(header::CONTENT_LENGTH, length);
         }
         let body: ProxyBody = if watch {
-            WatchBody::new(body, cancel_watch, self.open_watches.clone()).boxed_unsync()
+            WatchBody::new(body, cancel_watch, stall_watch, self.open_watches.clone())
+                .boxed_unsync()
         } else {
             body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
         };
@@ -454,16 +472,25 @@ fn bad_gateway(message: &str) -> Response<ProxyBody> {
 struct WatchBody {
     inner: kube::client::Body,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    stall: Pin<Box<WaitForCancellationFutureOwned>>,
+    stalled: bool,
     open: Arc<AtomicUsize>,
     done: bool,
 }
 
 impl WatchBody {
-    fn new(inner: kube::client::Body, token: CancellationToken, open: Arc<AtomicUsize>) -> Self {
+    fn new(
+        inner: kube::client::Body,
+        token: CancellationToken,
+        stall: CancellationToken,
+        open: Arc<AtomicUsize>,
+    ) -> Self {
         open.fetch_add(1, Ordering::SeqCst);
         Self {
             inner,
             cancelled: Box::pin(token.cancelled_owned()),
+            stall: Box::pin(stall.cancelled_owned()),
+            stalled: false,
             open,
             done: false,
         }
@@ -490,6 +517,13 @@ impl Body for WatchBody {
         if self.cancelled.as_mut().poll(cx).is_ready() {
             self.done = true;
             return Poll::Ready(Some(Err("watch dropped by the fault proxy".into())));
+        }
+        if !self.stalled && self.stall.as_mut().poll(cx).is_ready() {
+            self.stalled = true;
+        }
+        if self.stalled {
+            // Nothing more, and no end: only a drop (registered above) wakes this body again.
+            return Poll::Pending;
         }
         Pin::new(&mut self.inner)
             .poll_frame(cx)

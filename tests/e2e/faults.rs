@@ -105,9 +105,14 @@ struct Rig {
 
 impl Rig {
     async fn start(env: Arc<TestEnv>, purpose: &str) -> Self {
+        Self::start_with(env, purpose, &[]).await
+    }
+
+    /// A rig whose daemon gets `args` besides the scenario's.
+    async fn start_with(env: Arc<TestEnv>, purpose: &str, args: &[&str]) -> Self {
         let scenario = Scenario::builder(env.clone(), purpose).build().await;
         let proxy = FaultProxy::start(&env, scenario.token()).await;
-        let daemon = scenario.daemon().via(&proxy.url()).ready().await;
+        let daemon = scenario.daemon().via(&proxy.url()).args(args).ready().await;
         Self {
             scenario,
             proxy,
@@ -758,6 +763,69 @@ pub async fn a_service_deleted_during_its_write_is_collected(env: Arc<TestEnv>) 
     // Still working: a new Service gets its Upstream.
     create_service(rig.admin(), rig.ns(), "after", 80).await;
     wait_for_exact_upstreams(rig.admin(), rig.ns(), rig.write(), &["after"]).await;
+    rig.assert_healthy().await;
+    rig.finish().await;
+}
+
+/// kube-apiserver 1.20 stops serving a watcher it finds unresponsive without ending its
+/// response. The proxy does the same to every open watch: the daemon hears nothing, and only
+/// the renewal at `--watch-timeout` (from the last version seen) brings the changes made
+/// meanwhile; nothing is counted as an error and nothing is re-listed.
+pub async fn a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout(env: Arc<TestEnv>) {
+    let rig = Rig::start_with(env, "watchstall", &["--watch-timeout", "10s"]).await;
+    let (admin, ns, write) = (
+        rig.admin().clone(),
+        rig.ns().to_string(),
+        rig.write().to_string(),
+    );
+    create_service(&admin, &ns, "first", 80).await;
+    wait_for_exact_upstreams(&admin, &ns, &write, &["first"]).await;
+    let services_watch = format!("/namespaces/{ns}/services?");
+    wait_for("the Service watch to be open", || async {
+        (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
+            .then_some(())
+    })
+    .await;
+    let watches = rig.seen("GET", &services_watch);
+    assert!(
+        watches
+            .iter()
+            .filter(|s| s.watch)
+            .all(|s| s.path.contains("timeoutSeconds=10")),
+        "every watch asks the server to end it after --watch-timeout: {watches:?}"
+    );
+
+    let stalled_at = Instant::now();
+    let stalled = rig.proxy.stall_watches();
+    assert!(stalled >= 2, "stalled {stalled} watches");
+    create_service(&admin, &ns, "second", 80).await;
+    wait_for_exact_upstreams(&admin, &ns, &write, &["first", "second"]).await;
+    let renewals: Vec<Seen> = rig
+        .seen("GET", &services_watch)
+        .into_iter()
+        .filter(|s| s.at > stalled_at)
+        .collect();
+    assert!(
+        renewals
+            .iter()
+            .any(|s| s.watch && s.path.contains("resourceVersion=")),
+        "the Service watch renewed from its last version: {renewals:?}"
+    );
+    assert!(
+        renewals.iter().all(|s| s.watch),
+        "no re-list after a stalled watch: {renewals:?}"
+    );
+    eprintln!(
+        "a stalled Service watch: second's Upstream {:.1?} after the stall (--watch-timeout 10s)",
+        stalled_at.elapsed()
+    );
+    assert_eq!(
+        rig.daemon
+            .metric_sum("upstream_discovery_watch_restarts_total")
+            .await,
+        0.0,
+        "a renewal is no failure"
+    );
     rig.assert_healthy().await;
     rig.finish().await;
 }
