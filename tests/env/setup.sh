@@ -89,6 +89,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   ud_log "apt-get install ${need_pkgs[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
 fi
+# Debian's prometheus package starts a server on :9090 where systemd runs; the tests start
+# their own (free ports, their own config), so one the install just started is stopped.
+if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 &&
+  systemctl is-active --quiet prometheus 2>/dev/null; then
+  ud_log "stopping and disabling the prometheus service the package started"
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 
 # ------------------------------------------------ kubernetes v1.20.2 -------
 build_kubernetes() {
