@@ -125,6 +125,14 @@ impl Health {
         self.loops().remove(&name);
     }
 
+    /// Each running loop, and whether it has completed its first lists (for `cache_synced`).
+    pub fn loops_synced(&self) -> Vec<(&'static str, bool)> {
+        self.loops()
+            .iter()
+            .map(|(name, record)| (name.as_str(), lock(record).synced))
+            .collect()
+    }
+
     /// `Err` names each loop that has had work and finished none of it for the stall timeout.
     pub fn liveness(&self, now: Instant) -> Result<(), String> {
         let mut problems = String::new();
@@ -283,6 +291,21 @@ mod tests {
             health.readiness(Instant::now()),
             Err("discovery not started\n".to_string())
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn loops_synced_lists_each_running_loop() {
+        let health = health();
+        assert_eq!(health.loops_synced(), []);
+        let services = health.register(Loop::Services);
+        let _functions = health.register(Loop::Functions);
+        services.synced();
+        assert_eq!(
+            health.loops_synced(),
+            [("services", true), ("functions", false)]
+        );
+        health.unregister(Loop::Functions);
+        assert_eq!(health.loops_synced(), [("services", true)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -144,7 +144,10 @@ async fn serve_connection(
 }
 
 fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
-    route(req.method(), req.uri().path(), health, || metrics.encode())
+    route(req.method(), req.uri().path(), health, || {
+        metrics.set_loops_synced(&health.loops_synced());
+        metrics.encode()
+    })
 }
 
 /// The routing, apart from the network and with the encoding passed in, so that every branch

@@ -169,6 +169,7 @@ pub struct Metrics {
     build_info: IntGaugeVec,
     errors: IntCounterVec,
     settings_reloads: IntCounter,
+    loops_synced: IntGaugeVec,
 }
 
 fn register<C>(registry: &Registry, name: &str, collector: C) -> Result<C, MetricsError>
@@ -317,6 +318,12 @@ impl Metrics {
                 "settings_reloads_total",
                 "Times a change of Gloo's Settings restarted discovery with a new configuration.",
             )?,
+            loops_synced: int_gauge_vec(
+                &registry,
+                "cache_synced",
+                "Per running discovery loop: 1 once its first lists are complete, else 0.",
+                &["loop"],
+            )?,
             registry,
         };
 
@@ -417,6 +424,16 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.is_leader.set(i64::from(leader));
+    }
+
+    /// Mirrors the loops' health records at scrape time; a loop not running has no series.
+    pub fn set_loops_synced(&self, loops: &[(&'static str, bool)]) {
+        self.loops_synced.reset();
+        for (name, synced) in loops {
+            if let Some(g) = child(&self.loops_synced, &[name]) {
+                g.set(i64::from(*synced));
+            }
+        }
     }
 
     pub fn settings_reloaded(&self) {
@@ -896,6 +913,24 @@ mod tests {
         m.forget_lambda_functions("gloo-system", "never-set");
         assert_eq!(m.lambda_functions("gloo-system", "aws-eu"), None);
         assert!(!text(&m).contains("aws-eu"));
+    }
+
+    #[test]
+    fn cache_synced_has_a_series_per_running_loop_only() {
+        let m = metrics();
+        assert!(!text(&m).contains("cache_synced{"));
+        m.set_loops_synced(&[("services", true), ("functions", false)]);
+        let t = text(&m);
+        assert!(t.contains("# TYPE upstream_discovery_cache_synced gauge"));
+        let services = r#"upstream_discovery_cache_synced{loop="services"}"#;
+        assert_eq!(sample(&t, services), Some(1.0));
+        let functions = r#"upstream_discovery_cache_synced{loop="functions"}"#;
+        assert_eq!(sample(&t, functions), Some(0.0));
+        // A loop that stopped (Settings turned it off) loses its series.
+        m.set_loops_synced(&[("services", true)]);
+        let t = text(&m);
+        assert_eq!(sample(&t, functions), None);
+        assert_eq!(sample(&t, services), Some(1.0));
     }
 
     #[test]

@@ -1599,3 +1599,304 @@ fn readme_shows_install_get_upstreams_and_scraping() {
         assert!(readme.contains(needle), "README.md lacks {needle:?}");
     }
 }
+
+// ---- Alerts and dashboard (issue 14) ----------------------------------------------------
+
+const ALERTS: &str = "deploy/prometheus/alerts.yaml";
+const ALERTS_TEST: &str = "deploy/prometheus/alerts_test.yaml";
+const DASHBOARD: &str = "deploy/grafana/upstream-discovery.json";
+
+/// The alerts the issue asks for, in the file's order.
+const ALERT_NAMES: &[&str] = &[
+    "UpstreamDiscoveryLagHigh",
+    "UpstreamDiscoveryWritesFailing",
+    "UpstreamDiscoveryNoLeader",
+    "UpstreamDiscoveryWatchRestarting",
+    "UpstreamDiscoveryCachesNotSynced",
+    "UpstreamDiscoveryFunctionDiscoveryFailing",
+    "UpstreamDiscoveryFunctionDiscoveryThrottled",
+];
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// Debian's promtool (tests/env/setup.sh installs the `prometheus` package); the test fails,
+/// never skips, when it is missing.
+fn promtool() -> Command {
+    let found = Command::new("promtool").arg("--version").output();
+    assert!(
+        matches!(&found, Ok(output) if output.status.success()),
+        "promtool not found ({found:?}): run tests/env/setup.sh first (it installs Debian's prometheus)"
+    );
+    Command::new("promtool")
+}
+
+fn alert_rules() -> Vec<Value> {
+    let rules: Value = serde_saphyr::from_str(&read(ALERTS)).expect("alerts.yaml is YAML");
+    rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().expect("rules"))
+        .collect()
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let check = run(promtool().args(["check", "rules", ALERTS]));
+    assert!(
+        check.status.success(),
+        "promtool check rules:\n{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    let test = run(promtool().args(["test", "rules", ALERTS_TEST]));
+    assert!(
+        test.status.success(),
+        "promtool test rules:\n{}{}",
+        text(&test.stdout),
+        text(&test.stderr)
+    );
+}
+
+#[test]
+fn every_alert_has_for_severity_summary_description_runbook_and_two_tests() {
+    let rules = alert_rules();
+    let names: Vec<&str> = rules.iter().map(|r| str_at(r, "alert")).collect();
+    assert_eq!(names, ALERT_NAMES);
+    let tests: Value = serde_saphyr::from_str(&read(ALERTS_TEST)).expect("alerts_test.yaml");
+    for rule in &rules {
+        let name = str_at(rule, "alert");
+        assert!(!str_at(rule, "for").is_empty(), "{name}: for");
+        assert!(
+            ["warning", "critical"].contains(&str_at(rule, "labels.severity")),
+            "{name}: severity"
+        );
+        assert!(!str_at(rule, "annotations.summary").is_empty(), "{name}");
+        assert!(
+            str_at(rule, "annotations.description").contains("Look at")
+                || str_at(rule, "annotations.description").contains("look at"),
+            "{name}: the description says what to look at"
+        );
+        assert_eq!(
+            str_at(rule, "annotations.runbook_url"),
+            format!("README.md#runbook-{}", name.to_lowercase()),
+            "{name}: runbook anchor"
+        );
+        // A case where it fires (an expected alert) and one where it stays quiet (none).
+        let cases: Vec<&Value> = tests["tests"]
+            .as_array()
+            .expect("tests")
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_array().into_iter().flatten())
+            .filter(|case| case["alertname"] == name)
+            .collect();
+        let fires = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()));
+        let quiet = cases
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(Vec::is_empty));
+        assert!(fires && quiet, "{name}: fires {fires}, quiet {quiet}");
+    }
+}
+
+/// Each `upstream_discovery_*` name a query uses, without a histogram's suffixes.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("upstream_discovery_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        let base = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_count"))
+            .or_else(|| name.strip_suffix("_sum"))
+            .unwrap_or(&name);
+        names.push(base.to_string());
+    }
+    names
+}
+
+/// Every metric an alert or a panel uses is one the daemon registers (src/metrics.rs), so a
+/// renamed metric cannot leave a silent alert behind.
+#[test]
+fn alerts_and_dashboard_use_only_metrics_the_daemon_exports() {
+    let source = read("src/metrics.rs");
+    let known = |name: &str| {
+        name.strip_prefix("upstream_discovery_")
+            .is_some_and(|short| source.contains(&format!("\"{short}\"")))
+    };
+    let mut exprs: Vec<String> = alert_rules()
+        .iter()
+        .map(|r| str_at(r, "expr").to_string())
+        .collect();
+    let dashboard: Value = serde_json::from_str(&read(DASHBOARD)).expect("dashboard JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(str_at(target, "expr").to_string());
+        }
+    }
+    let mut used = 0;
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(known(&name), "{name} (in {expr}) is not in src/metrics.rs");
+            used += 1;
+        }
+    }
+    assert!(used >= 20, "{used}");
+}
+
+#[test]
+fn dashboard_has_the_panels_and_a_prometheus_datasource_variable() {
+    let dashboard: Value = serde_json::from_str(&read(DASHBOARD)).expect("dashboard JSON");
+    assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 36));
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let datasource = variables
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .expect("a datasource variable");
+    assert_eq!(str_at(datasource, "type"), "datasource");
+    assert_eq!(str_at(datasource, "query"), "prometheus");
+    let panels: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .collect();
+    let exprs: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| str_at(&t, "expr").to_string())
+        .collect();
+    for panel in &panels {
+        assert_eq!(
+            str_at(panel, "datasource.uid"),
+            "${datasource}",
+            "{}",
+            panel["title"]
+        );
+        for target in panel["targets"].as_array().expect("targets") {
+            assert_eq!(str_at(target, "datasource.uid"), "${datasource}");
+        }
+    }
+    for needle in [
+        "histogram_quantile(0.5, sum by (source, le) (rate(upstream_discovery_lag_seconds_bucket",
+        "histogram_quantile(0.9, sum by (source, le) (rate(upstream_discovery_lag_seconds_bucket",
+        "histogram_quantile(0.99, sum by (source, le) (rate(upstream_discovery_lag_seconds_bucket",
+        "sum by (source, op, result) (rate(upstream_discovery_writes_total",
+        "upstream_discovery_pending_changes",
+        "max by (source) (upstream_discovery_upstreams",
+        "sum by (kind) (rate(upstream_discovery_errors_total",
+        "sum by (reason) (rate(upstream_discovery_skipped_total",
+        "upstream_discovery_is_leader",
+        "sum by (operation, result) (rate(upstream_discovery_lambda_api_calls_total",
+        "process_resident_memory_bytes",
+        "rate(process_cpu_seconds_total",
+    ] {
+        assert!(
+            exprs
+                .iter()
+                .any(|e| e.starts_with(needle) || e.contains(needle)),
+            "no panel query with {needle:?}"
+        );
+    }
+    // Panel ids are unique (Grafana links and edits panels by id).
+    let mut ids: Vec<u64> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .map(|p| p["id"].as_u64().expect("id"))
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count);
+}
+
+/// The chart renders the rules and the dashboard from copies inside the chart (helm reads only
+/// the chart's own files); the copies must be the files of deploy/.
+#[test]
+fn the_charts_copies_of_the_alerts_and_the_dashboard_are_the_files_of_deploy() {
+    for (original, copy) in [
+        (ALERTS, format!("{CHART}/files/alerts.yaml")),
+        (DASHBOARD, format!("{CHART}/files/upstream-discovery.json")),
+    ] {
+        assert!(
+            read(original) == read(&copy),
+            "{copy} differs from {original}: cp {original} {copy}"
+        );
+    }
+}
+
+#[test]
+fn prometheus_rule_is_off_by_default_and_renders_the_alerts_file() {
+    assert_eq!(count(&template(&[]), "PrometheusRule"), 0);
+    let docs = template(&[
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.labels.release=kube-prometheus-stack",
+    ]);
+    let rule = find(&docs, "PrometheusRule", "ud-upstream-discovery");
+    assert_eq!(str_at(rule, "apiVersion"), "monitoring.coreos.com/v1");
+    assert_eq!(str_at(rule, "metadata.namespace"), "edge");
+    assert_eq!(
+        str_at(rule, "metadata.labels.release"),
+        "kube-prometheus-stack"
+    );
+    let plain: Value = serde_saphyr::from_str(&read(ALERTS)).expect("alerts.yaml");
+    assert_eq!(at(rule, "spec"), &plain);
+    // Off with the daemon.
+    let docs = template(&[
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "discovery.enabled=false",
+    ]);
+    assert_eq!(count(&docs, "PrometheusRule"), 0);
+}
+
+#[test]
+fn grafana_dashboard_config_map_is_off_by_default_and_holds_the_dashboard() {
+    assert!(!template(&[])
+        .iter()
+        .any(|d| str_at(d, "metadata.name") == "ud-upstream-discovery-dashboard"));
+    let dashboard: Value = serde_json::from_str(&read(DASHBOARD)).expect("dashboard JSON");
+    let docs = template(&["--set", "metrics.grafanaDashboard.enabled=true"]);
+    let map = find(&docs, "ConfigMap", "ud-upstream-discovery-dashboard");
+    assert_eq!(str_at(map, "metadata.namespace"), "edge");
+    assert_eq!(
+        at(map, "metadata.labels")
+            .get("grafana_dashboard")
+            .and_then(Value::as_str),
+        Some("1")
+    );
+    let held = at(map, "data")
+        .get("upstream-discovery.json")
+        .and_then(Value::as_str)
+        .expect("the dashboard's key");
+    let held: Value = serde_json::from_str(held).expect("the ConfigMap holds JSON");
+    assert_eq!(held, dashboard);
+
+    let docs = template(&[
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "--set",
+        "metrics.grafanaDashboard.annotations.grafana_folder=Gloo",
+        "--set",
+        "metrics.grafanaDashboard.labels.team=edge",
+    ]);
+    let map = find(&docs, "ConfigMap", "ud-upstream-discovery-dashboard");
+    assert_eq!(str_at(map, "metadata.namespace"), "monitoring");
+    assert_eq!(str_at(map, "metadata.annotations.grafana_folder"), "Gloo");
+    assert_eq!(str_at(map, "metadata.labels.team"), "edge");
+}

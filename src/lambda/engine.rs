@@ -146,6 +146,9 @@ impl LambdaEngine {
             max_functions = self.config.max_functions,
             "function discovery on"
         );
+        // Also here, not only in the Services loop: with `--uds-enabled=false` this loop is
+        // the only one, and `is_leader` would stay 0 (and the no-leader alert fire) for ever.
+        self.metrics.set_leader(self.leader.is_open());
         loop {
             self.dispatch();
             // Sweeps and writes in flight are the work; due ones start at once in `dispatch`.
@@ -175,6 +178,7 @@ impl LambdaEngine {
                     }
                 }
                 is_leader = self.leader.changed() => {
+                    self.metrics.set_leader(is_leader);
                     if is_leader {
                         // A new leader sweeps at once: the last one may have stopped mid-interval.
                         let now = Instant::now();

@@ -24,6 +24,7 @@ mod hostile;
 mod lambda;
 mod leadership;
 mod leaks;
+mod observability;
 mod proxy_server;
 mod rights;
 mod scenario;
@@ -123,6 +124,7 @@ fn main() {
         chart::default_values_apply_server_side_and_grant_only_what_the_daemon_needs,
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
+        observability::dashboard_queries_and_alert_rules_work_on_a_real_prometheus,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
         settings::gloo_pod_with_gloo_rbac_runs_from_settings,
         settings::settings_changes_apply_while_running,

@@ -4,7 +4,8 @@
 #   tests/env/setup.sh
 #
 # - Debian packages: etcd-server, golang-1.19-go, dpkg-dev,
-#   golang-github-modern-go-reflect2-dev, unzip, openssl, curl, python3-venv, npm
+#   golang-github-modern-go-reflect2-dev, unzip, openssl, curl, python3-venv, npm,
+#   prometheus (the server and promtool, for the alert rule tests and the e2e scrape)
 #   (each only when missing; `apt-get update` only when something must be installed).
 # - kube-apiserver and kube-controller-manager v1.20.2, built offline from
 #   Debian's `kubernetes` source package with Go 1.19 (GOPATH mode).
@@ -58,7 +59,7 @@ apt_update_once() {
 
 need_pkgs=()
 for p in etcd-server golang-1.19-go dpkg-dev golang-github-modern-go-reflect2-dev \
-         unzip openssl curl ca-certificates xz-utils; do
+         unzip openssl curl ca-certificates xz-utils prometheus; do
   pkg_installed "$p" || need_pkgs+=("$p")
 done
 # The venv for moto is made with Debian's python3; it needs ensurepip (python3-venv).
@@ -87,6 +88,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   apt_update_once
   ud_log "apt-get install ${need_pkgs[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+fi
+# Debian's prometheus package starts a server on :9090 where systemd runs; the tests start
+# their own (free ports, their own config), so one the install just started is stopped.
+if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 &&
+  systemctl is-active --quiet prometheus 2>/dev/null; then
+  ud_log "stopping and disabling the prometheus service the package started"
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # ------------------------------------------------ kubernetes v1.20.2 -------
