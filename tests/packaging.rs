@@ -1666,6 +1666,7 @@ fn every_alert_has_for_severity_summary_description_runbook_and_two_tests() {
     let names: Vec<&str> = rules.iter().map(|r| str_at(r, "alert")).collect();
     assert_eq!(names, ALERT_NAMES);
     let tests: Value = serde_saphyr::from_str(&read(ALERTS_TEST)).expect("alerts_test.yaml");
+    let readme = read("README.md");
     for rule in &rules {
         let name = str_at(rule, "alert");
         assert!(!str_at(rule, "for").is_empty(), "{name}: for");
@@ -1683,6 +1684,12 @@ fn every_alert_has_for_severity_summary_description_runbook_and_two_tests() {
             str_at(rule, "annotations.runbook_url"),
             format!("README.md#runbook-{}", name.to_lowercase()),
             "{name}: runbook anchor"
+        );
+        // The anchor GitHub makes of the heading `#### Runbook: <name>`.
+        let heading = format!("#### Runbook: {name}\n");
+        assert!(
+            readme.contains(&heading),
+            "{name}: the README has no runbook section {heading:?}"
         );
         // A case where it fires (an expected alert) and one where it stays quiet (none).
         let cases: Vec<&Value> = tests["tests"]
