@@ -62,7 +62,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// More arguments for the daemon, split at spaces (e.g. "--watch-timeout 30s").
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
     daemon_args: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
