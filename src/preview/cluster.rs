@@ -29,10 +29,10 @@ pub struct Connected {
     pub notes: Vec<String>,
 }
 
-/// Connects as `run` does (kubeconfig, else in-cluster) and works out its configuration: the
-/// flags given, then Gloo's Settings in `$POD_NAMESPACE` (when `--read-settings`), then the
-/// defaults. A Settings object that cannot be read is an error here: unlike the daemon, which
-/// can wait for it, a preview would guess.
+/// Connects as `run` does (kubeconfig, else in-cluster) and works out its configuration as
+/// `run` does at start: the flags given, then Gloo's Settings in `$POD_NAMESPACE` (when
+/// `--read-settings`), then the defaults. Settings missing, invalid or unreadable leave flags
+/// and defaults, as in `run`; the notes say which.
 pub async fn connect(args: &RunArgs) -> Result<Connected, PreviewError> {
     let pod_namespace = std::env::var("POD_NAMESPACE")
         .ok()
@@ -65,11 +65,10 @@ pub async fn connect(args: &RunArgs) -> Result<Connected, PreviewError> {
                 None
             }
             FirstRead::Unreadable(message) => {
-                return Err(PreviewError::Settings {
-                    namespace: own_namespace,
-                    name: name.clone(),
-                    message,
-                })
+                notes.push(format!(
+                    "cannot read Settings {own_namespace}/{name} ({message}): run starts from flags and defaults until it can, and so does this preview"
+                ));
+                None
             }
         }
     } else {

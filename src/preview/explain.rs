@@ -25,7 +25,7 @@ struct Live<'a> {
     key: ServiceKey,
     /// `run`'s plan for it; `None` when `run` does not see the Service.
     plan: Option<Plan>,
-    last_event: Option<String>,
+    last_event: String,
 }
 
 /// `NAMESPACE/SERVICE` as a key.
@@ -98,7 +98,7 @@ pub async fn explain_cluster(args: &RunArgs, key: &ServiceKey) -> Result<String,
             plan::plan(key, &translation.upstreams, &observed, &snapshot.state, true)
         },
     );
-    let last_event = last_event(&connected.client, key).await?;
+    let last_event = last_event(&connected.client, key).await;
     let live = Live {
         snapshot: &snapshot,
         key: key.clone(),
@@ -120,19 +120,18 @@ pub async fn explain_cluster(args: &RunArgs, key: &ServiceKey) -> Result<String,
     Ok(out)
 }
 
-/// The latest Event whose involved object is the Service, as one line.
-async fn last_event(client: &kube::Client, key: &ServiceKey) -> Result<Option<String>, PreviewError> {
+/// The latest Event whose involved object is the Service, as one line; `none`; or why Events
+/// cannot be read (the daemon's own rights grant no list of Events: not worth failing for).
+async fn last_event(client: &kube::Client, key: &ServiceKey) -> String {
     let events: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
     let selector = format!(
         "involvedObject.kind=Service,involvedObject.name={}",
         key.name
     );
-    let found = list_all(&events, &ListParams::default().fields(&selector))
-        .await
-        .map_err(|source| PreviewError::List {
-            what: format!("Events of Service {key}"),
-            source,
-        })?;
+    let found = match list_all(&events, &ListParams::default().fields(&selector)).await {
+        Ok(found) => found,
+        Err(error) => return format!("unknown (cannot list Events: {error})"),
+    };
     let time = |event: &Event| {
         let stamp = match (&event.event_time, &event.last_timestamp) {
             (_, Some(last)) => serde_json::to_value(last).ok(),
@@ -143,15 +142,16 @@ async fn last_event(client: &kube::Client, key: &ServiceKey) -> Result<Option<St
             .and_then(|value| value.as_str().map(str::to_string))
             .unwrap_or_default()
     };
-    Ok(found.iter().max_by_key(|event| time(event)).map(|event| {
-        format!(
+    match found.iter().max_by_key(|event| time(event)) {
+        Some(event) => format!(
             "{} {} at {}: {}",
             event.type_.as_deref().unwrap_or("Normal"),
             event.reason.as_deref().unwrap_or_default(),
             time(event),
             event.message.as_deref().unwrap_or_default()
-        )
-    }))
+        ),
+        None => "none".to_string(),
+    }
 }
 
 fn explain_service(
@@ -221,11 +221,7 @@ fn explain_service(
         }
     }
     if let Some(live) = live {
-        let _ = writeln!(
-            out,
-            "  last Event: {}",
-            live.last_event.as_deref().unwrap_or("none")
-        );
+        let _ = writeln!(out, "  last Event: {}", live.last_event);
     }
 }
 

@@ -24,12 +24,6 @@ pub enum PreviewError {
     List { what: String, source: kube::Error },
     #[error("cannot read {what}: {source}")]
     Get { what: String, source: kube::Error },
-    #[error("cannot read Settings {namespace}/{name}, so what run would do is unknown: {message}")]
-    Settings {
-        namespace: String,
-        name: String,
-        message: String,
-    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]

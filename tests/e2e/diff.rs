@@ -43,6 +43,22 @@ async fn diff(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
     }
 }
 
+/// Runs `upstream-discovery explain NAMESPACE/SERVICE` against the cluster, watching `watched`.
+async fn explain(kubeconfig: &Path, write_ns: &str, service: &str, watched: &str) -> Run {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
+        .args(["explain", service, "--watch-namespaces", watched])
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAMESPACE", write_ns)
+        .output()
+        .await
+        .expect("the binary runs");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// The JSON report of `diff -o json`, checked to agree with the exit code.
 async fn diff_json(kubeconfig: &Path, write_ns: &str, watched: &str) -> Value {
     let run = diff(
@@ -258,6 +274,44 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
             .collect();
         assert!(ours.is_empty(), "no Event recorded: {ours:?}");
     }
+
+    // explain against the cluster, as an admin (the daemon's account may not list Events).
+    let admin_config = Path::new(scenario.env.get("KUBECONFIG")).to_path_buf();
+    let web = explain(&admin_config, &write, &format!("{ns}/web"), &ns).await;
+    assert_eq!(web.code, Some(0), "{}{}", web.stdout, web.stderr);
+    for line in [
+        format!("  Upstream {write}/{ns}-web-8080 (port 8080)\n"),
+        "    metadata.annotations.team = \"payments\"  <- the Service's annotation team, copied\n".to_string(),
+        "    name held by: this Service\n".to_string(),
+        "    live: differs (run updates it: metadata.annotations differs)\n".to_string(),
+        "      +    team: payments\n".to_string(),
+        "  last Event: none\n".to_string(),
+    ] {
+        assert!(web.stdout.contains(&line), "{line:?} in:\n{}", web.stdout);
+    }
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "taken-not-owned", "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": ns, "name": "taken"},
+        "reason": "UpstreamNotOwned", "type": "Warning", "message": "left alone",
+        "lastTimestamp": "2026-01-02T03:04:05Z",
+    }))
+    .expect("event");
+    Api::<Event>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await
+        .expect("create event");
+    let taken = explain(&admin_config, &write, &format!("{ns}/taken"), &ns).await;
+    assert_eq!(taken.code, Some(0), "{}{}", taken.stdout, taken.stderr);
+    for line in [
+        "    name held by: an Upstream without the discovered_by=kubernetesplugin label (not owned: never touched)\n",
+        "    live: left alone by run (not owned)\n",
+        "  last Event: Warning UpstreamNotOwned at 2026-01-02T03:04:05Z: left alone\n",
+    ] {
+        assert!(taken.stdout.contains(line), "{line:?} in:\n{}", taken.stdout);
+    }
+    let new = explain(&admin_config, &write, &format!("{ns}/new"), &ns).await;
+    assert!(new.stdout.contains("    live: missing (run creates it)\n"), "{}", new.stdout);
+    assert_eq!(versions(admin, &write).await, before, "explain wrote nothing");
 
     // An API server it cannot reach: exit code 2.
     let dir = tempfile::tempdir().expect("temp dir");
