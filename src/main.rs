@@ -134,7 +134,12 @@ fn run_diff(args: &DiffArgs) -> ExitCode {
 /// `explain`: offline with `-f`, else against the cluster; 2 on error.
 fn run_explain(args: &ExplainArgs) -> ExitCode {
     use preview::explain;
-    let target = match args.service.as_deref().map(explain::service_key).transpose() {
+    let target = match args
+        .service
+        .as_deref()
+        .map(explain::service_key)
+        .transpose()
+    {
         Ok(target) => target,
         Err(error) => {
             eprintln!("error: {error}");

@@ -64,6 +64,14 @@ pub async fn connect(args: &RunArgs) -> Result<Connected, PreviewError> {
                 ));
                 None
             }
+            // Without the Settings CRD the API server answers a plain-text 404 that kube-rs
+            // cannot parse as a Status, so it arrives here rather than as `Missing`.
+            FirstRead::Unreadable(message) if message.contains("404") => {
+                notes.push(format!(
+                    "configuration: flags and defaults (no Settings {own_namespace}/{name}: 404, no Settings CRD)"
+                ));
+                None
+            }
             FirstRead::Unreadable(message) => {
                 notes.push(format!(
                     "cannot read Settings {own_namespace}/{name} ({message}): run starts from flags and defaults until it can, and so does this preview"
@@ -89,13 +97,27 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut items = Vec::new();
+    list_pages(api, params, |page| items.extend(page)).await?;
+    Ok(items)
+}
+
+/// Hands each page of the objects `params` selects to `on_page` as it arrives, so that only
+/// one page of whole objects is held at a time (the cache keeps them compact).
+pub async fn list_pages<K>(
+    api: &Api<K>,
+    params: &ListParams,
+    mut on_page: impl FnMut(Vec<K>),
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
     let mut params = params.clone().limit(PAGE_SIZE);
     loop {
         let page: ObjectList<K> = api.list(&params).await?;
-        items.extend(page.items);
+        on_page(page.items);
         match page.metadata.continue_.filter(|token| !token.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(items),
+            None => return Ok(()),
         }
     }
 }
@@ -137,9 +159,12 @@ pub async fn snapshot(client: &Client, discovery: &Discovery) -> Result<Snapshot
     );
     let mut snapshot_counts = (0, 0);
     if !scopes.namespace_selector.selects_all() {
-        let namespaces = list_all(&Api::<Namespace>::all(client.clone()), &ListParams::default())
-            .await
-            .map_err(list_error("namespaces".to_string()))?;
+        let namespaces = list_all(
+            &Api::<Namespace>::all(client.clone()),
+            &ListParams::default(),
+        )
+        .await
+        .map_err(list_error("namespaces".to_string()))?;
         state.on_namespace_event(watcher::Event::Init);
         for namespace in namespaces {
             state.on_namespace_event(watcher::Event::InitApply(namespace));
@@ -148,29 +173,32 @@ pub async fn snapshot(client: &Client, discovery: &Discovery) -> Result<Snapshot
     }
     let selected = ListParams::default().labels(discovery.service_selector.as_str());
     for scope in &scopes.services {
-        let services = list_all(&api_for::<Service>(client, scope), &selected)
-            .await
-            .map_err(list_error(format!("services in {scope}")))?;
-        snapshot_counts.0 += services.len();
         state.on_service_event(scope, watcher::Event::Init);
-        for service in services {
-            state.on_service_event(scope, watcher::Event::InitApply(service));
-        }
+        list_pages(&api_for::<Service>(client, scope), &selected, |page| {
+            snapshot_counts.0 += page.len();
+            for service in page {
+                state.on_service_event(scope, watcher::Event::InitApply(service));
+            }
+        })
+        .await
+        .map_err(list_error(format!("services in {scope}")))?;
         state.on_service_event(scope, watcher::Event::InitDone);
     }
     let mut foreign = BTreeSet::new();
     for scope in &scopes.upstreams {
-        let upstreams = list_all(&api_for::<Upstream>(client, scope), &ListParams::default())
-            .await
-            .map_err(list_error(format!("upstreams in {scope}")))?;
-        snapshot_counts.1 += upstreams.len();
         state.on_upstream_event(scope, watcher::Event::Init);
-        for upstream in upstreams {
-            if !is_owned(upstream.metadata.labels.as_ref()) {
-                foreign.extend(UpstreamKey::of(&upstream.metadata));
+        let api = api_for::<Upstream>(client, scope);
+        list_pages(&api, &ListParams::default(), |page| {
+            snapshot_counts.1 += page.len();
+            for upstream in page {
+                if !is_owned(upstream.metadata.labels.as_ref()) {
+                    foreign.extend(UpstreamKey::of(&upstream.metadata));
+                }
+                state.on_upstream_event(scope, watcher::Event::InitApply(upstream));
             }
-            state.on_upstream_event(scope, watcher::Event::InitApply(upstream));
-        }
+        })
+        .await
+        .map_err(list_error(format!("upstreams in {scope}")))?;
         state.on_upstream_event(scope, watcher::Event::InitDone);
     }
     Ok(Snapshot {

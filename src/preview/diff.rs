@@ -331,7 +331,11 @@ impl UpdateView {
         let owners = |value: &Value| value.pointer("/metadata/ownerReferences").cloned();
         if owners(before) != owners(&after) {
             deliberate.push("ownerReference");
-            set(&mut without, &["metadata", "ownerReferences"], owners(before));
+            set(
+                &mut without,
+                &["metadata", "ownerReferences"],
+                owners(before),
+            );
         }
         let last_applied = |value: &Value| {
             value
@@ -398,7 +402,11 @@ fn after_write(before: &Value, desired: &Value, remove: &[FieldPath]) -> Value {
             owners.retain(|current| current.get("uid") != uid);
             owners.push(reference.clone());
         }
-        set(&mut after, &["metadata", "ownerReferences"], Some(Value::Array(owners)));
+        set(
+            &mut after,
+            &["metadata", "ownerReferences"],
+            Some(Value::Array(owners)),
+        );
     }
     after
 }
@@ -552,7 +560,13 @@ mod tests {
         build(&snapshot, &settings, Vec::new())
     }
 
-    fn summary(create: usize, update: usize, delete: usize, unchanged: usize, left_alone: usize) -> Summary {
+    fn summary(
+        create: usize,
+        update: usize,
+        delete: usize,
+        unchanged: usize,
+        left_alone: usize,
+    ) -> Summary {
         Summary {
             create,
             update,
@@ -577,7 +591,11 @@ mod tests {
     #[test]
     fn a_changed_service_gives_one_update_with_its_diff() {
         let got = report(
-            vec![service("shop", "web", json!({"annotations": {"team": "payments"}}))],
+            vec![service(
+                "shop",
+                "web",
+                json!({"annotations": {"team": "payments"}}),
+            )],
             vec![gloo_upstream("shop", "web", json!({}))],
         );
         assert_eq!(got.summary, summary(0, 1, 0, 0, 0));
@@ -585,10 +603,24 @@ mod tests {
         assert_eq!(update.reason, "metadata.annotations differs");
         assert!(update.deliberate.is_empty());
         assert!(!update.only_deliberate);
-        assert!(update.diff.starts_with("--- live\n+++ after run\n"), "{}", update.diff);
-        assert!(update.diff.contains("\n+  annotations:\n+    team: payments\n"), "{}", update.diff);
+        assert!(
+            update.diff.starts_with("--- live\n+++ after run\n"),
+            "{}",
+            update.diff
+        );
+        assert!(
+            update
+                .diff
+                .contains("\n+  annotations:\n+    team: payments\n"),
+            "{}",
+            update.diff
+        );
         assert_eq!(
-            update.diff.lines().filter(|l| l.starts_with('+') || l.starts_with('-')).count(),
+            update
+                .diff
+                .lines()
+                .filter(|l| l.starts_with('+') || l.starts_with('-'))
+                .count(),
             4,
             "the headers and the two added lines only: {}",
             update.diff
@@ -638,7 +670,11 @@ mod tests {
             }],
         });
         let got = report(
-            vec![service("shop", "web", json!({"annotations": {LAST_APPLIED_ANNOTATION: "{}"}}))],
+            vec![service(
+                "shop",
+                "web",
+                json!({"annotations": {LAST_APPLIED_ANNOTATION: "{}"}}),
+            )],
             vec![gloo_upstream("shop", "web", last_applied)],
         );
         assert_eq!(got.summary, summary(0, 1, 0, 0, 0));

@@ -92,12 +92,17 @@ pub async fn explain_cluster(args: &RunArgs, key: &ServiceKey) -> Result<String,
         .ok_or_else(|| PreviewError::NoService(key.to_string()))?;
     let snapshot = cluster::snapshot(&connected.client, discovery).await?;
     let translation = crate::translate::translate_service(&service, &discovery.translate);
-    let plan = (discovery.uds_enabled && snapshot.state.service_in_scope(key).is_some()).then(
-        || {
+    let plan =
+        (discovery.uds_enabled && snapshot.state.service_in_scope(key).is_some()).then(|| {
             let observed = snapshot.state.observed_for(key);
-            plan::plan(key, &translation.upstreams, &observed, &snapshot.state, true)
-        },
-    );
+            plan::plan(
+                key,
+                &translation.upstreams,
+                &observed,
+                &snapshot.state,
+                true,
+            )
+        });
     let last_event = last_event(&connected.client, key).await;
     let live = Live {
         snapshot: &snapshot,
@@ -179,11 +184,7 @@ fn explain_service(
     }
     let (translation, traces) = translate_service_traced(service, settings);
     for warning in &translation.warnings {
-        let _ = writeln!(
-            out,
-            "  warning: {warning} ({})",
-            warning.reason().as_str()
-        );
+        let _ = writeln!(out, "  warning: {warning} ({})", warning.reason().as_str());
     }
     if translation.upstreams.is_empty() {
         let _ = writeln!(out, "  no ports: no Upstream");
@@ -213,7 +214,12 @@ fn explain_service(
         }
         for source in trace {
             if source.rule == Rule::Http2Unset && !leaves.iter().any(|(p, _)| *p == source.path) {
-                let _ = writeln!(out, "    {} unset  <- {}", show_path(&source.path), source.rule);
+                let _ = writeln!(
+                    out,
+                    "    {} unset  <- {}",
+                    show_path(&source.path),
+                    source.rule
+                );
             }
         }
         if let Some(live) = live {
@@ -253,9 +259,10 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
         return;
     }
     let action = plan.actions.iter().find(|action| match action {
-        Action::Create(upstream) | Action::Update { desired: upstream, .. } => {
-            UpstreamKey::of(&upstream.metadata).as_ref() == Some(name)
-        }
+        Action::Create(upstream)
+        | Action::Update {
+            desired: upstream, ..
+        } => UpstreamKey::of(&upstream.metadata).as_ref() == Some(name),
         Action::Delete { .. } => false,
     });
     match action {
@@ -268,7 +275,11 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
             remove,
             ..
         }) => {
-            let _ = writeln!(out, "    live: differs (run updates it: {})", reason_text(reason));
+            let _ = writeln!(
+                out,
+                "    live: differs (run updates it: {})",
+                reason_text(reason)
+            );
             let observed = live.snapshot.state.observed_for(&live.key);
             if let Some(current) = observed
                 .iter()

@@ -25,10 +25,10 @@ pub use tls::{
     ONE_WAY_TLS_ANNOTATION, ROOT_CA_ANNOTATION, SECRET_ANNOTATION, TLS_CERT_ANNOTATION,
     TLS_KEY_ANNOTATION,
 };
+pub use trace::{FieldSource, Rule};
 pub use upstream_config::{
     DEEP_MERGE_ANNOTATION, MAX_UPSTREAM_CONFIG_BYTES, UPSTREAM_CONFIG_ANNOTATION,
 };
-pub use trace::{FieldSource, Rule};
 pub use warning::{AnnotationOrigin, TranslateWarning, MAX_LISTED_FIELDS, MAX_QUOTED_CHARS};
 
 /// Where Upstreams are written.
@@ -249,23 +249,39 @@ fn record_discovered(
     record(trace, &["metadata", "labels", DISCOVERED_BY_LABEL], || {
         Rule::OwnershipLabel
     });
-    for key in service.metadata.annotations.iter().flatten().map(|(k, _)| k) {
+    for key in service
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
         if key != LAST_APPLIED_ANNOTATION {
             record(trace, &["metadata", "annotations", key.as_str()], || {
                 Rule::CopiedAnnotation { key: key.clone() }
             });
         }
     }
-    record(trace, &["metadata", "ownerReferences"], || Rule::OwnerReference);
-    record(trace, &["spec", "kube", "serviceName"], || Rule::ServiceName);
+    record(trace, &["metadata", "ownerReferences"], || {
+        Rule::OwnerReference
+    });
+    record(trace, &["spec", "kube", "serviceName"], || {
+        Rule::ServiceName
+    });
     record(trace, &["spec", "kube", "serviceNamespace"], || {
         Rule::ServiceNamespace
     });
-    record(trace, &["spec", "kube", "servicePort"], || Rule::ServicePort {
-        port_name: port.name.clone().filter(|name| !name.is_empty()),
+    record(trace, &["spec", "kube", "servicePort"], || {
+        Rule::ServicePort {
+            port_name: port.name.clone().filter(|name| !name.is_empty()),
+        }
     });
-    record(trace, &["spec", "kube", "selector"], || Rule::ServiceSelector);
-    record(trace, &["spec", "discoveryMetadata"], || Rule::ServiceLabels);
+    record(trace, &["spec", "kube", "selector"], || {
+        Rule::ServiceSelector
+    });
+    record(trace, &["spec", "discoveryMetadata"], || {
+        Rule::ServiceLabels
+    });
 }
 
 /// An ownerReference to the Service, so Kubernetes collects the Upstream even while the daemon is

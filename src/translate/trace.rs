@@ -21,7 +21,10 @@ pub struct FieldSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     /// `<namespace>-<service>-<port>` (`raw`), sanitized; hashed when over 63 characters.
-    Name { raw: String, hashed: bool },
+    Name {
+        raw: String,
+        hashed: bool,
+    },
     /// The fixed write namespace.
     WriteNamespace,
     /// `--write-namespace-mode service`: beside the Service.
@@ -29,21 +32,32 @@ pub enum Rule {
     /// The ownership label.
     OwnershipLabel,
     /// One of the Service's annotations, copied.
-    CopiedAnnotation { key: String },
+    CopiedAnnotation {
+        key: String,
+    },
     ServiceName,
     ServiceNamespace,
     /// The Service port (not targetPort), named `port_name` when it has a name.
-    ServicePort { port_name: Option<String> },
+    ServicePort {
+        port_name: Option<String>,
+    },
     ServiceSelector,
     ServiceLabels,
     /// An ownerReference to the Service, which lives in the Upstream's namespace.
     OwnerReference,
     /// HTTP/2 by the `gloo.solo.io/h2_service` annotation.
-    Http2Annotation { origin: AnnotationOrigin },
+    Http2Annotation {
+        origin: AnnotationOrigin,
+    },
     /// HTTP/2 by the port's `appProtocol`.
-    Http2AppProtocol { app_protocol: String },
+    Http2AppProtocol {
+        app_protocol: String,
+    },
     /// HTTP/2 by the start of the port's name.
-    Http2PortName { name: String, prefix: &'static str },
+    Http2PortName {
+        name: String,
+        prefix: &'static str,
+    },
     /// `useHttp2` left unset: nothing asked for HTTP/2.
     Http2Unset,
     /// A `gloo.solo.io/sslService.*` annotation; `port` when it was scoped with `<port>:`.
@@ -55,7 +69,10 @@ pub enum Rule {
     TlsSecretNamespace,
     /// The `gloo.solo.io/upstream_config` override, shallow (each top-level field replaced
     /// whole) or deep (merged at every depth).
-    Override { origin: AnnotationOrigin, deep: bool },
+    Override {
+        origin: AnnotationOrigin,
+        deep: bool,
+    },
 }
 
 impl fmt::Display for Rule {

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::crd::UpstreamSpec;
 
-use super::upstream_schema::{self, Kind, Message, Shape, UPSTREAM};
 use super::trace::{record_leaves, FieldSource, Rule, Tracer};
+use super::upstream_schema::{self, Kind, Message, Shape, UPSTREAM};
 use super::warning::{AnnotationOrigin, TranslateWarning};
 
 pub const UPSTREAM_CONFIG_ANNOTATION: &str = "gloo.solo.io/upstream_config";

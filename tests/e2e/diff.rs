@@ -104,8 +104,7 @@ async fn gloo_writes(admin: &Client, write_ns: &str, mut upstream: Value) {
     upstream = without(upstream, "/metadata/ownerReferences");
     upstream["apiVersion"] = json!("gloo.solo.io/v1");
     upstream["kind"] = json!("Upstream");
-    upstream["status"] =
-        json!({"statuses": {write_ns: {"state": 1, "reportedBy": "gloo"}}});
+    upstream["status"] = json!({"statuses": {write_ns: {"state": 1, "reportedBy": "gloo"}}});
     let object: DynamicObject = serde_json::from_value(upstream).expect("upstream");
     let gloo = PostParams {
         field_manager: Some("discovery".into()),
@@ -159,7 +158,11 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
     gloo_writes(
         admin,
         &write,
-        with(kube_upstream(&ns, "same", 9000), "/spec/useHttp2", json!(true)),
+        with(
+            kube_upstream(&ns, "same", 9000),
+            "/spec/useHttp2",
+            json!(true),
+        ),
     )
     .await;
     gloo_writes(admin, &write, kube_upstream(&ns, "web", 8080)).await;
@@ -215,10 +218,20 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
         .expect("patch service");
     let run = diff(&kubeconfig, &write, &["--watch-namespaces", &ns]).await;
     assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains(&format!("~ {write}/{ns}-web-8080 (Service {ns}/web): metadata.annotations differs")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "~ {write}/{ns}-web-8080 (Service {ns}/web): metadata.annotations differs"
+        )),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("+++ after run"), "{}", run.stdout);
     assert!(run.stdout.contains("+  annotations:\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("+    team: payments\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("+    team: payments\n"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout
             .ends_with("0 to create, 1 to update, 0 to delete, 2 unchanged, 2 left alone\n"),
@@ -281,7 +294,8 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
     assert_eq!(web.code, Some(0), "{}{}", web.stdout, web.stderr);
     for line in [
         format!("  Upstream {write}/{ns}-web-8080 (port 8080)\n"),
-        "    metadata.annotations.team = \"payments\"  <- the Service's annotation team, copied\n".to_string(),
+        "    metadata.annotations.team = \"payments\"  <- the Service's annotation team, copied\n"
+            .to_string(),
         "    name held by: this Service\n".to_string(),
         "    live: differs (run updates it: metadata.annotations differs)\n".to_string(),
         "      +    team: payments\n".to_string(),
@@ -310,8 +324,16 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
         assert!(taken.stdout.contains(line), "{line:?} in:\n{}", taken.stdout);
     }
     let new = explain(&admin_config, &write, &format!("{ns}/new"), &ns).await;
-    assert!(new.stdout.contains("    live: missing (run creates it)\n"), "{}", new.stdout);
-    assert_eq!(versions(admin, &write).await, before, "explain wrote nothing");
+    assert!(
+        new.stdout.contains("    live: missing (run creates it)\n"),
+        "{}",
+        new.stdout
+    );
+    assert_eq!(
+        versions(admin, &write).await,
+        before,
+        "explain wrote nothing"
+    );
 
     // An API server it cannot reach: exit code 2.
     let dir = tempfile::tempdir().expect("temp dir");
