@@ -30,13 +30,17 @@ enum Command {
     Run(Box<RunArgs>),
     /// Translate Services from YAML into the Upstreams the daemon would write, offline.
     Render(RenderArgs),
-    /// What `run` would do to the cluster now, with the same flags and Settings: every
-    /// Upstream it would create, update (with a diff), delete or leave alone. Writes nothing.
-    /// Exit code 0 when nothing would change, 1 when something would, 2 on error.
+    /// Preview what `run` would do to the cluster now; writes nothing.
+    ///
+    /// One read-only pass with the same flags and Settings as `run`: every Upstream it would
+    /// create, update (with a diff), delete or leave alone, and why. Exit code 0 when nothing
+    /// would change, 1 when something would, 2 on error.
     Diff(Box<DiffArgs>),
-    /// Which rule set each field of the Upstreams of a Service (NAMESPACE/SERVICE in the
-    /// cluster, or -f FILE offline), its warnings, and against the cluster what `run` would
-    /// do with each Upstream and the Service's last Event.
+    /// Say which rule set each field of a Service's Upstreams.
+    ///
+    /// A Service of the cluster (NAMESPACE/SERVICE) or of a YAML file (-f, offline): its
+    /// Upstreams, the rule behind each field, its warnings; against the cluster also what
+    /// `run` would do with each Upstream, who holds its name, and the Service's last Event.
     Explain(Box<ExplainArgs>),
     /// Print the Upstream CustomResourceDefinition as YAML.
     Crd,

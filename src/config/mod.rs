@@ -101,7 +101,8 @@ pub enum OutputFormat {
     /// Grouped, for people, then a one-line summary.
     #[default]
     Text,
-    /// One JSON document, for scripts (fields documented in `preview::diff`).
+    /// One JSON document, for scripts: writeNamespace, serviceDiscovery, notes, create,
+    /// update, delete, unchanged, leftAlone, warnings, summary.
     Json,
 }
 

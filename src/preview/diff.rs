@@ -650,6 +650,31 @@ mod tests {
     }
 
     #[test]
+    fn two_services_mapping_to_one_name_leave_it_to_the_first() {
+        // `a-b/c` and `a/b-c` both give `a-b-c-80` (DESIGN §2); with no holder yet, the Service
+        // whose namespace sorts first gets it.
+        let got = report(
+            vec![
+                service("a-b", "c", json!({})),
+                service("a", "b-c", json!({})),
+            ],
+            vec![],
+        );
+        assert_eq!(got.summary, summary(1, 0, 0, 0, 1));
+        assert_eq!(got.create[0].service, "a/b-c");
+        let left = &got.left_alone[0];
+        assert_eq!(
+            (
+                left.name.as_str(),
+                left.reason,
+                left.service.as_deref(),
+                left.held_by.as_deref()
+            ),
+            ("a-b-c-80", "name_collision", Some("a-b/c"), Some("a/b-c"))
+        );
+    }
+
+    #[test]
     fn the_deliberate_differences_from_gloo_are_named() {
         // A Service in the write namespace: its Upstream gets an ownerReference Gloo never wrote.
         let owned_here = report(

@@ -343,3 +343,68 @@ fn show_path(path: &[String]) -> String {
     }
     shown
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|key| key.to_string()).collect()
+    }
+
+    #[test]
+    fn paths_quote_keys_that_are_not_plain() {
+        assert_eq!(
+            show_path(&path(&["spec", "kube", "selector", "app"])),
+            "spec.kube.selector.app"
+        );
+        assert_eq!(
+            show_path(&path(&[
+                "metadata",
+                "annotations",
+                "gloo.solo.io/h2_service"
+            ])),
+            r#"metadata.annotations["gloo.solo.io/h2_service"]"#
+        );
+    }
+
+    #[test]
+    fn the_last_rule_covering_a_field_wins() {
+        let source = |keys: &[&str], rule: Rule| FieldSource {
+            path: path(keys),
+            rule,
+        };
+        let trace = vec![
+            source(&["spec", "kube", "serviceName"], Rule::ServiceName),
+            source(&["spec", "kube", "selector"], Rule::ServiceSelector),
+            source(
+                &["spec", "kube"],
+                Rule::Override {
+                    origin: crate::translate::AnnotationOrigin::Service,
+                    deep: false,
+                },
+            ),
+            source(&["spec", "useHttp2"], Rule::Http2Unset),
+        ];
+        assert!(matches!(
+            rule_for(&trace, &path(&["spec", "kube", "serviceName"])),
+            Some(Rule::Override { deep: false, .. })
+        ));
+        assert_eq!(
+            rule_for(&trace, &path(&["spec", "useHttp2"])),
+            Some(&Rule::Http2Unset)
+        );
+        assert_eq!(rule_for(&trace, &path(&["spec", "static"])), None);
+    }
+
+    #[test]
+    fn service_keys_are_namespace_slash_name() {
+        assert_eq!(
+            service_key("shop/web").expect("valid").to_string(),
+            "shop/web"
+        );
+        for bad in ["web", "/web", "shop/", "a/b/c"] {
+            assert!(service_key(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -530,6 +530,61 @@ mod tests {
     }
 
     #[test]
+    fn tracing_changes_nothing_and_records_the_rule_of_each_field() {
+        let svc = annotate(
+            service("shop", "api", &[("grpc", 9000), ("https", 443)]),
+            &[
+                (SECRET_ANNOTATION, "443:api-tls"),
+                (
+                    UPSTREAM_CONFIG_ANNOTATION,
+                    r#"{"circuit_breakers": {"max_connections": 10}, "bogus": 1}"#,
+                ),
+            ],
+        );
+        let settings = TranslateSettings::new("gloo-system");
+        let (traced, traces) = translate_service_traced(&svc, &settings);
+        assert_eq!(traced, translate_service(&svc, &settings));
+        assert_eq!(traces.len(), 2, "one trace per Upstream");
+        let rule = |trace: &[FieldSource], path: &[&str]| {
+            trace
+                .iter()
+                .rev()
+                .find(|source| source.path == path)
+                .map(|source| source.rule.clone())
+        };
+        assert_eq!(
+            rule(&traces[0], &["spec", "useHttp2"]),
+            Some(Rule::Http2PortName {
+                name: "grpc".into(),
+                prefix: "grpc"
+            })
+        );
+        assert_eq!(
+            rule(&traces[1], &["spec", "sslConfig", "secretRef", "name"]),
+            Some(Rule::Tls {
+                annotation: SECRET_ANNOTATION,
+                port: Some(443)
+            })
+        );
+        assert_eq!(
+            rule(&traces[0], &["spec", "sslConfig", "secretRef", "name"]),
+            None
+        );
+        assert_eq!(
+            rule(&traces[1], &["spec", "circuitBreakers"]),
+            None,
+            "an annotation ignored for a bad field sets nothing"
+        );
+        assert_eq!(
+            rule(&traces[1], &["metadata", "name"]),
+            Some(Rule::Name {
+                raw: "shop-api-443".into(),
+                hashed: false
+            })
+        );
+    }
+
+    #[test]
     fn global_annotations_apply_first_and_the_service_wins() {
         let settings = TranslateSettings {
             write_namespace: WriteNamespace::Fixed("gloo-system".into()),
