@@ -20,7 +20,8 @@
 //!   wants the name) or `name_collision` (`heldBy` the Service that keeps the name);
 //! - `warnings`: `{service, reason, message}`, annotations ignored (the Upstream is written
 //!   without them), `reason` as in `skipped_total{reason}`;
-//! - `summary`: `{create, update, delete, unchanged, leftAlone}` counts.
+//! - `summary`: `{create, update, updateOnlyDeliberate, delete, unchanged, leftAlone}` counts
+//!   (`updateOnlyDeliberate`: the updates whose `onlyDeliberate` is true).
 
 use std::collections::BTreeSet;
 
@@ -108,6 +109,8 @@ pub struct Warning {
 pub struct Summary {
     pub create: usize,
     pub update: usize,
+    /// Of the updates, those that make only deliberate differences from Gloo.
+    pub update_only_deliberate: usize,
     pub delete: usize,
     pub unchanged: usize,
     pub left_alone: usize,
@@ -296,6 +299,7 @@ impl Report {
         self.summary = Summary {
             create: self.create.len(),
             update: self.update.len(),
+            update_only_deliberate: self.update.iter().filter(|u| u.only_deliberate).count(),
             delete: self.delete.len(),
             unchanged: self.unchanged.len(),
             left_alone: self.left_alone.len(),
@@ -681,7 +685,13 @@ mod tests {
             vec![service(WRITE, "local", json!({}))],
             vec![gloo_upstream(WRITE, "local", json!({}))],
         );
-        assert_eq!(owned_here.summary, summary(0, 1, 0, 0, 0));
+        assert_eq!(
+            owned_here.summary,
+            Summary {
+                update_only_deliberate: 1,
+                ..summary(0, 1, 0, 0, 0)
+            }
+        );
         assert_eq!(owned_here.update[0].deliberate, ["ownerReference"]);
         assert!(owned_here.update[0].only_deliberate);
 
@@ -702,7 +712,7 @@ mod tests {
             )],
             vec![gloo_upstream("shop", "web", last_applied)],
         );
-        assert_eq!(got.summary, summary(0, 1, 0, 0, 0));
+        assert_eq!(got.summary.update_only_deliberate, 1);
         let update = &got.update[0];
         // The annotation was the only one: the whole map goes, as the planner's patch removes it.
         assert_eq!(

@@ -150,9 +150,13 @@ pub fn diff_text(report: &Report) -> String {
         let _ = writeln!(out, "\nNothing to do: run would write nothing.");
     }
     let summary = &report.summary;
+    let deliberate = match summary.update_only_deliberate {
+        0 => String::new(),
+        n => format!(" ({n} only deliberate differences from Gloo)"),
+    };
     let _ = writeln!(
         out,
-        "\n{} to create, {} to update, {} to delete, {} unchanged, {} left alone",
+        "\n{} to create, {} to update{deliberate}, {} to delete, {} unchanged, {} left alone",
         summary.create, summary.update, summary.delete, summary.unchanged, summary.left_alone
     );
     out

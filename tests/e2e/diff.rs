@@ -264,7 +264,7 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
     );
     assert_eq!(
         report["summary"],
-        json!({"create": 1, "update": 1, "delete": 2, "unchanged": 0, "leftAlone": 2})
+        json!({"create": 1, "update": 1, "updateOnlyDeliberate": 0, "delete": 2, "unchanged": 0, "leftAlone": 2})
     );
 
     // No write of any kind: the Upstreams as they were, no Lease, no Event.
