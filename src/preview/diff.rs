@@ -574,6 +574,7 @@ mod tests {
         Summary {
             create,
             update,
+            update_only_deliberate: 0,
             delete,
             unchanged,
             left_alone,
