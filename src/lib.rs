@@ -13,7 +13,7 @@
 //! 6. the parts that touch the network: `source`, `apply`, `events`, `leader`, `metrics`,
 //!    `http`, `lambda::aws`;
 //! 7. the two thin loops, `services` and `lambda::engine`;
-//! 8. `daemon` and `render`, wired by `main.rs`.
+//! 8. `daemon`, `render` and `preview` (`diff`, `explain`), wired by `main.rs`.
 
 pub mod apply;
 pub mod config;
@@ -27,6 +27,7 @@ pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod preview;
 pub mod reconcile;
 pub mod render;
 pub mod selector;

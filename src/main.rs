@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use upstream_discovery::config::{GivenFlags, LogFormat, RenderArgs, RunArgs};
-use upstream_discovery::{crd, daemon, render};
+use upstream_discovery::config::{
+    DiffArgs, ExplainArgs, GivenFlags, LogFormat, OutputFormat, RenderArgs, RunArgs,
+};
+use upstream_discovery::{crd, daemon, preview, render};
 
 /// Exit code for input that cannot be used (bad YAML, a bad field, an unreadable file).
 const EXIT_BAD_INPUT: u8 = 2;
@@ -28,6 +30,18 @@ enum Command {
     Run(Box<RunArgs>),
     /// Translate Services from YAML into the Upstreams the daemon would write, offline.
     Render(RenderArgs),
+    /// Preview what `run` would do to the cluster now; writes nothing.
+    ///
+    /// One read-only pass with the same flags and Settings as `run`: every Upstream it would
+    /// create, update (with a diff), delete or leave alone, and why. Exit code 0 when nothing
+    /// would change, 1 when something would, 2 on error.
+    Diff(Box<DiffArgs>),
+    /// Say which rule set each field of a Service's Upstreams.
+    ///
+    /// A Service of the cluster (NAMESPACE/SERVICE) or of a YAML file (-f, offline): its
+    /// Upstreams, the rule behind each field, its warnings; against the cluster also what
+    /// `run` would do with each Upstream, who holds its name, and the Service's last Event.
+    Explain(Box<ExplainArgs>),
     /// Print the Upstream CustomResourceDefinition as YAML.
     Crd,
     /// Print the version.
@@ -42,6 +56,14 @@ fn main() -> ExitCode {
             run_daemon(args)
         }
         Command::Render(args) => run_render(&args),
+        Command::Diff(mut args) => {
+            args.run.given = given;
+            run_diff(&args)
+        }
+        Command::Explain(mut args) => {
+            args.run.given = given;
+            run_explain(&args)
+        }
         Command::Crd => match crd::definition_yaml() {
             Ok(yaml) => print_out(&yaml),
             Err(error) => {
@@ -65,11 +87,86 @@ fn parse_command_line() -> (Cli, GivenFlags) {
     }
     let matches = Cli::command().get_matches_from(words);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    let given = matches
-        .subcommand_matches("run")
+    let given = ["run", "diff", "explain"]
+        .iter()
+        .find_map(|name| matches.subcommand_matches(name))
         .map(GivenFlags::from_matches)
         .unwrap_or_default();
     (cli, given)
+}
+
+/// A runtime for the one-shot commands that talk to the cluster.
+fn one_shot<T>(
+    work: impl std::future::Future<Output = Result<T, preview::PreviewError>>,
+) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?;
+    runtime.block_on(work).map_err(|error| error.to_string())
+}
+
+/// `diff`: 0 when `run` would write nothing, 1 when it would, 2 on error (as `kubectl diff`).
+fn run_diff(args: &DiffArgs) -> ExitCode {
+    let report = match one_shot(preview::diff(&args.run)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let text = match args.output {
+        OutputFormat::Text => preview::diff_text(&report),
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => json + "\n",
+            Err(error) => {
+                eprintln!("error: cannot write JSON: {error}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        },
+    };
+    if !write_out(&text) {
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    if report.has_changes() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `explain`: offline with `-f`, else against the cluster; 2 on error.
+fn run_explain(args: &ExplainArgs) -> ExitCode {
+    use preview::explain;
+    let target = match args
+        .service
+        .as_deref()
+        .map(explain::service_key)
+        .transpose()
+    {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let result = match (&args.file, &target) {
+        (Some(file), _) => read_file(file)
+            .map_err(|error| error.to_string())
+            .and_then(|yaml| {
+                explain::explain_file(&args.run, &yaml, target.as_ref())
+                    .map_err(|error| error.to_string())
+            }),
+        (None, Some(key)) => one_shot(explain::explain_cluster(&args.run, key)),
+        (None, None) => Err(preview::PreviewError::NothingToExplain.to_string()),
+    };
+    match result {
+        Ok(text) => print_out(&text),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
 }
 
 /// Gloo's `LOG_LEVEL` (zap's levels) as a tracing filter, when `--log-level` is not given.
@@ -170,7 +267,12 @@ fn run_render(args: &RenderArgs) -> ExitCode {
 }
 
 fn read_input(args: &RenderArgs) -> Result<String, render::RenderError> {
-    let path = args.file.to_string_lossy().into_owned();
+    read_file(&args.file)
+}
+
+/// A file's text, or standard input's for `-`.
+fn read_file(file: &std::path::Path) -> Result<String, render::RenderError> {
+    let path = file.to_string_lossy().into_owned();
     let read_error = |source| render::RenderError::Read {
         path: path.clone(),
         source,
@@ -182,22 +284,31 @@ fn read_input(args: &RenderArgs) -> Result<String, render::RenderError> {
             .map_err(read_error)?;
         Ok(text)
     } else {
-        std::fs::read_to_string(&args.file).map_err(read_error)
+        std::fs::read_to_string(file).map_err(read_error)
     }
 }
 
 /// Writes to standard output; a closed pipe (`| head`) is not an error worth a panic.
 fn print_out(text: &str) -> ExitCode {
+    if write_out(text) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Writes to standard output; false (said on stderr) when it cannot.
+fn write_out(text: &str) -> bool {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Ok(()) => true,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => true,
         Err(error) => {
             eprintln!("error: cannot write output: {error}");
-            ExitCode::FAILURE
+            false
         }
     }
 }

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("lambda::engine", 8),
     ("daemon", 9),
     ("render", 9),
+    ("preview", 9),
 ];
 
 const MAX_CODE_LINES: usize = 600;

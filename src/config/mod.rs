@@ -95,6 +95,43 @@ pub struct RenderArgs {
     pub translation: TranslationArgs,
 }
 
+/// How `diff` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Grouped, for people, then a one-line summary.
+    #[default]
+    Text,
+    /// One JSON document, for scripts: writeNamespace, serviceDiscovery, notes, create,
+    /// update, delete, unchanged, leftAlone, warnings, summary.
+    Json,
+}
+
+/// Flags of `diff`: `run`'s own, so that it previews exactly the run they describe.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// `text` or `json`.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Flags of `explain`: a Service of the cluster, or the Services of a YAML file offline.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The Service, as NAMESPACE/SERVICE (with -f: only that one of the file).
+    #[arg(value_name = "NAMESPACE/SERVICE")]
+    pub service: Option<String>,
+
+    /// Read Services from this YAML file (`-` for standard input) instead of the cluster.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
 /// Flags of function discovery (AWS Lambda).
 #[derive(Debug, Clone, Args)]
 pub struct LambdaArgs {

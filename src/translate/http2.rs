@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ServicePort;
 
+use super::trace::{record, Rule, Tracer};
 use super::warning::{AnnotationOrigin, TranslateWarning};
 
 pub const H2_ANNOTATION: &str = "gloo.solo.io/h2_service";
@@ -18,15 +19,19 @@ pub fn use_http2(
     global_annotations: &BTreeMap<String, String>,
     port: &ServicePort,
     warnings: &mut Vec<TranslateWarning>,
+    trace: &mut Tracer<'_>,
 ) -> Option<bool> {
+    const PATH: &[&str] = &["spec", "useHttp2"];
     let annotated = [
         (service_annotations, AnnotationOrigin::Service),
         (global_annotations, AnnotationOrigin::GlobalSettings),
     ];
     for (annotations, origin) in annotated {
         match annotations.get(H2_ANNOTATION).map(String::as_str) {
-            Some("true") => return Some(true),
-            Some("false") => return Some(false),
+            Some(value @ ("true" | "false")) => {
+                record(trace, PATH, || Rule::Http2Annotation { origin });
+                return Some(value == "true");
+            }
             Some(other) => warnings.push(TranslateWarning::InvalidBoolean {
                 origin,
                 key: H2_ANNOTATION,
@@ -35,20 +40,29 @@ pub fn use_http2(
             None => {}
         }
     }
-    if port
+    if let Some(app_protocol) = port
         .app_protocol
         .as_deref()
-        .is_some_and(|p| H2_APP_PROTOCOLS.contains(&p))
+        .filter(|p| H2_APP_PROTOCOLS.contains(p))
     {
+        record(trace, PATH, || Rule::Http2AppProtocol {
+            app_protocol: app_protocol.to_string(),
+        });
         return Some(true);
     }
     let name = port.name.as_deref().unwrap_or_default();
-    if H2_PORT_NAME_PREFIXES
+    if let Some(prefix) = H2_PORT_NAME_PREFIXES
         .iter()
-        .any(|prefix| name.starts_with(prefix))
+        .copied()
+        .find(|prefix| name.starts_with(prefix))
     {
+        record(trace, PATH, || Rule::Http2PortName {
+            name: name.to_string(),
+            prefix,
+        });
         return Some(true);
     }
+    record(trace, PATH, || Rule::Http2Unset);
     None
 }
 
@@ -107,6 +121,7 @@ mod tests {
                 &annotations(*global),
                 &port(name, *app_protocol),
                 &mut warnings,
+                &mut None,
             );
             assert_eq!(got, *want, "{service:?} {global:?} {name} {app_protocol:?}");
             assert!(warnings.is_empty());
@@ -121,6 +136,7 @@ mod tests {
             &annotations(None),
             &port("grpc", None),
             &mut warnings,
+            &mut None,
         );
         assert_eq!(got, Some(true));
         assert_eq!(warnings.len(), 1);

@@ -4,6 +4,7 @@
 mod http2;
 pub mod naming;
 mod tls;
+pub mod trace;
 mod upstream_config;
 mod upstream_schema;
 mod warning;
@@ -14,6 +15,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::crd::{DiscoveryMetadata, KubeUpstream, Upstream, UpstreamSpec};
+use trace::{record, Tracer};
+
 use crate::model::{UpstreamKey, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN, LAST_APPLIED_ANNOTATION};
 
 pub use http2::H2_ANNOTATION;
@@ -22,6 +25,7 @@ pub use tls::{
     ONE_WAY_TLS_ANNOTATION, ROOT_CA_ANNOTATION, SECRET_ANNOTATION, TLS_CERT_ANNOTATION,
     TLS_KEY_ANNOTATION,
 };
+pub use trace::{FieldSource, Rule};
 pub use upstream_config::{
     DEEP_MERGE_ANNOTATION, MAX_UPSTREAM_CONFIG_BYTES, UPSTREAM_CONFIG_ANNOTATION,
 };
@@ -64,6 +68,25 @@ pub struct ServiceUpstreams {
 
 /// Translates one Service. Services without ports give no Upstream.
 pub fn translate_service(service: &Service, settings: &TranslateSettings) -> ServiceUpstreams {
+    translate(service, settings, None)
+}
+
+/// Translates one Service as [`translate_service`] does, and says which rule set each field of
+/// each Upstream: one list per Upstream, in the same order (`explain`).
+pub fn translate_service_traced(
+    service: &Service,
+    settings: &TranslateSettings,
+) -> (ServiceUpstreams, Vec<Vec<FieldSource>>) {
+    let mut traces = Vec::new();
+    let result = translate(service, settings, Some(&mut traces));
+    (result, traces)
+}
+
+fn translate(
+    service: &Service,
+    settings: &TranslateSettings,
+    mut traces: Option<&mut Vec<Vec<FieldSource>>>,
+) -> ServiceUpstreams {
     let ports = service
         .spec
         .as_ref()
@@ -72,9 +95,17 @@ pub fn translate_service(service: &Service, settings: &TranslateSettings) -> Ser
     let mut result = ServiceUpstreams::default();
     for port in ports {
         let mut warnings = Vec::new();
-        result
-            .upstreams
-            .push(translate_port(service, port, settings, &mut warnings));
+        let mut sources = traces.is_some().then(Vec::new);
+        result.upstreams.push(translate_port(
+            service,
+            port,
+            settings,
+            &mut warnings,
+            &mut sources.as_mut(),
+        ));
+        if let (Some(traces), Some(sources)) = (traces.as_deref_mut(), sources) {
+            traces.push(sources);
+        }
         for warning in warnings.into_iter().map(TranslateWarning::bounded) {
             if !result.warnings.contains(&warning) {
                 result.warnings.push(warning);
@@ -126,11 +157,15 @@ fn translate_port(
     port: &ServicePort,
     settings: &TranslateSettings,
     warnings: &mut Vec<TranslateWarning>,
+    trace: &mut Tracer<'_>,
 ) -> Upstream {
     let service_meta = &service.metadata;
     let (service_namespace, service_name) = identity(service);
     let empty = BTreeMap::new();
     let annotations = service_meta.annotations.as_ref().unwrap_or(&empty);
+    if trace.is_some() {
+        record_discovered(trace, service, port, settings);
+    }
 
     let mut spec = UpstreamSpec {
         discovery_metadata: Some(DiscoveryMetadata {
@@ -143,8 +178,14 @@ fn translate_port(
             selector: service.spec.as_ref().and_then(|spec| spec.selector.clone()),
             ..Default::default()
         }),
-        use_http2: http2::use_http2(annotations, &settings.global_annotations, port, warnings),
-        ssl_config: tls::ssl_config(annotations, &service_namespace, port.port, warnings),
+        use_http2: http2::use_http2(
+            annotations,
+            &settings.global_annotations,
+            port,
+            warnings,
+            trace,
+        ),
+        ssl_config: tls::ssl_config(annotations, &service_namespace, port.port, warnings, trace),
         ..Default::default()
     };
     upstream_config::apply(
@@ -152,8 +193,15 @@ fn translate_port(
         &settings.global_annotations,
         AnnotationOrigin::GlobalSettings,
         warnings,
+        trace,
     );
-    upstream_config::apply(&mut spec, annotations, AnnotationOrigin::Service, warnings);
+    upstream_config::apply(
+        &mut spec,
+        annotations,
+        AnnotationOrigin::Service,
+        warnings,
+        trace,
+    );
 
     let namespace = target_namespace(&settings.write_namespace, &service_namespace);
     let mut copied_annotations = annotations.clone();
@@ -178,6 +226,62 @@ fn translate_port(
         spec,
         status: None,
     }
+}
+
+/// Records the rules behind what every Upstream of a Service port starts from (names, labels,
+/// copied annotations, `kube`, `discoveryMetadata`, the owner reference); only when tracing.
+fn record_discovered(
+    trace: &mut Tracer<'_>,
+    service: &Service,
+    port: &ServicePort,
+    settings: &TranslateSettings,
+) {
+    let (service_namespace, service_name) = identity(service);
+    let raw = format!("{service_namespace}-{service_name}-{}", port.port);
+    let (_, hashed) = naming::sanitize_name_hashed(&raw);
+    record(trace, &["metadata", "name"], || Rule::Name { raw, hashed });
+    record(trace, &["metadata", "namespace"], || {
+        match settings.write_namespace {
+            WriteNamespace::Fixed(_) => Rule::WriteNamespace,
+            WriteNamespace::ServiceNamespace => Rule::ServiceNamespaceMode,
+        }
+    });
+    record(trace, &["metadata", "labels", DISCOVERED_BY_LABEL], || {
+        Rule::OwnershipLabel
+    });
+    for key in service
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
+        if key != LAST_APPLIED_ANNOTATION {
+            record(trace, &["metadata", "annotations", key.as_str()], || {
+                Rule::CopiedAnnotation { key: key.clone() }
+            });
+        }
+    }
+    record(trace, &["metadata", "ownerReferences"], || {
+        Rule::OwnerReference
+    });
+    record(trace, &["spec", "kube", "serviceName"], || {
+        Rule::ServiceName
+    });
+    record(trace, &["spec", "kube", "serviceNamespace"], || {
+        Rule::ServiceNamespace
+    });
+    record(trace, &["spec", "kube", "servicePort"], || {
+        Rule::ServicePort {
+            port_name: port.name.clone().filter(|name| !name.is_empty()),
+        }
+    });
+    record(trace, &["spec", "kube", "selector"], || {
+        Rule::ServiceSelector
+    });
+    record(trace, &["spec", "discoveryMetadata"], || {
+        Rule::ServiceLabels
+    });
 }
 
 /// An ownerReference to the Service, so Kubernetes collects the Upstream even while the daemon is
@@ -423,6 +527,61 @@ mod tests {
                 json!({"maxConnections": 10})
             );
         }
+    }
+
+    #[test]
+    fn tracing_changes_nothing_and_records_the_rule_of_each_field() {
+        let svc = annotate(
+            service("shop", "api", &[("grpc", 9000), ("https", 443)]),
+            &[
+                (SECRET_ANNOTATION, "443:api-tls"),
+                (
+                    UPSTREAM_CONFIG_ANNOTATION,
+                    r#"{"circuit_breakers": {"max_connections": 10}, "bogus": 1}"#,
+                ),
+            ],
+        );
+        let settings = TranslateSettings::new("gloo-system");
+        let (traced, traces) = translate_service_traced(&svc, &settings);
+        assert_eq!(traced, translate_service(&svc, &settings));
+        assert_eq!(traces.len(), 2, "one trace per Upstream");
+        let rule = |trace: &[FieldSource], path: &[&str]| {
+            trace
+                .iter()
+                .rev()
+                .find(|source| source.path == path)
+                .map(|source| source.rule.clone())
+        };
+        assert_eq!(
+            rule(&traces[0], &["spec", "useHttp2"]),
+            Some(Rule::Http2PortName {
+                name: "grpc".into(),
+                prefix: "grpc"
+            })
+        );
+        assert_eq!(
+            rule(&traces[1], &["spec", "sslConfig", "secretRef", "name"]),
+            Some(Rule::Tls {
+                annotation: SECRET_ANNOTATION,
+                port: Some(443)
+            })
+        );
+        assert_eq!(
+            rule(&traces[0], &["spec", "sslConfig", "secretRef", "name"]),
+            None
+        );
+        assert_eq!(
+            rule(&traces[1], &["spec", "circuitBreakers"]),
+            None,
+            "an annotation ignored for a bad field sets nothing"
+        );
+        assert_eq!(
+            rule(&traces[1], &["metadata", "name"]),
+            Some(Rule::Name {
+                raw: "shop-api-443".into(),
+                hashed: false
+            })
+        );
     }
 
     #[test]

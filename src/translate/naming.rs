@@ -17,6 +17,11 @@ pub fn upstream_name(service_namespace: &str, service_name: &str, port: i32) -> 
 /// Gloo's `SanitizeNameV2`: replaces or removes the characters Kubernetes refuses, hashes names
 /// over 63 characters, lower-cases the result.
 pub fn sanitize_name(raw: &str) -> String {
+    sanitize_name_hashed(raw).0
+}
+
+/// [`sanitize_name`], and whether the name was too long and so hashed.
+pub fn sanitize_name_hashed(raw: &str) -> (String, bool) {
     let mut name: String = raw
         .chars()
         .filter_map(|c| match c {
@@ -25,7 +30,8 @@ pub fn sanitize_name(raw: &str) -> String {
             other => Some(other),
         })
         .collect();
-    if name.len() > MAX_NAME_LEN {
+    let hashed = name.len() > MAX_NAME_LEN;
+    if hashed {
         // Gloo hashes the string before lower-casing it, and cuts bytes, not characters.
         let digest = Md5::digest(name.as_bytes());
         let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
@@ -33,7 +39,7 @@ pub fn sanitize_name(raw: &str) -> String {
         let hex_len = MAX_NAME_LEN - HASHED_PREFIX_LEN - 1;
         name = format!("{prefix}-{}", &hex[..hex_len]);
     }
-    name.replace('.', "-").to_lowercase()
+    (name.replace('.', "-").to_lowercase(), hashed)
 }
 
 #[cfg(test)]

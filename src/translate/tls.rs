@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::crd::{ResourceRef, SslFiles, UpstreamSslConfig};
 
+use super::trace::{record, Rule, Tracer};
 use super::warning::TranslateWarning;
 
 pub const SECRET_ANNOTATION: &str = "gloo.solo.io/sslService.secret";
@@ -21,15 +22,27 @@ pub fn ssl_config(
     service_namespace: &str,
     service_port: i32,
     warnings: &mut Vec<TranslateWarning>,
+    trace: &mut Tracer<'_>,
 ) -> Option<UpstreamSslConfig> {
     let mut value_for = |key: &'static str| scoped_value(annotations, key, service_port, warnings);
-    let secret = value_for(SECRET_ANNOTATION);
-    let tls_cert = value_for(TLS_CERT_ANNOTATION);
-    let tls_key = value_for(TLS_KEY_ANNOTATION);
-    let root_ca = value_for(ROOT_CA_ANNOTATION);
-    let one_way_tls = value_for(ONE_WAY_TLS_ANNOTATION);
+    let (secret, secret_port) = value_for(SECRET_ANNOTATION);
+    let (tls_cert, cert_port) = value_for(TLS_CERT_ANNOTATION);
+    let (tls_key, key_port) = value_for(TLS_KEY_ANNOTATION);
+    let (root_ca, ca_port) = value_for(ROOT_CA_ANNOTATION);
+    let (one_way_tls, one_way_port) = value_for(ONE_WAY_TLS_ANNOTATION);
+    let tls = |annotation, port| move || Rule::Tls { annotation, port };
 
     let mut config = if !secret.is_empty() {
+        record(
+            trace,
+            &["spec", "sslConfig", "secretRef", "name"],
+            tls(SECRET_ANNOTATION, secret_port),
+        );
+        record(
+            trace,
+            &["spec", "sslConfig", "secretRef", "namespace"],
+            || Rule::TlsSecretNamespace,
+        );
         UpstreamSslConfig {
             secret_ref: Some(ResourceRef {
                 name: secret,
@@ -38,6 +51,19 @@ pub fn ssl_config(
             ..Default::default()
         }
     } else if !(tls_cert.is_empty() && tls_key.is_empty() && root_ca.is_empty()) {
+        for (value, field, annotation, port) in [
+            (&tls_cert, "tlsCert", TLS_CERT_ANNOTATION, cert_port),
+            (&tls_key, "tlsKey", TLS_KEY_ANNOTATION, key_port),
+            (&root_ca, "rootCa", ROOT_CA_ANNOTATION, ca_port),
+        ] {
+            if !value.is_empty() {
+                record(
+                    trace,
+                    &["spec", "sslConfig", "sslFiles", field],
+                    tls(annotation, port),
+                );
+            }
+        }
         UpstreamSslConfig {
             ssl_files: Some(SslFiles {
                 tls_cert,
@@ -53,6 +79,13 @@ pub fn ssl_config(
         }
         return None;
     };
+    if !one_way_tls.is_empty() {
+        record(
+            trace,
+            &["spec", "sslConfig", "oneWayTls"],
+            tls(ONE_WAY_TLS_ANNOTATION, one_way_port),
+        );
+    }
     if !one_way_tls.is_empty() {
         // Gloo takes whatever Go's ParseBool does not read as true to be false.
         let parsed = parse_go_bool(&one_way_tls);
@@ -73,19 +106,20 @@ fn parse_go_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// The annotation's value for this port: empty when it is absent or scoped to another port.
+/// The annotation's value for this port: empty when it is absent or scoped to another port;
+/// with the port it was scoped to, when it was.
 fn scoped_value(
     annotations: &BTreeMap<String, String>,
     key: &'static str,
     service_port: i32,
     warnings: &mut Vec<TranslateWarning>,
-) -> String {
+) -> (String, Option<i32>) {
     let Some(raw) = annotations.get(key) else {
-        return String::new();
+        return (String::new(), None);
     };
     let parts: Vec<&str> = raw.split(':').collect();
     let [prefix, value] = parts[..] else {
-        return raw.clone();
+        return (raw.clone(), None);
     };
     // Gloo reads an unparsable port as 0, which means "every port"; keep that, but say so.
     let port = prefix.parse::<i32>().unwrap_or_else(|_| {
@@ -96,16 +130,31 @@ fn scoped_value(
         });
         0
     });
-    if port == 0 || port == service_port {
-        value.to_string()
-    } else {
-        String::new()
+    match port {
+        0 => (value.to_string(), None),
+        port if port == service_port => (value.to_string(), Some(port)),
+        _ => (String::new(), None),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ssl_config(
+        annotations: &BTreeMap<String, String>,
+        service_namespace: &str,
+        service_port: i32,
+        warnings: &mut Vec<TranslateWarning>,
+    ) -> Option<UpstreamSslConfig> {
+        super::ssl_config(
+            annotations,
+            service_namespace,
+            service_port,
+            warnings,
+            &mut None,
+        )
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

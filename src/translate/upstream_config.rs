@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::crd::UpstreamSpec;
 
+use super::trace::{record_leaves, FieldSource, Rule, Tracer};
 use super::upstream_schema::{self, Kind, Message, Shape, UPSTREAM};
 use super::warning::{AnnotationOrigin, TranslateWarning};
 
@@ -38,6 +39,7 @@ pub fn apply(
     annotations: &BTreeMap<String, String>,
     origin: AnnotationOrigin,
     warnings: &mut Vec<TranslateWarning>,
+    trace: &mut Tracer<'_>,
 ) {
     let Some(raw) = annotations.get(UPSTREAM_CONFIG_ANNOTATION) else {
         return;
@@ -45,9 +47,41 @@ pub fn apply(
     let deep = annotations
         .get(DEEP_MERGE_ANNOTATION)
         .is_some_and(|v| v == "true");
-    match merged(spec, raw, deep, origin, warnings) {
-        Ok(new_spec) => *spec = new_spec,
+    // Recorded apart, and kept only when the override applies.
+    let mut sources = trace.is_some().then(Vec::new);
+    match merged(spec, raw, deep, origin, warnings, &mut sources) {
+        Ok(new_spec) => {
+            *spec = new_spec;
+            if let (Some(trace), Some(sources)) = (trace.as_deref_mut(), sources) {
+                trace.extend(sources);
+            }
+        }
         Err(warning) => warnings.push(warning),
+    }
+}
+
+/// Records, when tracing, the fields the override sets: each top-level one whole, or with a
+/// deep merge each leaf it sets.
+fn record_override(
+    overrides: &Map<String, Value>,
+    origin: AnnotationOrigin,
+    deep: bool,
+    sources: &mut Option<Vec<FieldSource>>,
+) {
+    let Some(sources) = sources.as_mut() else {
+        return;
+    };
+    let rule = Rule::Override { origin, deep };
+    for (name, value) in overrides.iter().filter(|(_, value)| !value.is_null()) {
+        let mut path = vec!["spec".to_string(), name.clone()];
+        if deep {
+            record_leaves(&mut Some(&mut *sources), &mut path, value, &rule);
+        } else {
+            sources.push(FieldSource {
+                path,
+                rule: rule.clone(),
+            });
+        }
     }
 }
 
@@ -57,6 +91,7 @@ fn merged(
     deep: bool,
     origin: AnnotationOrigin,
     warnings: &mut Vec<TranslateWarning>,
+    sources: &mut Option<Vec<FieldSource>>,
 ) -> Result<UpstreamSpec, TranslateWarning> {
     if raw.len() > MAX_UPSTREAM_CONFIG_BYTES {
         return Err(TranslateWarning::UpstreamConfigTooLarge {
@@ -96,6 +131,7 @@ fn merged(
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
+    record_override(&overrides, origin, deep, sources);
     merge_message(&mut target, overrides, UPSTREAM, deep);
     serde_json::from_value(Value::Object(target)).map_err(|e| {
         TranslateWarning::UpstreamConfigInvalidValue {
@@ -352,6 +388,7 @@ mod tests {
             &annotations,
             AnnotationOrigin::Service,
             &mut warnings,
+            &mut None,
         );
         (
             serde_json::to_value(spec).expect("serializes"),
@@ -420,6 +457,7 @@ mod tests {
             &annotations,
             AnnotationOrigin::Service,
             &mut Vec::new(),
+            &mut None,
         );
         assert_eq!(
             spec.kube.as_ref().and_then(|k| k.service_name.clone()),
@@ -433,6 +471,7 @@ mod tests {
             &annotations,
             AnnotationOrigin::Service,
             &mut Vec::new(),
+            &mut None,
         );
         assert_eq!(
             spec.kube.and_then(|k| k.service_name),
@@ -520,6 +559,7 @@ mod tests {
             &annotations,
             AnnotationOrigin::Service,
             &mut warnings,
+            &mut None,
         );
         warnings
     }
@@ -799,6 +839,7 @@ mod tests {
                 &annotations(deep),
                 AnnotationOrigin::Service,
                 &mut warnings,
+                &mut None,
             );
             assert!(warnings.is_empty(), "{warnings:?}");
             let spec = serde_json::to_value(spec).expect("serializes");
@@ -974,7 +1015,13 @@ mod tests {
                     }
                     let mut spec = discovered();
                     let mut warnings = Vec::new();
-                    apply(&mut spec, &annotations, AnnotationOrigin::Service, &mut warnings);
+                    apply(
+                        &mut spec,
+                        &annotations,
+                        AnnotationOrigin::Service,
+                        &mut warnings,
+                        &mut None,
+                    );
                     let refusals: Vec<_> = warnings.iter().filter(|w| !matches!(w, TranslateWarning::UpstreamConfigProtectedField { .. })).collect();
                     let refused = !refusals.is_empty();
                     if refused {
@@ -1002,7 +1049,13 @@ mod tests {
                     let annotations = BTreeMap::from([(UPSTREAM_CONFIG_ANNOTATION.to_string(), config)]);
                     let mut spec = discovered();
                     let mut warnings = Vec::new();
-                    apply(&mut spec, &annotations, AnnotationOrigin::Service, &mut warnings);
+                    apply(
+                        &mut spec,
+                        &annotations,
+                        AnnotationOrigin::Service,
+                        &mut warnings,
+                        &mut None,
+                    );
                     if warnings.iter().any(|w| !matches!(w, TranslateWarning::UpstreamConfigProtectedField { .. })) {
                         prop_assert_eq!(&spec, &discovered());
                     }

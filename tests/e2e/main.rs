@@ -14,6 +14,7 @@ mod conformance;
 mod corpus;
 mod crd;
 mod daemon;
+mod diff;
 mod discovery;
 mod env_selftest;
 mod fault_proxy;
@@ -82,6 +83,8 @@ fn main() {
         env_selftest::moto_serves_lambda,
         crd::gloo_objects_with_status_apply_strictly_and_read_back_unchanged,
         discovery::services_become_upstreams_and_follow_every_change,
+        diff::previews_a_switch_from_gloo_exactly_and_writes_nothing,
+        diff::answers_for_two_thousand_services,
         discovery::an_upstream_it_does_not_own_is_left_alone,
         discovery::gloo_written_upstreams_are_adopted_and_user_fields_survive,
         discovery::a_restart_with_nothing_changed_makes_zero_writes,
