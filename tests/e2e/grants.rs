@@ -72,7 +72,11 @@ fn reference_grant_crd() -> CustomResourceDefinition {
     serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "referencegrants.gateway.networking.k8s.io"},
+        // *.k8s.io groups are protected: Gateway API's CRDs carry this approval.
+        "metadata": {
+            "name": "referencegrants.gateway.networking.k8s.io",
+            "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466"},
+        },
         "spec": {
             "group": ROUTES,
             "scope": "Namespaced",
@@ -248,9 +252,12 @@ pub async fn each_namespace_gets_grants_for_exactly_its_own_upstreams(env: Arc<T
     );
     let daemon = scenario
         .daemon()
+        // No function discovery: its rights are granted in the scenario's first namespace only.
         .args(&[
             "--watch-namespaces",
             &b,
+            "--fds-mode",
+            "DISABLED",
             "--reference-grants",
             "--reference-grant-kinds",
             "HTTPRoute,GRPCRoute",
@@ -569,10 +576,10 @@ pub async fn off_by_default_writes_none_and_needs_no_rights(env: Arc<TestEnv>) {
             .await,
         0.0
     );
-    assert_eq!(
-        daemon.metric_sum("upstream_discovery_errors_total").await,
-        0.0
-    );
+    for kind in ["forbidden", "reference_grant_crd_missing"] {
+        let errors = format!("upstream_discovery_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(daemon.metric_sum(&errors).await, 0.0, "{errors}");
+    }
     assert_eq!(
         daemon
             .metric_sum("upstream_discovery_watch_restarts_total{resource=\"referencegrants\"}")
