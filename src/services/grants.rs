@@ -153,3 +153,196 @@ impl Engine {
         self.report_blocked(key, uid, blocked);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::events::EventSink;
+    use crate::health::LoopHealth;
+    use crate::metrics::Metrics;
+    use crate::model::Scope;
+    use crate::plan::{Action, GrantAction};
+    use crate::reconcile::{Fence, LeaderGate};
+    use crate::selector::LabelSelector;
+    use crate::services::state::State;
+    use crate::services::EngineConfig;
+    use crate::source::ServiceInput;
+    use crate::translate::{GrantSettings, RouteKind, TranslateSettings, WriteNamespace};
+
+    const WRITE: &str = "gloo-system";
+
+    /// A leading engine with grants on, whose lists of Services and Upstreams are complete;
+    /// `grants` are the grants its first grant list finds (`None`: not listed yet).
+    fn engine(services: &[Service], grants: Option<Vec<ReferenceGrant>>) -> Engine {
+        let (_, applier) = crate::apply::offline();
+        let (_, leader) = watch::channel(true);
+        let mut state = State::new(
+            &[Scope::All],
+            &[Scope::All],
+            LabelSelector::default(),
+            WriteNamespace::Fixed(WRITE.into()),
+        );
+        state.enable_grants(WRITE);
+        let mut engine = Engine::new(
+            EngineConfig {
+                translate: TranslateSettings::new(WRITE),
+                grants: Some(GrantSettings::new(&[RouteKind::HttpRoute])),
+                resync_interval: Duration::from_secs(600),
+                write_concurrency: 1,
+            },
+            state,
+            applier,
+            Metrics::new().expect("metrics"),
+            EventSink::log_only(),
+            LoopHealth::default(),
+            LeaderGate::new(leader, Fence::always()),
+        );
+        let mut inputs = vec![
+            ServiceInput::Service(Scope::All, Event::Init),
+            ServiceInput::Upstream(Scope::All, Event::Init),
+            ServiceInput::Upstream(Scope::All, Event::InitDone),
+        ];
+        inputs.extend(
+            services
+                .iter()
+                .map(|s| ServiceInput::Service(Scope::All, Event::InitApply(s.clone()))),
+        );
+        inputs.push(ServiceInput::Service(Scope::All, Event::InitDone));
+        if let Some(grants) = grants {
+            inputs.push(ServiceInput::Grant(Event::Init));
+            inputs.extend(
+                grants
+                    .into_iter()
+                    .map(|g| ServiceInput::Grant(Event::InitApply(g))),
+            );
+            inputs.push(ServiceInput::Grant(Event::InitDone));
+        }
+        for input in inputs {
+            engine.on_input(input);
+        }
+        engine
+    }
+
+    fn service(namespace: &str, name: &str, ports: &[i32]) -> Service {
+        let ports: Vec<_> = ports.iter().map(|port| json!({"port": port})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+            "spec": {"ports": ports},
+        }))
+        .expect("service")
+    }
+
+    /// A grant as the API server returns it; `from` the namespaces, `to` the Upstream `name`.
+    fn grant(name: &str, from: &[&str], owned: bool) -> ReferenceGrant {
+        let from: Vec<_> = from
+            .iter()
+            .map(|ns| json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}))
+            .collect();
+        let labels = if owned {
+            json!({"discovered_by": "kubernetesplugin"})
+        } else {
+            json!({"team": "x"})
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": WRITE, "uid": format!("g-{name}"), "resourceVersion": "3", "labels": labels},
+            "spec": {"from": from, "to": [{"group": "gloo.solo.io", "kind": "Upstream", "name": name}]},
+        }))
+        .expect("grant")
+    }
+
+    /// (operation, name) of each grant action, in order.
+    fn grant_writes(actions: &[Action]) -> Vec<(&'static str, String)> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Grant(GrantAction::Create(g)) => {
+                    Some(("create", g.metadata.name.clone().unwrap_or_default()))
+                }
+                Action::Grant(GrantAction::Update { desired, .. }) => {
+                    Some(("update", desired.metadata.name.clone().unwrap_or_default()))
+                }
+                Action::Grant(GrantAction::Delete { name, .. }) => Some(("delete", name.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_service_plans_the_grants_of_the_names_it_holds_and_leaves_unlabelled_ones_alone() {
+        let mut engine = engine(
+            &[service("shop", "web", &[80, 81, 82])],
+            Some(vec![
+                grant("shop-web-80", &["shop"], true),
+                grant("shop-web-81", &["elsewhere"], true),
+                grant("shop-web-82", &["shop"], false),
+            ]),
+        );
+        let key = ServiceKey::new("shop", "web");
+        let actions = engine.plan_for(&key);
+        assert_eq!(
+            grant_writes(&actions),
+            [("update", "shop-web-81".to_string())]
+        );
+        let Some(Action::Grant(GrantAction::Update { desired, uid, .. })) =
+            actions.iter().find(|a| matches!(a, Action::Grant(_)))
+        else {
+            panic!("an update");
+        };
+        assert_eq!(uid, "g-shop-web-81");
+        assert_eq!(desired.spec.from[0].namespace, "shop");
+        assert_eq!(desired.spec.from.len(), 1);
+        let blocked = engine.reported_blocked.get(&key).expect("reported");
+        assert_eq!(
+            blocked.values().map(|b| b.by.clone()).collect::<Vec<_>>(),
+            [BlockedBy::GrantNotOwned]
+        );
+        assert_eq!(engine.metrics.reference_grants(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_grant_is_planned_before_the_grants_are_listed() {
+        let mut engine = engine(&[service("shop", "web", &[80])], None);
+        let actions = engine.plan_for(&ServiceKey::new("shop", "web"));
+        assert_eq!(actions.len(), 1, "the Upstream alone: {actions:?}");
+        assert!(grant_writes(&actions).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_owned_grant_no_service_maps_to_is_collected_and_only_the_holder_plans_a_name() {
+        // `a-b/c` and `a/b-c` both map to `a-b-c-80`; with no Upstream yet the smaller key holds it.
+        let mut engine = engine(
+            &[service("a-b", "c", &[80]), service("a", "b-c", &[80])],
+            Some(vec![grant("gone-x-80", &["gone"], true)]),
+        );
+        let orphans: Vec<Job> = engine
+            .state
+            .all_jobs()
+            .into_iter()
+            .filter(|job| matches!(job, Job::Orphan(_)))
+            .collect();
+        let gone = UpstreamKey::new(WRITE, "gone-x-80");
+        assert_eq!(orphans, [Job::Orphan(gone.clone())]);
+        assert_eq!(
+            grant_writes(&engine.plan_collection(&gone)),
+            [("delete", "gone-x-80".to_string())]
+        );
+
+        let holder = engine.plan_for(&ServiceKey::new("a", "b-c"));
+        assert_eq!(grant_writes(&holder), [("create", "a-b-c-80".to_string())]);
+        let Some(Action::Grant(GrantAction::Create(created))) =
+            holder.iter().find(|a| matches!(a, Action::Grant(_)))
+        else {
+            panic!("a create");
+        };
+        assert_eq!(
+            created.spec.from[0].namespace, "a",
+            "the holder's namespace, not the other's"
+        );
+        let other = engine.plan_for(&ServiceKey::new("a-b", "c"));
+        assert!(other.is_empty(), "{other:?}");
+    }
+}
