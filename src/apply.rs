@@ -10,10 +10,10 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
-use crate::crd::{LambdaFunction, Upstream};
+use crate::crd::{LambdaFunction, ReferenceGrant, Upstream};
 use crate::metrics::WriteOp;
 use crate::model::{is_owned, ErrorKind, UpstreamKey, FIELD_MANAGER, LAMBDA_FIELD_MANAGER};
-use crate::plan::{removal_patch, Action, FieldPath, UpdateReason};
+use crate::plan::{removal_patch, Action, FieldPath, GrantAction, UpdateReason};
 use crate::reconcile::{Fence, NotLeader};
 
 /// What became of one planned action.
@@ -39,6 +39,30 @@ pub enum Outcome {
     /// (see [`Fence`]): the new leader writes it, or this one once it leads again.
     Fenced,
     /// The write failed; `retry_after` is the server's hint (HTTP 429/503).
+    Failed {
+        op: WriteOp,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// What became of a ReferenceGrant write.
+    Grant(GrantOutcome),
+}
+
+/// What became of a ReferenceGrant write: the same cases as an Upstream's, told apart so that
+/// grant writes are never counted as Upstream writes.
+#[derive(Debug)]
+pub enum GrantOutcome {
+    Written {
+        op: WriteOp,
+        grant: Box<ReferenceGrant>,
+    },
+    /// Gone (deleted by us, or already gone).
+    Deleted(UpstreamKey),
+    /// A grant of that name exists without our label: never touched.
+    NotOwned(UpstreamKey),
+    /// Changed or gone since planned: re-plan.
+    Conflict(UpstreamKey),
     Failed {
         op: WriteOp,
         kind: ErrorKind,
@@ -117,7 +141,102 @@ impl Applier {
                 self.delete(UpstreamKey::new(namespace, name), uid, resource_version)
                     .await
             }
+            Action::Grant(action) => match self.write_grant(action).await {
+                Ok(outcome) => Outcome::Grant(outcome),
+                Err(NotLeader) => Outcome::Fenced,
+            },
         }
+    }
+
+    /// A ReferenceGrant write: a plain create, a forced server-side apply of the whole spec, or
+    /// a delete, each guarded like an Upstream's (uid and resourceVersion).
+    async fn write_grant(&self, action: &GrantAction) -> Result<GrantOutcome, NotLeader> {
+        let key = match action {
+            GrantAction::Create(desired) | GrantAction::Update { desired, .. } => {
+                UpstreamKey::of(&desired.metadata)
+            }
+            GrantAction::Delete {
+                namespace, name, ..
+            } => Some(UpstreamKey::new(namespace, name)),
+        };
+        let Some(key) = key else {
+            return Ok(GrantOutcome::Failed {
+                op: WriteOp::Create,
+                kind: ErrorKind::Invalid,
+                retry_after: None,
+                message: "the desired ReferenceGrant has no name or namespace".into(),
+            });
+        };
+        let api: Api<ReferenceGrant> = Api::namespaced(self.client.clone(), &key.namespace);
+        let (op, result) = match action {
+            GrantAction::Create(desired) => {
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..Default::default()
+                };
+                match self.fenced(api.create(&params, desired)).await? {
+                    Err(error) if status_code(&error) == Some(409) => {
+                        return Ok(match api.get_opt(&key.name).await {
+                            Ok(Some(existing)) if !is_owned(existing.metadata.labels.as_ref()) => {
+                                GrantOutcome::NotOwned(key)
+                            }
+                            _ => GrantOutcome::Conflict(key),
+                        });
+                    }
+                    result => (WriteOp::Create, result.map(Some)),
+                }
+            }
+            GrantAction::Update {
+                desired,
+                uid,
+                resource_version,
+            } => {
+                let mut guarded = desired.clone();
+                guarded.metadata.uid = Some(uid.clone());
+                guarded.metadata.resource_version = Some(resource_version.clone());
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                let body = Patch::Apply(&guarded);
+                let result = self.fenced(api.patch(&key.name, &params, &body)).await?;
+                (WriteOp::Update, result.map(Some))
+            }
+            GrantAction::Delete {
+                uid,
+                resource_version,
+                ..
+            } => {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: Some(resource_version.clone()),
+                    }),
+                    ..Default::default()
+                };
+                let result = self.fenced(api.delete(&key.name, &params)).await?;
+                (WriteOp::Delete, result.map(|_| None))
+            }
+        };
+        Ok(match result {
+            Ok(Some(stored)) => GrantOutcome::Written {
+                op,
+                grant: Box::new(stored),
+            },
+            Ok(None) => GrantOutcome::Deleted(key),
+            Err(error) if op == WriteOp::Delete && status_code(&error) == Some(404) => {
+                GrantOutcome::Deleted(key)
+            }
+            Err(error) if matches!(status_code(&error), Some(404 | 409)) => {
+                GrantOutcome::Conflict(key)
+            }
+            Err(error) => {
+                let (kind, retry_after) = classify(&error);
+                GrantOutcome::Failed {
+                    op,
+                    kind,
+                    retry_after,
+                    message: error.to_string(),
+                }
+            }
+        })
     }
 
     /// Writes `spec.aws.lambdaFunctions` of an aws Upstream (usually a user's) and nothing else:
@@ -361,6 +480,15 @@ fn log_dry_run(action: &Action) {
         } => {
             tracing::info!(op = "delete", %namespace, %name, "dry run: would delete");
         }
+        Action::Grant(GrantAction::Create(desired) | GrantAction::Update { desired, .. }) => {
+            let body = serde_json::to_string(desired).unwrap_or_default();
+            tracing::info!(namespace = ?desired.metadata.namespace, name = ?desired.metadata.name, %body, "dry run: would apply ReferenceGrant");
+        }
+        Action::Grant(GrantAction::Delete {
+            namespace, name, ..
+        }) => {
+            tracing::info!(%namespace, %name, "dry run: would delete ReferenceGrant");
+        }
     }
 }
 
@@ -381,7 +509,13 @@ fn failed(op: WriteOp, kind: ErrorKind, retry_after: Option<Duration>, message: 
 }
 
 fn failed_from(op: WriteOp, error: &kube::Error) -> Outcome {
-    let (kind, retry_after) = match error {
+    let (kind, retry_after) = classify(error);
+    failed(op, kind, retry_after, error.to_string())
+}
+
+/// The kind of a failed request, and the server's Retry-After hint.
+fn classify(error: &kube::Error) -> (ErrorKind, Option<Duration>) {
+    match error {
         kube::Error::Api(status) => {
             let hint = status
                 .details
@@ -399,8 +533,7 @@ fn failed_from(op: WriteOp, error: &kube::Error) -> Outcome {
             (kind, hint)
         }
         _ => (ErrorKind::Transport, None),
-    };
-    failed(op, kind, retry_after, error.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,50 @@ pub struct UpstreamSpec {
     pub other: BTreeMap<String, Value>,
 }
 
+/// Gateway API's `ReferenceGrant` (`gateway.networking.k8s.io/v1beta1`), as the daemon writes
+/// it with `--reference-grants`: only `from` and `to`, the whole of its spec. Lists are atomic in
+/// its schema, so an apply replaces each whole. The CRD is Gateway API's, never generated here.
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1beta1",
+    kind = "ReferenceGrant",
+    plural = "referencegrants",
+    namespaced,
+    derive = "PartialEq",
+    derive = "Default"
+)]
+pub struct ReferenceGrantSpec {
+    #[serde(default)]
+    pub from: Vec<ReferenceGrantFrom>,
+    #[serde(default)]
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+/// Who may refer: objects of `group`/`kind` (routes) in `namespace`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ReferenceGrantFrom {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// What they may refer to, in the grant's namespace: every `group`/`kind`, or only `name`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ReferenceGrantTo {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// `status`, as Gloo's reporters write it (`statuses: {<namespace>: {state, reportedBy, …}}`),
 /// kept whole: the daemon never writes it, and an object read and written back keeps it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

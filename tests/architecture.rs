@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("plan", 4),
     ("services::state", 5),
     ("services::compact", 5),
+    ("services::grant_cache", 5),
     ("lambda::selection", 5),
     ("lambda::functions", 5),
     ("lambda::target", 5),

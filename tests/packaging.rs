@@ -617,6 +617,108 @@ fn a_write_namespace_other_than_the_release_namespace_gets_the_upstreams_role() 
 }
 
 #[test]
+fn reference_grants_off_by_default_pass_no_flag_and_grant_nothing_on_them() {
+    let docs = template(&[]);
+    let args = rendered_args(&docs);
+    assert!(!args_contain_any(
+        &args,
+        &["--reference-grants", "--reference-grant-kinds"]
+    ));
+    assert!(docs
+        .iter()
+        .all(|d| !str_at(d, "metadata.name").ends_with("-reference-grants")));
+    for doc in docs
+        .iter()
+        .filter(|d| matches!(str_at(d, "kind"), "Role" | "ClusterRole"))
+    {
+        assert!(
+            grants(doc, "gateway.networking.k8s.io", "referencegrants").is_empty(),
+            "{doc:?}"
+        );
+    }
+}
+
+#[test]
+fn reference_grants_enabled_pass_the_flags_and_grant_referencegrants_in_the_write_namespace_only() {
+    let docs = template(&[
+        "--set",
+        "discovery.referenceGrants.enabled=true",
+        "--set",
+        "discovery.referenceGrants.kinds={HTTPRoute,GRPCRoute}",
+        "--set",
+        "discovery.writeNamespace=gateways",
+    ]);
+    let args = rendered_args(&docs);
+    assert!(args.contains(&"--reference-grants".to_string()), "{args:?}");
+    assert!(args.contains(&"--reference-grant-kinds=HTTPRoute,GRPCRoute".to_string()));
+    assert_daemon_knows(&args);
+    let role = find(&docs, "Role", "ud-upstream-discovery-reference-grants");
+    assert_eq!(str_at(role, "metadata.namespace"), "gateways");
+    assert_eq!(
+        rules(role),
+        [(
+            "gateway.networking.k8s.io".to_string(),
+            "referencegrants".to_string(),
+            UPSTREAM_VERBS
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+        )]
+    );
+    let binding = find(
+        &docs,
+        "RoleBinding",
+        "ud-upstream-discovery-reference-grants",
+    );
+    assert_eq!(str_at(binding, "metadata.namespace"), "gateways");
+    assert_eq!(
+        str_at(binding, "roleRef.name"),
+        "ud-upstream-discovery-reference-grants"
+    );
+    assert_eq!(str_at(binding, "subjects.0.namespace"), "edge");
+    // Nowhere else: not cluster-wide, not in another Role.
+    for doc in docs
+        .iter()
+        .filter(|d| matches!(str_at(d, "kind"), "Role" | "ClusterRole"))
+    {
+        if str_at(doc, "metadata.name") != "ud-upstream-discovery-reference-grants" {
+            assert!(grants(doc, "gateway.networking.k8s.io", "referencegrants").is_empty());
+        }
+    }
+
+    // The default kind.
+    let docs = template(&["--set", "discovery.referenceGrants.enabled=true"]);
+    assert!(rendered_args(&docs).contains(&"--reference-grant-kinds=HTTPRoute".to_string()));
+
+    // Refused: service mode, and a kind Gateway API does not have.
+    let error = try_template(
+        "ud",
+        "edge",
+        &[
+            "--set",
+            "discovery.referenceGrants.enabled=true",
+            "--set",
+            "discovery.writeNamespaceMode=service",
+        ],
+    )
+    .expect_err("grants in service mode were accepted");
+    assert!(
+        error.contains("discovery.referenceGrants.enabled needs writeNamespaceMode fixed"),
+        "{error}"
+    );
+    let error = try_template(
+        "ud",
+        "edge",
+        &["--set", "discovery.referenceGrants.kinds={Gateway}"],
+    )
+    .expect_err("an unknown kind was accepted");
+    assert!(
+        error.contains("/discovery/referenceGrants/kinds/0"),
+        "{error}"
+    );
+}
+
+#[test]
 fn replicas_above_one_get_a_pod_disruption_budget_of_the_servers_api_version() {
     assert_eq!(
         count(&template(&["--set", "replicas=1"]), "PodDisruptionBudget"),
@@ -1729,11 +1831,14 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-/// Every metric an alert or a panel uses is one the daemon registers (src/metrics.rs), so a
+/// Every metric an alert or a panel uses is one the daemon registers (src/metrics/), so a
 /// renamed metric cannot leave a silent alert behind.
 #[test]
 fn alerts_and_dashboard_use_only_metrics_the_daemon_exports() {
-    let source = read("src/metrics.rs");
+    // The metrics module is a directory (`mod.rs`, and the ReferenceGrant metrics apart).
+    let source = ["src/metrics/mod.rs", "src/metrics/grants.rs"]
+        .map(read)
+        .concat();
     let known = |name: &str| {
         name.strip_prefix("upstream_discovery_")
             .is_some_and(|short| source.contains(&format!("\"{short}\"")))
@@ -1751,7 +1856,7 @@ fn alerts_and_dashboard_use_only_metrics_the_daemon_exports() {
     let mut used = 0;
     for expr in &exprs {
         for name in metric_names(expr) {
-            assert!(known(&name), "{name} (in {expr}) is not in src/metrics.rs");
+            assert!(known(&name), "{name} (in {expr}) is not in src/metrics/");
             used += 1;
         }
     }

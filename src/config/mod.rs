@@ -19,7 +19,7 @@ pub use layered::{ConfigError, Discovery, GivenFlags};
 pub use crate::lambda::selection::FdsMode;
 use crate::model::Scope;
 use crate::selector::LabelSelector;
-use crate::translate::{TranslateSettings, WriteNamespace};
+use crate::translate::{GrantSettings, RouteKind, TranslateSettings, WriteNamespace};
 
 /// Namespace used when neither `--write-namespace` nor `POD_NAMESPACE` says otherwise.
 pub const DEFAULT_WRITE_NAMESPACE: &str = "gloo-system";
@@ -257,6 +257,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub settings_name: String,
 
+    /// Keep, beside each discovered Upstream in the write namespace, a ReferenceGrant
+    /// (gateway.networking.k8s.io/v1beta1) of the same name that lets routes in the Service's
+    /// namespace (and those of its `upstream-discovery.io/route-namespaces` annotation) refer to
+    /// exactly that Upstream. Not in `--write-namespace-mode=service`.
+    #[arg(long)]
+    pub reference_grants: bool,
+
+    /// The route kinds those grants let refer to the Upstreams (Gateway API kinds: HTTPRoute,
+    /// GRPCRoute, TCPRoute, TLSRoute, UDPRoute).
+    #[arg(long, value_name = "KIND[,KIND...]", value_delimiter = ',', default_value = "HTTPRoute", value_parser = parse_route_kind)]
+    pub reference_grant_kinds: Vec<RouteKind>,
+
     #[command(flatten)]
     pub lambda: LambdaArgs,
 
@@ -274,6 +286,12 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The grants to keep with `--reference-grants`, when on.
+    pub fn grant_settings(&self) -> Option<GrantSettings> {
+        self.reference_grants
+            .then(|| GrantSettings::new(&self.reference_grant_kinds))
+    }
+
     /// Where the daemon watches and writes; `pod_namespace` is `$POD_NAMESPACE`.
     pub fn scopes(&self, pod_namespace: Option<&str>) -> Scopes {
         let pod_namespace = pod_namespace.filter(|ns| !ns.is_empty());
@@ -357,6 +375,10 @@ fn parse_watch_timeout(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: must be between 10s and 290s"));
     }
     Ok(duration)
+}
+
+fn parse_route_kind(text: &str) -> Result<RouteKind, String> {
+    text.parse()
 }
 
 fn parse_annotation(text: &str) -> Result<(String, String), String> {

@@ -4,6 +4,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kube::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -121,22 +122,44 @@ impl Pipeline {
         }
         if discovery.uds_enabled {
             let health = shared.health.register(Loop::Services);
-            let inputs = source::service_inputs(
+            let mut inputs = source::service_inputs(
                 &shared.client,
                 scopes,
                 &discovery.service_selector,
                 args.watch_timeout,
                 &health,
             );
-            let state = State::new(
+            let mut state = State::new(
                 &scopes.services,
                 &scopes.upstreams,
                 scopes.namespace_selector.clone(),
                 discovery.translate.write_namespace.clone(),
             );
+            let grants = match (args.grant_settings(), scopes.fixed_write_namespace()) {
+                (Some(grants), Some(namespace)) => {
+                    state.enable_grants(namespace);
+                    let grant_inputs = source::grant_inputs(
+                        &shared.client,
+                        namespace,
+                        args.watch_timeout,
+                        &health,
+                    );
+                    inputs = futures::stream::select(inputs, grant_inputs).boxed();
+                    Some(grants)
+                }
+                (Some(_), None) => {
+                    // Each Upstream sits beside its Service: routes there need no grant.
+                    tracing::warn!(
+                        "--reference-grants is ignored with --write-namespace-mode=service"
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             let engine = Engine::new(
                 EngineConfig {
                     translate: discovery.translate.clone(),
+                    grants,
                     resync_interval: args.resync_interval,
                     write_concurrency: usize::try_from(args.write_concurrency).unwrap_or(1).max(1),
                 },

@@ -378,7 +378,8 @@ impl LambdaEngine {
             Outcome::Conflict(_)
             | Outcome::Stale(_)
             | Outcome::Deleted(_)
-            | Outcome::NotOwned(_) => {
+            | Outcome::NotOwned(_)
+            | Outcome::Grant(_) => {
                 // Changed or deleted since planned: the watch brings the new state, and a short
                 // retry covers an event that is slow to come.
                 self.metrics

@@ -37,6 +37,8 @@ named_enum!(
         UpstreamNotOwned => "UpstreamNotOwned",
         /// Another Service holds the Upstream's name (Gloo's naming gives both the same one).
         UpstreamNameCollision => "UpstreamNameCollision",
+        /// The ReferenceGrant's name (the Upstream's) is held by a grant without our label.
+        ReferenceGrantNotOwned => "ReferenceGrantNotOwned",
         LambdaCredentialsMissing => "LambdaCredentialsMissing",
         LambdaCredentialsRefused => "LambdaCredentialsRefused",
         LambdaThrottled => "LambdaThrottled",
@@ -62,6 +64,10 @@ named_enum!(
         OneWayTlsWithoutTls => "one_way_tls_without_tls",
         InvalidFunctionFilter => "invalid_function_filter",
         LambdaFunctionsCapped => "lambda_functions_capped",
+        /// A namespace in `upstream-discovery.io/route-namespaces` that is no namespace name.
+        InvalidRouteNamespace => "invalid_route_namespace",
+        /// Namespaces beyond what one ReferenceGrant's 16 `from` entries hold.
+        TooManyRouteNamespaces => "too_many_route_namespaces",
     }
 );
 
@@ -96,6 +102,9 @@ named_enum!(
         /// Gloo's Settings object cannot be read (forbidden, or an API error); the daemon runs
         /// on its flags (or the last Settings it read) meanwhile.
         SettingsUnreadable => "settings_unreadable",
+        /// `--reference-grants` is on but the API server has no ReferenceGrant CRD
+        /// (`gateway.networking.k8s.io/v1beta1`): no grant is kept; Upstreams are unaffected.
+        ReferenceGrantCrdMissing => "reference_grant_crd_missing",
     }
 );
 

@@ -13,8 +13,10 @@
 //! another manager co-owns). Nothing else counts, so a restart, or taking over an Upstream Gloo's
 //! discovery wrote, costs no write.
 
+pub mod grants;
 mod stale;
 
+pub use grants::{plan_grants, GrantAction, ObservedGrant};
 pub use stale::removal_patch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,6 +172,8 @@ pub enum Action {
         uid: String,
         resource_version: String,
     },
+    /// A write of the ReferenceGrant kept beside an Upstream ([`grants`]).
+    Grant(GrantAction),
 }
 
 /// The actions for one Service, creates and updates in desired order, then deletes sorted by
@@ -223,12 +227,14 @@ pub enum BlockedBy {
     NotOwned,
     /// Another Service's Upstream holds the name (Gloo's naming gives both the same one).
     Service(ServiceKey),
+    /// A ReferenceGrant without the ownership label holds the grant's name (the Upstream's).
+    GrantNotOwned,
 }
 
 impl Blocked {
     pub fn skip_reason(&self) -> SkipReason {
         match self.by {
-            BlockedBy::NotOwned => SkipReason::NotOwned,
+            BlockedBy::NotOwned | BlockedBy::GrantNotOwned => SkipReason::NotOwned,
             BlockedBy::Service(_) => SkipReason::NameCollision,
         }
     }
@@ -237,6 +243,7 @@ impl Blocked {
         match self.by {
             BlockedBy::NotOwned => EventReason::UpstreamNotOwned,
             BlockedBy::Service(_) => EventReason::UpstreamNameCollision,
+            BlockedBy::GrantNotOwned => EventReason::ReferenceGrantNotOwned,
         }
     }
 
@@ -249,6 +256,9 @@ impl Blocked {
             ),
             BlockedBy::Service(owner) => format!(
                 "Upstream {name} is already discovered from Service {owner}: Gloo's naming gives both the same name; it is left to {owner}"
+            ),
+            BlockedBy::GrantNotOwned => format!(
+                "ReferenceGrant {name} exists and was not written by discovery (no discovered_by=kubernetesplugin label); it is left alone and no grant is kept for Upstream {name}"
             ),
         }
     }
@@ -1260,7 +1270,7 @@ mod tests {
                 Action::Delete {
                     namespace, name, ..
                 } => (namespace.clone(), name.clone()),
-                Action::Update { .. } => unreachable!(),
+                Action::Update { .. } | Action::Grant(_) => unreachable!(),
             })
             .collect();
         let expect = |ns: &str, name: &str| (ns.to_string(), name.to_string());

@@ -7,13 +7,14 @@
 //! are retried with backoff (or the server's Retry-After); conflicts re-plan from fresh state.
 
 mod compact;
+pub mod grant_cache;
+mod grants;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Service;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +26,7 @@ use crate::model::{ErrorKind, EventReason, ServiceKey, UpstreamKey};
 use crate::plan::{self, Action, Blocked};
 use crate::reconcile::{Backoff, Change, Finished, LeaderGate, ReportOnce, SayOnce, WorkQueue};
 use crate::source::ServiceInput;
-use crate::translate::{translate_service, TranslateSettings, TranslateWarning};
+use crate::translate::{translate_service, GrantSettings, TranslateSettings, TranslateWarning};
 
 use state::{Job, State};
 
@@ -40,6 +41,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The loop's fixed settings.
 pub struct EngineConfig {
     pub translate: TranslateSettings,
+    /// With `--reference-grants` (and a fixed write namespace): the grants to keep.
+    pub grants: Option<GrantSettings>,
     pub resync_interval: Duration,
     pub write_concurrency: usize,
 }
@@ -153,6 +156,16 @@ impl Engine {
             ServiceInput::Service(scope, event) => self.state.on_service_event(&scope, event),
             ServiceInput::Upstream(scope, event) => self.state.on_upstream_event(&scope, event),
             ServiceInput::Namespace(event) => self.state.on_namespace_event(event),
+            ServiceInput::Grant(event) => {
+                let jobs = self.state.on_grant_event(event);
+                self.metrics
+                    .set_reference_grants(self.state.owned_grant_count());
+                jobs
+            }
+            ServiceInput::GrantsUnavailable => {
+                self.on_grants_unavailable();
+                Vec::new()
+            }
             ServiceInput::WatchError(failure) => {
                 self.watch_failed = true;
                 if failure.repeated {
@@ -222,21 +235,23 @@ impl Engine {
     /// Translates and plans one Service; reports bad annotations and blocked names.
     fn plan_for(&mut self, key: &ServiceKey) -> Vec<Action> {
         let service = self.state.service_in_scope(key);
-        let translation = service
+        let mut translation = service
             .as_ref()
             .map(|s| translate_service(s, &self.config.translate))
             .unwrap_or_default();
+        let route_namespaces = self.route_namespaces(service.as_ref(), &mut translation.warnings);
         let uid = service.as_ref().and_then(|s| s.metadata.uid.clone());
         self.report_warnings(key, uid.clone(), &translation.warnings);
 
         let observed = self.state.observed_for(key);
-        let plan = plan::plan(
+        let mut plan = plan::plan(
             key,
             &translation.upstreams,
             &observed,
             &self.state,
             self.state.synced(),
         );
+        self.plan_grants_for(key, &translation.upstreams, &route_namespaces, &mut plan);
         let blocked = plan
             .blocked
             .into_iter()
@@ -263,12 +278,14 @@ impl Engine {
 
     /// Plans the collection of an owned Upstream no in-scope Service maps to.
     fn plan_collection(&mut self, name: &UpstreamKey) -> Vec<Action> {
-        let Some(unclaimed) = self.state.unclaimed(name) else {
-            return Vec::new();
-        };
-        let plan = plan::collect(&unclaimed, self.state.synced());
-        tracing::debug!(upstream = %name, deletes_held_back = plan.deletes_held_back, "unclaimed");
-        plan.actions
+        // The grant goes first: it must never outlive its Upstream.
+        let mut actions = self.collect_grant(name);
+        if let Some(unclaimed) = self.state.unclaimed(name) {
+            let plan = plan::collect(&unclaimed, self.state.synced());
+            tracing::debug!(upstream = %name, deletes_held_back = plan.deletes_held_back, "unclaimed");
+            actions.extend(plan.actions);
+        }
+        actions
     }
 
     fn report_warnings(
@@ -372,18 +389,9 @@ impl Engine {
                         WriteResult::Skipped,
                     );
                     self.state.mark_foreign(name.clone());
-                    if let Job::Service(key) = &job {
-                        let uid = self
-                            .state
-                            .service_in_scope(key)
-                            .and_then(|service: Service| service.metadata.uid);
-                        let mut blocked =
-                            self.reported_blocked.get(key).cloned().unwrap_or_default();
-                        let by = plan::BlockedBy::NotOwned;
-                        blocked.insert(name.clone(), Blocked { name, by });
-                        self.report_blocked(key, uid, blocked);
-                    }
+                    self.report_not_owned(&job, name, plan::BlockedBy::NotOwned);
                 }
+                Outcome::Grant(outcome) => self.on_grant_outcome(&job, outcome, &mut retry_after),
                 Outcome::Stale(current) => {
                     tracing::debug!(%job, upstream = ?current.metadata.name, "changed since planned; re-planning from it as it is now");
                     self.state.on_written(&current);
@@ -441,6 +449,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Service;
     use tokio::sync::watch;
 
     use crate::model::Scope;
@@ -458,6 +467,7 @@ mod tests {
         Engine::new(
             EngineConfig {
                 translate: TranslateSettings::new("gloo-system"),
+                grants: None,
                 resync_interval: Duration::from_secs(600),
                 write_concurrency: 1,
             },

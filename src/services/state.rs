@@ -17,11 +17,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 
 use super::compact::{CompactService, CompactUpstream};
-use crate::crd::Upstream;
+use super::grant_cache::GrantCache;
+use crate::crd::{ReferenceGrant, Upstream};
 use crate::model::{
     is_owned, Scope, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS, LAST_APPLIED_ANNOTATION,
 };
-use crate::plan::{NameClaims, NameHolder, ObservedUpstream};
+use crate::plan::{NameClaims, NameHolder, ObservedGrant, ObservedUpstream};
 use crate::reconcile::ListTracker;
 use crate::selector::LabelSelector;
 use crate::translate::{upstream_keys, WriteNamespace};
@@ -62,6 +63,8 @@ pub struct State {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     namespace_list: ListTracker<String>,
     namespace_selector: LabelSelector,
+    /// The ReferenceGrants of the write namespace, with `--reference-grants`.
+    grants: Option<GrantCache>,
 }
 
 impl State {
@@ -85,7 +88,19 @@ impl State {
             namespaces: HashMap::new(),
             namespace_list: ListTracker::new([Scope::All]),
             namespace_selector,
+            grants: None,
         }
+    }
+
+    /// Keeps a ReferenceGrant beside each Upstream of `namespace` (the write namespace); its
+    /// grants are planned once their first list completes.
+    pub fn enable_grants(&mut self, namespace: &str) {
+        self.grants = Some(GrantCache::new(namespace));
+    }
+
+    /// The grants, once listed: `None` while grants are off, or not listed yet (no CRD).
+    pub fn grants(&self) -> Option<&GrantCache> {
+        self.grants.as_ref().filter(|grants| grants.synced())
     }
 
     /// True once every stream has completed its first full list: only then may anything be
@@ -109,14 +124,17 @@ impl State {
             + self.names_of.len()
             + self.mappers.len()
             + self.namespaces.len()
+            + self.grants.as_ref().map_or(0, GrantCache::entries)
     }
 
     /// Every job a full pass must look at: each known Service, and each unclaimed Upstream.
     pub fn all_jobs(&self) -> BTreeSet<Job> {
         let services = self.services.keys().cloned().map(Job::Service);
+        let grants = self.grants.iter().flat_map(GrantCache::owned_names);
         let orphans = self
             .upstreams
             .keys()
+            .chain(grants)
             .filter(|name| !self.mappers.contains_key(*name))
             .cloned()
             .map(Job::Orphan);
@@ -158,6 +176,74 @@ impl State {
             return None;
         }
         self.upstreams.get(name)?.expand()
+    }
+
+    /// The owned grants at the names this Service answers for: those it holds, and those an
+    /// unlabelled Upstream holds (a grant must never point at someone else's Upstream).
+    pub fn grants_for(&self, key: &ServiceKey) -> Vec<ObservedGrant> {
+        let Some(grants) = self.grants() else {
+            return Vec::new();
+        };
+        let holder = NameHolder::Service(key.clone());
+        self.names_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|name| {
+                matches!(self.holder(name), NameHolder::Foreign) || self.holder(name) == holder
+            })
+            .filter_map(|name| grants.owned(name).cloned())
+            .collect()
+    }
+
+    /// The owned grant of that name, when no in-scope Service maps to it.
+    pub fn unclaimed_grant(&self, name: &UpstreamKey) -> Option<ObservedGrant> {
+        if self.mappers.contains_key(name) {
+            return None;
+        }
+        self.grants()?.owned(name).cloned()
+    }
+
+    /// A ReferenceGrant watch event; returns the jobs that may need work (all of them once the
+    /// first list completes).
+    pub fn on_grant_event(&mut self, event: watcher::Event<ReferenceGrant>) -> Vec<Job> {
+        let Some(grants) = self.grants.as_mut() else {
+            return Vec::new();
+        };
+        let change = grants.on_event(event);
+        if change.first_sync {
+            return self.all_jobs().into_iter().collect();
+        }
+        change
+            .names
+            .iter()
+            .flat_map(|name| self.jobs_for_name(name))
+            .collect()
+    }
+
+    /// Records a grant the API server returned for one of our writes.
+    pub fn on_grant_written(&mut self, grant: &ReferenceGrant) {
+        if let Some(grants) = self.grants.as_mut() {
+            grants.put(grant);
+        }
+    }
+
+    /// Records a name a grant create found taken by someone else's grant.
+    pub fn mark_foreign_grant(&mut self, key: UpstreamKey) {
+        if let Some(grants) = self.grants.as_mut() {
+            grants.mark_foreign(key);
+        }
+    }
+
+    /// Records that one of our grant deletes went through.
+    pub fn on_grant_deleted(&mut self, key: &UpstreamKey) {
+        if let Some(grants) = self.grants.as_mut() {
+            grants.remove(key);
+        }
+    }
+
+    pub fn owned_grant_count(&self) -> usize {
+        self.grants.as_ref().map_or(0, GrantCache::owned_count)
     }
 
     /// A Service watch event; returns the jobs that may need work.
@@ -354,7 +440,11 @@ impl State {
             .cloned()
             .map(Job::Service)
             .collect();
-        if jobs.is_empty() && self.upstreams.contains_key(name) {
+        let owned_grant = self
+            .grants
+            .as_ref()
+            .is_some_and(|grants| grants.owned(name).is_some());
+        if jobs.is_empty() && (self.upstreams.contains_key(name) || owned_grant) {
             jobs.push(Job::Orphan(name.clone()));
         }
         jobs

@@ -5,6 +5,7 @@
 //! (`secrets`).
 
 mod backoff;
+mod grants;
 mod read_ahead;
 mod secrets;
 pub mod settings;
@@ -20,12 +21,13 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::config::Scopes;
-use crate::crd::Upstream;
+use crate::crd::{ReferenceGrant, Upstream};
 use crate::health::{LoopHealth, StreamHealth};
 use crate::metrics::WatchResource;
 use crate::model::Scope;
 use crate::selector::LabelSelector;
 
+pub use grants::{grant_inputs, CRD_RECHECK as GRANT_CRD_RECHECK};
 pub use secrets::{SecretUpdate, SecretWatches};
 
 /// List page size: big enough for few round trips, small enough to bound memory spikes.
@@ -47,6 +49,11 @@ pub enum ServiceInput {
     Upstream(Scope, watcher::Event<Upstream>),
     /// Only with a namespace selector.
     Namespace(watcher::Event<Namespace>),
+    /// Only with `--reference-grants`: the grants of the write namespace.
+    Grant(watcher::Event<ReferenceGrant>),
+    /// Only with `--reference-grants`: the API server serves no ReferenceGrant (no CRD);
+    /// looked for again periodically, and the grants' watch starts once it is there.
+    GrantsUnavailable,
     WatchError(WatchFailure),
 }
 
@@ -66,7 +73,8 @@ impl ServiceInput {
             ServiceInput::Service(_, event) => !matches!(event, watcher::Event::Init),
             ServiceInput::Upstream(_, event) => !matches!(event, watcher::Event::Init),
             ServiceInput::Namespace(event) => !matches!(event, watcher::Event::Init),
-            ServiceInput::WatchError(_) => false,
+            ServiceInput::Grant(event) => !matches!(event, watcher::Event::Init),
+            ServiceInput::WatchError(_) | ServiceInput::GrantsUnavailable => false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Pure translation of a Kubernetes Service into the Upstreams discovery writes for it, one per
 //! port, exactly as Gloo's discovery would (DESIGN.md §2).
 
+pub mod grants;
 mod http2;
 pub mod naming;
 mod tls;
@@ -19,6 +20,9 @@ use trace::{record, Tracer};
 
 use crate::model::{UpstreamKey, DISCOVERED_BY_LABEL, KUBERNETES_PLUGIN, LAST_APPLIED_ANNOTATION};
 
+pub use grants::{
+    desired_grant, route_namespaces, GrantSettings, RouteKind, ROUTE_NAMESPACES_ANNOTATION,
+};
 pub use http2::H2_ANNOTATION;
 pub use naming::{sanitize_name, upstream_name};
 pub use tls::{

@@ -85,6 +85,12 @@ pub enum TranslateWarning {
 
     #[error("annotation gloo.solo.io/sslService.oneWayTls is set without a secret, certificate, key or root CA; ignored")]
     OneWayTlsWithoutTls,
+
+    #[error("annotation upstream-discovery.io/route-namespaces names {value:?}, which is not a namespace name (a DNS-1123 label); that entry is ignored")]
+    InvalidRouteNamespace { value: String },
+
+    #[error("annotation upstream-discovery.io/route-namespaces: a ReferenceGrant holds at most 16 entries in `from` ({kinds} route kind(s) per namespace), so namespace(s) {} are left out", dropped.join(", "))]
+    TooManyRouteNamespaces { kinds: usize, dropped: Vec<String> },
 }
 
 impl TranslateWarning {
@@ -101,6 +107,8 @@ impl TranslateWarning {
             Self::TlsPortNotANumber { .. } => SkipReason::InvalidTlsPort,
             Self::OneWayTlsNotABoolean { .. } => SkipReason::InvalidBooleanAnnotation,
             Self::OneWayTlsWithoutTls => SkipReason::OneWayTlsWithoutTls,
+            Self::InvalidRouteNamespace { .. } => SkipReason::InvalidRouteNamespace,
+            Self::TooManyRouteNamespaces { .. } => SkipReason::TooManyRouteNamespaces,
         }
     }
 
@@ -149,6 +157,18 @@ impl TranslateWarning {
             },
             Self::OneWayTlsNotABoolean { value } => {
                 Self::OneWayTlsNotABoolean { value: cut(value) }
+            }
+            Self::InvalidRouteNamespace { value } => {
+                Self::InvalidRouteNamespace { value: cut(value) }
+            }
+            Self::TooManyRouteNamespaces { kinds, dropped } => {
+                let more = dropped.len().saturating_sub(MAX_LISTED_FIELDS);
+                let mut dropped: Vec<String> =
+                    dropped.into_iter().take(MAX_LISTED_FIELDS).collect();
+                if more > 0 {
+                    dropped.push(format!("and {more} more"));
+                }
+                Self::TooManyRouteNamespaces { kinds, dropped }
             }
             unchanged @ (Self::UpstreamConfigTooLarge { .. } | Self::OneWayTlsWithoutTls) => {
                 unchanged

@@ -20,6 +20,7 @@ mod env_selftest;
 mod fault_proxy;
 mod faults;
 mod gloo_pod;
+mod grants;
 mod health;
 mod hostile;
 mod lambda;
@@ -134,6 +135,11 @@ fn main() {
         settings::gloo_defaulting_of_fds_mode,
         settings::no_settings_means_flags_and_defaults,
         settings::namespace_selectors_and_flags_given_on_the_command_line,
+        grants::each_namespace_gets_grants_for_exactly_its_own_upstreams,
+        grants::an_unlabelled_grant_of_the_same_name_is_left_alone,
+        grants::a_restart_with_nothing_changed_writes_no_grant,
+        grants::off_by_default_writes_none_and_needs_no_rights,
+        grants::without_the_crd_one_warning_a_metric_and_upstreams_converge,
     ];
     // The conformance corpus, one trial per case file (tests/conformance/README.md).
     trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));

@@ -190,6 +190,10 @@ is set here.
 - {{ printf "--log-level=%s" $logLevel | toJson }}
 {{- end }}
 - {{ printf "--log-format=%s" $d.logFormat | toJson }}
+{{- if include "upstream-discovery.referenceGrants" . }}
+- "--reference-grants"
+- {{ printf "--reference-grant-kinds=%s" (join "," $d.referenceGrants.kinds) | toJson }}
+{{- end }}
 {{- if $d.fdsMode }}
 - {{ printf "--fds-mode=%s" $d.fdsMode | toJson }}
 {{- end }}
@@ -206,4 +210,19 @@ is set here.
 {{- range .Values.extraArgs }}
 - {{ . | toJson }}
 {{- end }}
+{{- end -}}
+
+{{/*
+"true" when the daemon keeps ReferenceGrants (discovery.referenceGrants.enabled), else empty;
+refused with writeNamespaceMode `service`, where each Upstream sits beside its Service and no
+grant is kept.
+*/}}
+{{- define "upstream-discovery.referenceGrants" -}}
+{{- $grants := .Values.discovery.referenceGrants | default dict -}}
+{{- if $grants.enabled -}}
+{{- if eq .Values.discovery.writeNamespaceMode "service" -}}
+{{- fail "discovery.referenceGrants.enabled needs writeNamespaceMode fixed: in service mode each Upstream sits beside its Service and routes there need no grant" -}}
+{{- end -}}
+true
+{{- end -}}
 {{- end -}}

@@ -1,0 +1,348 @@
+//! The loop's side of `--reference-grants`: planning each Service's grants beside its Upstreams
+//! (`translate::grants` decides their content, `plan::grants` the writes) and reporting what
+//! became of them. Grant writes count in their own metrics, never as Upstream writes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::Engine;
+use crate::apply::GrantOutcome;
+use crate::crd::{ReferenceGrant, Upstream};
+use crate::metrics::{WriteOp, WriteResult};
+use crate::model::{ErrorKind, ServiceKey, UpstreamKey};
+use crate::plan::{self, plan_grants, Blocked, BlockedBy, Plan};
+use crate::source::GRANT_CRD_RECHECK;
+use crate::translate::{desired_grant, route_namespaces, TranslateWarning};
+
+use super::state::Job;
+
+impl Engine {
+    /// The namespaces whose routes may use `service`'s Upstreams, with grants on; the
+    /// annotation's problems join the Service's other warnings.
+    pub(super) fn route_namespaces(
+        &self,
+        service: Option<&Service>,
+        warnings: &mut Vec<TranslateWarning>,
+    ) -> Vec<String> {
+        let (Some(settings), Some(service)) = (&self.config.grants, service) else {
+            return Vec::new();
+        };
+        let (namespaces, problems) = route_namespaces(service, settings);
+        warnings.extend(problems);
+        namespaces
+    }
+
+    /// Adds the grant writes of Service `key` to its plan: one grant per Upstream it holds
+    /// (the names blocked for its Upstreams get none), once the grants are listed.
+    pub(super) fn plan_grants_for(
+        &self,
+        key: &ServiceKey,
+        upstreams: &[Upstream],
+        namespaces: &[String],
+        plan: &mut Plan,
+    ) {
+        let (Some(settings), Some(grants)) = (&self.config.grants, self.state.grants()) else {
+            return;
+        };
+        let blocked: HashSet<&UpstreamKey> = plan.blocked.iter().map(|b| &b.name).collect();
+        let desired: Vec<ReferenceGrant> = upstreams
+            .iter()
+            .filter(|upstream| {
+                UpstreamKey::of(&upstream.metadata).is_some_and(|name| !blocked.contains(&name))
+            })
+            .map(|upstream| desired_grant(upstream, namespaces, settings))
+            .collect();
+        let observed = self.state.grants_for(key);
+        let grant_plan = plan_grants(
+            &desired,
+            &observed,
+            |name| grants.is_foreign(name),
+            self.state.synced(),
+        );
+        plan.actions.extend(grant_plan.actions);
+        plan.blocked.extend(grant_plan.blocked);
+        plan.unchanged += grant_plan.unchanged;
+        plan.deletes_held_back += grant_plan.deletes_held_back;
+    }
+
+    /// The collection of an owned grant whose name no in-scope Service maps to.
+    pub(super) fn collect_grant(&self, name: &UpstreamKey) -> Vec<plan::Action> {
+        let Some(unclaimed) = self.state.unclaimed_grant(name) else {
+            return Vec::new();
+        };
+        let mut grant_plan = plan::grants::GrantPlan::default();
+        grant_plan.collect(&unclaimed, self.state.synced());
+        grant_plan.actions
+    }
+
+    pub(super) fn on_grants_unavailable(&self) {
+        tracing::warn!(
+            recheck_s = GRANT_CRD_RECHECK.as_secs(),
+            "--reference-grants: the API server serves no ReferenceGrant (gateway.networking.k8s.io/v1beta1; is Gateway API's CRD installed?): no grant is kept and Upstream discovery goes on; looking again periodically"
+        );
+        self.metrics.error(ErrorKind::ReferenceGrantCrdMissing);
+    }
+
+    /// Records what became of one grant write; `retry_after` as for Upstream writes.
+    pub(super) fn on_grant_outcome(
+        &mut self,
+        job: &Job,
+        outcome: GrantOutcome,
+        retry_after: &mut Option<Option<Duration>>,
+    ) {
+        match outcome {
+            GrantOutcome::Written { op, grant } => {
+                self.forbidden.clear();
+                self.state.on_grant_written(&grant);
+                self.metrics.record_grant_write(op, WriteResult::Success);
+                tracing::info!(%job, grant = ?grant.metadata.name, op = op.as_str(), "reference grant written");
+            }
+            GrantOutcome::Deleted(name) => {
+                self.state.on_grant_deleted(&name);
+                self.metrics
+                    .record_grant_write(WriteOp::Delete, WriteResult::Success);
+                tracing::info!(%job, grant = %name, op = "delete", "reference grant deleted");
+            }
+            GrantOutcome::NotOwned(name) => {
+                self.metrics
+                    .record_grant_write(WriteOp::Create, WriteResult::Skipped);
+                self.state.mark_foreign_grant(name.clone());
+                self.report_not_owned(job, name, BlockedBy::GrantNotOwned);
+            }
+            GrantOutcome::Conflict(name) => {
+                tracing::debug!(%job, grant = %name, "reference grant changed since planned; re-planning");
+                self.metrics
+                    .record_grant_write(WriteOp::Update, WriteResult::Conflict);
+                retry_after.get_or_insert(None);
+            }
+            GrantOutcome::Failed {
+                op,
+                kind,
+                retry_after: hint,
+                message,
+            } => {
+                self.metrics.record_grant_write(op, WriteResult::Error);
+                self.metrics.error(kind);
+                if kind != ErrorKind::Forbidden || self.forbidden.first() {
+                    tracing::warn!(%job, op = op.as_str(), kind = kind.as_str(), error = %message, "reference grant write failed; will retry");
+                } else {
+                    tracing::debug!(%job, op = op.as_str(), error = %message, "reference grant write forbidden again; will retry");
+                }
+                let slot = retry_after.get_or_insert(None);
+                *slot = (*slot).max(hint);
+            }
+        }
+        self.metrics
+            .set_reference_grants(self.state.owned_grant_count());
+    }
+
+    /// A create found `name` taken by an object without our label: the Service that wanted it
+    /// gets one Warning Event and one count, as for a name held before it planned.
+    pub(super) fn report_not_owned(&mut self, job: &Job, name: UpstreamKey, by: BlockedBy) {
+        let Job::Service(key) = job else {
+            return;
+        };
+        let uid = self
+            .state
+            .service_in_scope(key)
+            .and_then(|service: Service| service.metadata.uid);
+        let mut blocked = self.reported_blocked.get(key).cloned().unwrap_or_default();
+        blocked.insert(name.clone(), Blocked { name, by });
+        self.report_blocked(key, uid, blocked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::events::EventSink;
+    use crate::health::LoopHealth;
+    use crate::metrics::Metrics;
+    use crate::model::Scope;
+    use crate::plan::{Action, GrantAction};
+    use crate::reconcile::{Fence, LeaderGate};
+    use crate::selector::LabelSelector;
+    use crate::services::state::State;
+    use crate::services::EngineConfig;
+    use crate::source::ServiceInput;
+    use crate::translate::{GrantSettings, RouteKind, TranslateSettings, WriteNamespace};
+
+    const WRITE: &str = "gloo-system";
+
+    /// A leading engine with grants on, whose lists of Services and Upstreams are complete;
+    /// `grants` are the grants its first grant list finds (`None`: not listed yet).
+    fn engine(services: &[Service], grants: Option<Vec<ReferenceGrant>>) -> Engine {
+        let (_, applier) = crate::apply::offline();
+        let (_, leader) = watch::channel(true);
+        let mut state = State::new(
+            &[Scope::All],
+            &[Scope::All],
+            LabelSelector::default(),
+            WriteNamespace::Fixed(WRITE.into()),
+        );
+        state.enable_grants(WRITE);
+        let mut engine = Engine::new(
+            EngineConfig {
+                translate: TranslateSettings::new(WRITE),
+                grants: Some(GrantSettings::new(&[RouteKind::HttpRoute])),
+                resync_interval: Duration::from_secs(600),
+                write_concurrency: 1,
+            },
+            state,
+            applier,
+            Metrics::new().expect("metrics"),
+            EventSink::log_only(),
+            LoopHealth::default(),
+            LeaderGate::new(leader, Fence::always()),
+        );
+        let mut inputs = vec![
+            ServiceInput::Service(Scope::All, Event::Init),
+            ServiceInput::Upstream(Scope::All, Event::Init),
+            ServiceInput::Upstream(Scope::All, Event::InitDone),
+        ];
+        inputs.extend(
+            services
+                .iter()
+                .map(|s| ServiceInput::Service(Scope::All, Event::InitApply(s.clone()))),
+        );
+        inputs.push(ServiceInput::Service(Scope::All, Event::InitDone));
+        if let Some(grants) = grants {
+            inputs.push(ServiceInput::Grant(Event::Init));
+            inputs.extend(
+                grants
+                    .into_iter()
+                    .map(|g| ServiceInput::Grant(Event::InitApply(g))),
+            );
+            inputs.push(ServiceInput::Grant(Event::InitDone));
+        }
+        for input in inputs {
+            engine.on_input(input);
+        }
+        engine
+    }
+
+    fn service(namespace: &str, name: &str, ports: &[i32]) -> Service {
+        let ports: Vec<_> = ports.iter().map(|port| json!({"port": port})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+            "spec": {"ports": ports},
+        }))
+        .expect("service")
+    }
+
+    /// A grant as the API server returns it; `from` the namespaces, `to` the Upstream `name`.
+    fn grant(name: &str, from: &[&str], owned: bool) -> ReferenceGrant {
+        let from: Vec<_> = from
+            .iter()
+            .map(|ns| json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}))
+            .collect();
+        let labels = if owned {
+            json!({"discovered_by": "kubernetesplugin"})
+        } else {
+            json!({"team": "x"})
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": WRITE, "uid": format!("g-{name}"), "resourceVersion": "3", "labels": labels},
+            "spec": {"from": from, "to": [{"group": "gloo.solo.io", "kind": "Upstream", "name": name}]},
+        }))
+        .expect("grant")
+    }
+
+    /// (operation, name) of each grant action, in order.
+    fn grant_writes(actions: &[Action]) -> Vec<(&'static str, String)> {
+        actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Grant(GrantAction::Create(g)) => {
+                    Some(("create", g.metadata.name.clone().unwrap_or_default()))
+                }
+                Action::Grant(GrantAction::Update { desired, .. }) => {
+                    Some(("update", desired.metadata.name.clone().unwrap_or_default()))
+                }
+                Action::Grant(GrantAction::Delete { name, .. }) => Some(("delete", name.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_service_plans_the_grants_of_the_names_it_holds_and_leaves_unlabelled_ones_alone() {
+        let mut engine = engine(
+            &[service("shop", "web", &[80, 81, 82])],
+            Some(vec![
+                grant("shop-web-80", &["shop"], true),
+                grant("shop-web-81", &["elsewhere"], true),
+                grant("shop-web-82", &["shop"], false),
+            ]),
+        );
+        let key = ServiceKey::new("shop", "web");
+        let actions = engine.plan_for(&key);
+        assert_eq!(
+            grant_writes(&actions),
+            [("update", "shop-web-81".to_string())]
+        );
+        let Some(Action::Grant(GrantAction::Update { desired, uid, .. })) =
+            actions.iter().find(|a| matches!(a, Action::Grant(_)))
+        else {
+            panic!("an update");
+        };
+        assert_eq!(uid, "g-shop-web-81");
+        assert_eq!(desired.spec.from[0].namespace, "shop");
+        assert_eq!(desired.spec.from.len(), 1);
+        let blocked = engine.reported_blocked.get(&key).expect("reported");
+        assert_eq!(
+            blocked.values().map(|b| b.by.clone()).collect::<Vec<_>>(),
+            [BlockedBy::GrantNotOwned]
+        );
+        assert_eq!(engine.metrics.reference_grants(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_grant_is_planned_before_the_grants_are_listed() {
+        let mut engine = engine(&[service("shop", "web", &[80])], None);
+        let actions = engine.plan_for(&ServiceKey::new("shop", "web"));
+        assert_eq!(actions.len(), 1, "the Upstream alone: {actions:?}");
+        assert!(grant_writes(&actions).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_owned_grant_no_service_maps_to_is_collected_and_only_the_holder_plans_a_name() {
+        // `a-b/c` and `a/b-c` both map to `a-b-c-80`; with no Upstream yet the smaller key holds it.
+        let mut engine = engine(
+            &[service("a-b", "c", &[80]), service("a", "b-c", &[80])],
+            Some(vec![grant("gone-x-80", &["gone"], true)]),
+        );
+        let orphans: Vec<Job> = engine
+            .state
+            .all_jobs()
+            .into_iter()
+            .filter(|job| matches!(job, Job::Orphan(_)))
+            .collect();
+        let gone = UpstreamKey::new(WRITE, "gone-x-80");
+        assert_eq!(orphans, [Job::Orphan(gone.clone())]);
+        assert_eq!(
+            grant_writes(&engine.plan_collection(&gone)),
+            [("delete", "gone-x-80".to_string())]
+        );
+
+        let holder = engine.plan_for(&ServiceKey::new("a", "b-c"));
+        assert_eq!(grant_writes(&holder), [("create", "a-b-c-80".to_string())]);
+        let Some(Action::Grant(GrantAction::Create(created))) =
+            holder.iter().find(|a| matches!(a, Action::Grant(_)))
+        else {
+            panic!("a create");
+        };
+        assert_eq!(
+            created.spec.from[0].namespace, "a",
+            "the holder's namespace, not the other's"
+        );
+        let other = engine.plan_for(&ServiceKey::new("a-b", "c"));
+        assert!(other.is_empty(), "{other:?}");
+    }
+}

@@ -1,0 +1,81 @@
+//! The ReferenceGrants of the write namespace (`--reference-grants`). Gateway API's CRD may not
+//! be installed: the stream then says so once and looks again every [`CRD_RECHECK`] (API
+//! discovery, which every authenticated client may read), and starts the watch once it is
+//! served, so that Upstream discovery never waits for it and readiness never fails over it.
+
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use kube::{Api, Client};
+
+use super::read_ahead::{read_ahead, READ_AHEAD};
+use super::{watch, watch_config, ServiceInput};
+use crate::crd::ReferenceGrant;
+use crate::health::LoopHealth;
+use crate::metrics::WatchResource;
+
+/// How often a missing ReferenceGrant CRD is looked for again.
+pub const CRD_RECHECK: Duration = Duration::from_secs(30);
+/// How soon after a failed look (server away, not an answer) it is tried again.
+const RETRY: Duration = Duration::from_secs(5);
+const GROUP_VERSION: &str = "gateway.networking.k8s.io/v1beta1";
+const PLURAL: &str = "referencegrants";
+
+/// The grants of `namespace`: [`ServiceInput::GrantsUnavailable`] once while the CRD is
+/// missing, then the watch's events (read ahead of the loop, as its other streams are).
+pub fn grant_inputs(
+    client: &Client,
+    namespace: &str,
+    watch_timeout: Duration,
+    health: &LoopHealth,
+) -> BoxStream<'static, ServiceInput> {
+    let probe = client.clone();
+    let wait = stream::unfold(
+        (probe, false, true),
+        |(client, reported, first)| async move {
+            let mut first = first;
+            loop {
+                if !first {
+                    tokio::time::sleep(if reported { CRD_RECHECK } else { RETRY }).await;
+                }
+                first = false;
+                match served(&client).await {
+                    Ok(true) => return None,
+                    Ok(false) if !reported => {
+                        return Some((ServiceInput::GrantsUnavailable, (client, true, false)))
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot tell whether ReferenceGrants are served yet; looking again");
+                    }
+                }
+            }
+        },
+    );
+    let api: Api<ReferenceGrant> = Api::namespaced(client.clone(), namespace);
+    let health = health.stream(format!("referencegrants in {namespace}"));
+    let watch_once = stream::once(async move {
+        watch(
+            api,
+            watch_config(watch_timeout),
+            health,
+            WatchResource::ReferenceGrants,
+            ServiceInput::Grant,
+            ServiceInput::WatchError,
+        )
+    })
+    .flatten();
+    read_ahead(wait.chain(watch_once).boxed(), READ_AHEAD)
+}
+
+/// Whether the API server serves `referencegrants` in `gateway.networking.k8s.io/v1beta1`.
+async fn served(client: &Client) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources(GROUP_VERSION).await {
+        Ok(list) => Ok(list
+            .resources
+            .iter()
+            .any(|resource| resource.name == PLURAL)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
