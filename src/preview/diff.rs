@@ -185,7 +185,7 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                         reason: blocked.skip_reason().as_str(),
                         held_by: match &blocked.by {
                             BlockedBy::Service(holder) => Some(holder.to_string()),
-                            BlockedBy::NotOwned => None,
+                            BlockedBy::NotOwned | BlockedBy::GrantNotOwned => None,
                         },
                         message: blocked.note(),
                     });
@@ -286,6 +286,8 @@ impl Report {
                 });
                 Some(UpstreamKey::new(namespace.clone(), name.clone()))
             }
+            // Grants are not previewed (README, Routing from your namespace).
+            Action::Grant(_) => None,
         }
     }
 

@@ -253,6 +253,9 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
     if let Some(blocked) = plan.blocked.iter().find(|b| b.name == *name) {
         let why = match &blocked.by {
             BlockedBy::NotOwned => "not owned".to_string(),
+            BlockedBy::GrantNotOwned => {
+                "its ReferenceGrant's name is held by a grant not owned".to_string()
+            }
             BlockedBy::Service(holder) => format!("the name is Service {holder}'s"),
         };
         let _ = writeln!(out, "    live: left alone by run ({why})");
@@ -263,7 +266,8 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
         | Action::Update {
             desired: upstream, ..
         } => UpstreamKey::of(&upstream.metadata).as_ref() == Some(name),
-        Action::Delete { .. } => false,
+        // Grants are not previewed (README, Routing from your namespace).
+        Action::Delete { .. } | Action::Grant(_) => false,
     });
     match action {
         Some(Action::Create(_)) => {
