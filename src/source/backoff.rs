@@ -41,16 +41,21 @@ impl Signals {
 }
 
 fn is_gone(error: &watcher::Error) -> bool {
+    status_code(error) == Some(410)
+}
+
+/// The HTTP status the API server answered a failed list or watch with, if it answered.
+pub fn status_code(error: &watcher::Error) -> Option<u16> {
     let api_code = |error: &kube::Error| match error {
-        kube::Error::Api(status) => status.code == 410,
-        _ => false,
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
     };
     match error {
-        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchError(status) => Some(status.code),
         watcher::Error::InitialListFailed(error)
         | watcher::Error::WatchStartFailed(error)
         | watcher::Error::WatchFailed(error) => api_code(error),
-        watcher::Error::NoResourceVersion => false,
+        watcher::Error::NoResourceVersion => None,
     }
 }
 
@@ -59,13 +64,21 @@ fn is_gone(error: &watcher::Error) -> bool {
 pub struct WatchBackoff {
     signals: Arc<Signals>,
     failures: u32,
+    cap: Duration,
 }
 
 impl WatchBackoff {
     pub fn new(signals: Arc<Signals>) -> Self {
+        Self::capped(signals, CAP)
+    }
+
+    /// Waits that grow to `cap` instead of [`CAP`], for a watch whose failure is expected to
+    /// last (an optional CRD not installed).
+    pub fn capped(signals: Arc<Signals>, cap: Duration) -> Self {
         Self {
             signals,
             failures: 0,
+            cap,
         }
     }
 }
@@ -81,7 +94,7 @@ impl Iterator for WatchBackoff {
         self.failures = self.failures.saturating_add(1);
         // Up to a fifth less, so that the streams of many replicas do not retry in step.
         let jitter = 1.0 - rand::random::<f64>() * 0.2;
-        Some(doubled.min(CAP).mul_f64(jitter))
+        Some(doubled.min(self.cap).mul_f64(jitter))
     }
 }
 
@@ -128,6 +141,26 @@ mod tests {
         backoff.reset();
         signals.observe(&failed(503));
         assert!(backoff.next().expect("a wait") <= FIRST, "started over");
+    }
+
+    #[test]
+    fn a_capped_backoff_grows_past_the_usual_cap_to_its_own() {
+        let signals = Arc::new(Signals::default());
+        let mut backoff = WatchBackoff::capped(signals.clone(), Duration::from_secs(60));
+        let waits: Vec<Duration> = (0..10)
+            .map(|_| {
+                signals.observe(&failed(404));
+                // A retry's `Init` is no answer: the wait keeps growing.
+                signals.observe::<()>(&Ok(watcher::Event::Init));
+                backoff.reset();
+                backoff.next().expect("always a wait")
+            })
+            .collect();
+        assert!(waits[9] > CAP, "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(60)),
+            "{waits:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Gloo's `Settings` object: read once at start, then watched, so that a change reaches the
 //! daemon without a restart. Only the raw `spec` travels from here; `config::settings` reads it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
@@ -8,8 +9,13 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 
+use super::backoff::{status_code, Signals, WatchBackoff};
+
 /// How long the first read may take before the daemon starts on its flags alone.
 const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between retries of a failing Settings watch: Settings (or their CRD)
+/// installed later are picked up within this.
+const MISSING_CRD_RETRY: Duration = Duration::from_secs(60);
 
 /// The Settings object as first read.
 #[derive(Debug)]
@@ -54,6 +60,9 @@ pub async fn first_read(client: &Client, namespace: &str, name: &str) -> FirstRe
         Ok(Ok(Some(object))) => FirstRead::Found(spec_of(&object)),
         // A missing CRD answers 404 as a missing object does.
         Ok(Ok(None)) => FirstRead::Missing,
+        // Without the CRD the answer is a plain-text 404 that kube cannot parse into a Status,
+        // so `get_opt` cannot tell it from other errors; its code still says what it is.
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 => FirstRead::Missing,
         Ok(Err(error)) => FirstRead::Unreadable(error.to_string()),
         Err(_) => FirstRead::Unreadable(format!(
             "no answer within {}s",
@@ -68,8 +77,13 @@ pub async fn first_read(client: &Client, namespace: &str, name: &str) -> FirstRe
 pub fn updates(client: &Client, namespace: &str, name: &str) -> BoxStream<'static, SettingsUpdate> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut seen_in_relist = false;
+    let signals = Arc::new(Signals::default());
+    let observer = signals.clone();
     watcher(api(client, namespace), config)
-        .default_backoff()
+        .inspect(move |item| observer.observe(item))
+        // Not kube's default backoff: a retry's `Init` resets it, so a cluster without the
+        // Settings CRD got a list every second, forever.
+        .backoff(WatchBackoff::capped(signals, MISSING_CRD_RETRY))
         .filter_map(move |event| {
             let update = match event {
                 Ok(watcher::Event::Apply(object)) => {
@@ -87,6 +101,8 @@ pub fn updates(client: &Client, namespace: &str, name: &str) -> BoxStream<'stati
                 Ok(watcher::Event::InitDone) => {
                     (!seen_in_relist).then_some(SettingsUpdate::Deleted)
                 }
+                // No Settings CRD: as at the first read, there are no Settings to follow.
+                Err(error) if status_code(&error) == Some(404) => None,
                 Err(error) => Some(SettingsUpdate::Unreadable(error.to_string())),
             };
             std::future::ready(update)
