@@ -14,8 +14,9 @@ use super::PreviewError;
 use crate::config::settings::GlooSettings;
 use crate::config::{Discovery, RunArgs};
 use crate::crd::Upstream;
-use crate::model::{is_owned, Scope, UpstreamKey};
+use crate::model::{is_owned, UpstreamKey};
 use crate::services::state::State;
+use crate::source::api_for;
 use crate::source::settings::{first_read, FirstRead};
 
 /// Page size of every list: the daemon's.
@@ -128,17 +129,6 @@ pub struct Snapshot {
     pub foreign: BTreeSet<UpstreamKey>,
     pub services_listed: usize,
     pub upstreams_listed: usize,
-}
-
-fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match scope.namespace() {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 fn list_error(what: String) -> impl FnOnce(kube::Error) -> PreviewError {

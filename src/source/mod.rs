@@ -226,7 +226,8 @@ where
         .boxed()
 }
 
-fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+/// The API of `K` in `scope`: one namespace, or all of them.
+pub fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     K::DynamicType: Default,
