@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use hostile::{create_all, hostile_annotations, hostile_name, service, skipped, time_to_converge};
+use hostile::{create_hostile, hostile_annotations, skipped, time_to_converge};
 use scenario::Scenario;
 use test_env::TestEnv;
 
@@ -176,16 +176,7 @@ async fn measure(args: &Args, env: Arc<TestEnv>) -> Result<(Vec<Duration>, Vec<D
         *per_reason.entry(reason).or_default() += 1.0;
     }
     let hostile_started = Instant::now();
-    create_all(
-        admin,
-        &hostile_ns,
-        annotations
-            .iter()
-            .enumerate()
-            .map(|(i, (annotations, _))| service(&hostile_name(i), annotations))
-            .collect(),
-    )
-    .await;
+    create_hostile(admin, &hostile_ns, &annotations).await;
     // Not the tests' two-minute wait: at full size on a debug build this is minutes of work,
     // and whether the count still rises or has stopped is what tells slow from stuck.
     let wanted: f64 = per_reason.values().sum();

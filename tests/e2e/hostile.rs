@@ -130,6 +130,20 @@ pub fn expected(namespace: &str, name: &str, annotations: &BTreeMap<String, Stri
     }
 }
 
+/// Creates the hostile Services of `annotations` (from [`hostile_annotations`]) in `namespace`.
+pub async fn create_hostile(
+    admin: &Client,
+    namespace: &str,
+    annotations: &[(BTreeMap<String, String>, &'static str)],
+) {
+    let services = annotations
+        .iter()
+        .enumerate()
+        .map(|(i, (annotations, _))| service(&hostile_name(i), annotations))
+        .collect();
+    create_all(admin, namespace, services).await;
+}
+
 /// Creates `services` in `namespace`, [`CREATE_CONCURRENCY`] at a time.
 pub async fn create_all(admin: &Client, namespace: &str, services: Vec<Service>) {
     let api = Api::<Service>::namespaced(admin.clone(), namespace);
@@ -296,16 +310,7 @@ pub async fn hostile_services_cost_the_normal_ones_nothing_and_are_each_reported
     // one Warning Event and one count each.
     let annotations: Vec<_> = (0..hostile).map(hostile_annotations).collect();
     let writes_before = daemon.writes().await;
-    create_all(
-        admin,
-        &ns,
-        annotations
-            .iter()
-            .enumerate()
-            .map(|(i, (annotations, _))| service(&hostile_name(i), annotations))
-            .collect(),
-    )
-    .await;
+    create_hostile(admin, &ns, &annotations).await;
     let mut per_reason: BTreeMap<&str, f64> = BTreeMap::new();
     for (_, reason) in &annotations {
         *per_reason.entry(reason).or_default() += 1.0;
