@@ -209,6 +209,19 @@ impl Daemon {
     }
 
     /// Waits until the daemon has nothing pending (after it is ready).
+    /// Waits for `seconds` more of periodic resyncs, by the time the last one was stamped (one
+    /// per second with `--resync-interval 1s`).
+    pub async fn wait_resyncs(&self, seconds: f64) {
+        const LAST_SYNC: &str =
+            "upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}";
+        let synced_at = self.metric_sum(LAST_SYNC).await;
+        wait_for("periodic resyncs", || async {
+            let now = self.metric_sum(LAST_SYNC).await;
+            (now >= synced_at + seconds).then_some(())
+        })
+        .await;
+    }
+
     pub async fn wait_idle(&self) {
         wait_for("the daemon to have no pending changes", || async {
             let metrics = self.metrics().await;

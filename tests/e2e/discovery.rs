@@ -467,16 +467,7 @@ pub async fn a_restart_with_nothing_changed_makes_zero_writes(env: Arc<TestEnv>)
         .ready()
         .await;
     second.wait_idle().await;
-    let synced_at = second
-        .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
-        .await;
-    wait_for("two periodic resyncs", || async {
-        let now = second
-            .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
-            .await;
-        (now >= synced_at + 2.0).then_some(())
-    })
-    .await;
+    second.wait_resyncs(2.0).await;
     second.wait_idle().await;
     assert_eq!(
         second.writes().await,

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::fault_proxy::{Fault, FaultProxy, Rule};
 use crate::scenario::Scenario;
 use crate::support::{
-    apply_crd, kube_upstream, wait_for, wait_for_event, wait_for_exact_upstreams, wait_until, with,
+    apply_crd, kube_upstream, wait_for_event, wait_for_exact_upstreams, wait_until, with,
 };
 use crate::test_env::TestEnv;
 
@@ -524,16 +524,7 @@ pub async fn a_restart_with_nothing_changed_writes_no_grant(env: Arc<TestEnv>) {
         .ready()
         .await;
     second.wait_idle().await;
-    let synced_at = second
-        .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
-        .await;
-    wait_for("two periodic resyncs", || async {
-        let now = second
-            .metric_sum("upstream_discovery_last_sync_timestamp_seconds{source=\"kubernetes\"}")
-            .await;
-        (now >= synced_at + 2.0).then_some(())
-    })
-    .await;
+    second.wait_resyncs(2.0).await;
     second.wait_idle().await;
     assert_eq!(
         second
