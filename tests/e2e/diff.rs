@@ -28,25 +28,25 @@ struct Run {
 /// Runs `upstream-discovery diff` with `args` as the daemon would run (POD_NAMESPACE the write
 /// namespace), with the client configuration at `kubeconfig`.
 async fn diff(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
-        .arg("diff")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("POD_NAMESPACE", write_ns)
-        .output()
-        .await
-        .expect("the binary runs");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    let mut all = vec!["diff"];
+    all.extend_from_slice(args);
+    run_binary(kubeconfig, write_ns, &all).await
 }
 
 /// Runs `upstream-discovery explain NAMESPACE/SERVICE` against the cluster, watching `watched`.
 async fn explain(kubeconfig: &Path, write_ns: &str, service: &str, watched: &str) -> Run {
+    run_binary(
+        kubeconfig,
+        write_ns,
+        &["explain", service, "--watch-namespaces", watched],
+    )
+    .await
+}
+
+/// Runs the binary with `args` against the cluster of `kubeconfig`, as a pod of `write_ns`.
+async fn run_binary(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
-        .args(["explain", service, "--watch-namespaces", watched])
+        .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("POD_NAMESPACE", write_ns)
         .output()
