@@ -9,6 +9,7 @@ mod grants;
 mod read_ahead;
 mod secrets;
 pub mod settings;
+mod slim;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use crate::selector::LabelSelector;
 
 pub use grants::{grant_inputs, CRD_RECHECK as GRANT_CRD_RECHECK};
 pub use secrets::{SecretUpdate, SecretWatches};
+use slim::{into_event, LambdaUpstream, SlimService, SlimUpstream};
 
 /// List page size: big enough for few round trips, small enough to bound memory spikes.
 const PAGE_SIZE: u32 = 500;
@@ -116,22 +118,22 @@ pub fn service_inputs(
     for scope in &scopes.services {
         let scope = scope.clone();
         streams.push(watch(
-            api_for::<Service>(client, &scope),
+            api_for::<SlimService>(client, &scope),
             services.clone(),
             health.stream(format!("services in {scope}")),
             WatchResource::Services,
-            move |event| ServiceInput::Service(scope.clone(), event),
+            move |event| ServiceInput::Service(scope.clone(), into_event(event)),
             ServiceInput::WatchError,
         ));
     }
     for scope in &scopes.upstreams {
         let scope = scope.clone();
         streams.push(watch(
-            api_for::<Upstream>(client, &scope),
+            api_for::<SlimUpstream>(client, &scope),
             watch_config(watch_timeout),
             health.stream(format!("upstreams in {scope}")),
             WatchResource::Upstreams,
-            move |event| ServiceInput::Upstream(scope.clone(), event),
+            move |event| ServiceInput::Upstream(scope.clone(), into_event(event)),
             ServiceInput::WatchError,
         ));
     }
@@ -161,11 +163,11 @@ pub fn lambda_inputs(
         .map(|scope| {
             let scope = scope.clone();
             watch(
-                api_for::<Upstream>(client, &scope),
+                api_for::<LambdaUpstream>(client, &scope),
                 config.clone(),
                 health.stream(format!("upstreams in {scope}")),
                 WatchResource::Upstreams,
-                move |event| LambdaInput::Upstream(scope.clone(), Box::new(event)),
+                move |event| LambdaInput::Upstream(scope.clone(), Box::new(into_event(event))),
                 LambdaInput::WatchError,
             )
         })
