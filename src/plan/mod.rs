@@ -417,12 +417,17 @@ fn first_managed_difference(
 /// is applied. Lists are leaves as a whole, like the list-level paths of
 /// [`fields_v1_leaf_paths`]; an empty map is a leaf of its own.
 pub fn desired_leaf_paths(upstream: &Upstream) -> BTreeSet<FieldPath> {
+    match serde_json::to_value(upstream) {
+        Ok(json) => managed_leaf_paths(&json),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// The leaf paths of an object's (as JSON) managed parts.
+pub fn managed_leaf_paths(json: &Value) -> BTreeSet<FieldPath> {
     let mut leaves = BTreeSet::new();
-    let Ok(json) = serde_json::to_value(upstream) else {
-        return leaves;
-    };
     for root in MANAGED_ROOTS {
-        if let Some(value) = lookup(&json, root.iter().copied()) {
+        if let Some(value) = lookup(json, root.iter().copied()) {
             let mut path = root.iter().map(|key| key.to_string()).collect();
             collect_value_leaves(value, &mut path, &mut leaves);
         }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher;
 
-use super::compact::{CompactService, CompactUpstream};
+use super::compact::{Claimants, CompactService, CompactUpstream};
 use super::grant_cache::GrantCache;
 use crate::crd::{ReferenceGrant, Upstream};
 use crate::model::{
@@ -57,7 +57,7 @@ pub struct State {
     /// The names each in-scope Service maps to.
     names_of: HashMap<ServiceKey, Vec<UpstreamKey>>,
     /// The in-scope Services that map to each name (usually one).
-    mappers: HashMap<UpstreamKey, BTreeSet<ServiceKey>>,
+    mappers: HashMap<UpstreamKey, Claimants>,
     write_namespace: WriteNamespace,
     /// Labels of each namespace, kept only with a namespace selector.
     namespaces: HashMap<String, BTreeMap<String, String>>,
@@ -166,7 +166,7 @@ impl State {
             .into_iter()
             .flatten()
             .filter(|name| self.holder(name) == holder)
-            .filter_map(|name| self.upstreams.get(name)?.expand())
+            .filter_map(|name| self.upstreams.get(name)?.expand(name))
             .collect()
     }
 
@@ -175,7 +175,7 @@ impl State {
         if self.mappers.contains_key(name) {
             return None;
         }
-        self.upstreams.get(name)?.expand()
+        self.upstreams.get(name)?.expand(name)
     }
 
     /// The owned grants at the names this Service answers for: those it holds, and those an
@@ -489,8 +489,8 @@ impl NameClaims for State {
         let named_in_kube = self
             .upstreams
             .get(name)
-            .and_then(|cached| cached.source.as_ref())
-            .filter(|source| claimants.contains(*source));
+            .and_then(CompactUpstream::source)
+            .and_then(|(namespace, service)| claimants.find(namespace, service));
         match named_in_kube.or_else(|| claimants.first()) {
             Some(holder) => NameHolder::Service(holder.clone()),
             None => NameHolder::Free,
