@@ -195,13 +195,20 @@ fn serve_http(args: &RunArgs, start_stats_server: Option<&str>) -> bool {
     })
 }
 
+/// The daemon's runtime threads, whatever the node's core count.
+const DAEMON_WORKER_THREADS: usize = 2;
+
 fn run_daemon(args: Box<RunArgs>) -> ExitCode {
     let gloo_level = std::env::var("LOG_LEVEL").ok();
     init_logging(&log_level(&args, gloo_level.as_deref()), args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Tokio's default is a worker per core: on a 64-core node, 64 stacks and malloc arenas for
+    // a loop that mostly waits on the API server. Two keep /metrics and /readyz answering while
+    // the loop plans; TOKIO_WORKER_THREADS still overrides.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(DAEMON_WORKER_THREADS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");
