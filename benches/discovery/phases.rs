@@ -32,9 +32,9 @@ const CHURN_GRACE: Duration = Duration::from_secs(30);
 /// How long a restarted daemon is watched for writes once it leads with nothing pending.
 const RESTART_SETTLE: Duration = Duration::from_secs(5);
 /// Generous for a profiler wrapper that writes its data at exit.
-const SIGTERM_LIMIT: Duration = Duration::from_secs(60);
+pub const SIGTERM_LIMIT: Duration = Duration::from_secs(60);
 
-/// The client-side write limits, the same for the baseline client and the daemon.
+/// The client-side write limits, the same for the baseline client and the daemon of a row.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct WriteLimits {
     pub qps: u32,
@@ -43,6 +43,13 @@ pub struct WriteLimits {
 }
 
 impl WriteLimits {
+    pub fn describe(&self) -> String {
+        format!(
+            "--kube-api-qps {} --kube-api-burst {} --write-concurrency {}",
+            self.qps, self.burst, self.concurrency
+        )
+    }
+
     pub fn daemon_args(&self) -> Vec<String> {
         vec![
             "--kube-api-qps".into(),
@@ -121,7 +128,7 @@ pub async fn baseline(
     let requests = cluster
         .apiserver_requests()?
         .since(&before, DAEMON_RESOURCES);
-    let left = cluster.upstreams().await?.len();
+    let left = cluster.count_upstreams().await?;
     if left != 0 {
         return Err(format!(
             "{left} Upstreams left after the baseline's deletes"
@@ -163,6 +170,29 @@ where
         .try_collect::<Vec<()>>()
         .await?;
     Ok(started.elapsed())
+}
+
+/// Deletes the named Upstreams (as the daemon's ServiceAccount, within `limits`) and checks
+/// that none is left: the write namespace emptied between the two rows of the run.
+pub async fn delete_upstreams(
+    cluster: &Cluster,
+    upstreams: &[Upstream],
+    limits: WriteLimits,
+) -> Result<(), String> {
+    let client = cluster.daemon_client().await;
+    let namespace = cluster.write_namespace();
+    let names: Vec<String> = upstreams
+        .iter()
+        .filter_map(|u| u.metadata.name.clone())
+        .collect();
+    rate_limited(&names, limits, |name| {
+        delete_upstream(client.clone(), namespace, name)
+    })
+    .await?;
+    match cluster.count_upstreams().await? {
+        0 => Ok(()),
+        left => Err(format!("{left} Upstreams left after deleting them all")),
+    }
 }
 
 async fn apply_upstream(
@@ -370,13 +400,14 @@ fn revision(upstream: &Upstream) -> Option<u64> {
 }
 
 impl UpstreamWatch {
-    /// Starts watching; returns once the initial list is in.
-    pub async fn start(cluster: &Cluster) -> Result<Self, String> {
+    /// Starts watching; returns once the initial list is in (within `deadline`: it pages
+    /// through every Upstream).
+    pub async fn start(cluster: &Cluster, deadline: Duration) -> Result<Self, String> {
         let api = Api::<Upstream>::namespaced(cluster.admin().clone(), cluster.write_namespace());
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(watch_upstreams(api, tracker.clone(), ready_tx));
-        tokio::time::timeout(Duration::from_secs(120), ready_rx)
+        tokio::time::timeout(deadline, ready_rx)
             .await
             .map_err(|_| "the benchmark's Upstream watch did not start".to_string())?
             .map_err(|_| "the benchmark's Upstream watch ended".to_string())?;
