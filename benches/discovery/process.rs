@@ -139,6 +139,13 @@ impl DaemonProcess {
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // Under a wrapper, killing the wrapper alone would leave the daemon running.
+            let daemon = self.daemon_pid();
+            if daemon != self.pid() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &daemon.to_string()])
+                    .status();
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
