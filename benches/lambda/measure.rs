@@ -442,6 +442,7 @@ async fn changes(rig: &mut Rig<'_>, idle: &Idle, started: Instant) -> Result<Cha
             }
         }))
         .await?;
+        rig.pager.moto_changed();
         let deadline = Duration::from_secs_f64(cycle * 3.0) + Duration::from_secs(60);
         let round_started = Instant::now();
         let mut waiting: Vec<(String, String, Instant)> = published;

@@ -3,11 +3,13 @@
 //!
 //! moto answers ListFunctions in one page whatever `MaxItems` and `Marker` say. The e2e tests'
 //! `aws_proxy` pages by asking moto for the whole list again at every page, which at 6,000
-//! versions per account and region (160 ms to 2 s of Python per answer) would make a sweep of
-//! 120 pages cost minutes of moto time and measure moto, not the daemon. This proxy asks moto
-//! once per sweep, at the first page (no `Marker`), keeps that snapshot, and serves the later
-//! pages from it: what AWS does too (a marker walks one consistent listing). Pages hold
-//! `min(MaxItems, 50)` items, as on AWS. Every other request goes to moto as it is.
+//! versions per account and region (about 2 s of Python per answer) would make a sweep of 120
+//! pages cost minutes of moto time and measure moto, not the daemon. This proxy asks moto at
+//! the first page (no `Marker`) and keeps the listing for the later pages, asking again only
+//! when the bench changed moto since ([`Pager::moto_changed`]): the pages are as live as AWS's
+//! (a version published mid-sweep shows in a page not yet listed; markers are offsets, so a
+//! change shifts the rest, as it may on AWS). Pages hold `min(MaxItems, 50)` items, as on AWS.
+//! Every other request goes to moto as it is.
 //!
 //! Each request is recorded (operation, access key, region, first or later page, last page or
 //! not, when), so the bench counts the daemon's calls where they arrive.
@@ -48,6 +50,8 @@ pub struct Call {
 
 /// A listing moto gave for a first page, kept for the pages after it.
 struct Snapshot {
+    /// [`Shared::generation`] when moto was asked.
+    generation: u64,
     items: Arc<Vec<Value>>,
     /// The rest of moto's answer (without `Functions` and `NextMarker`).
     envelope: serde_json::Map<String, Value>,
@@ -60,6 +64,8 @@ struct Shared {
     /// The latest snapshot per (access key, region, query): older ones are dropped.
     latest: HashMap<(String, String, String), u64>,
     next_snapshot: u64,
+    /// Bumped whenever the bench changes moto.
+    generation: u64,
 }
 
 #[derive(Clone)]
@@ -92,6 +98,11 @@ impl Pager {
 
     pub fn url(&self) -> String {
         self.server.url()
+    }
+
+    /// Tells the proxy that moto changed: later pages of listings taken before are taken again.
+    pub fn moto_changed(&self) {
+        lock(&self.shared).generation += 1;
     }
 
     /// Every call so far.
@@ -261,6 +272,7 @@ impl Forwarder {
             Some(Ok(n)) if (1..=10_000).contains(&n) => n.min(PAGE_SIZE),
             Some(_) => return (invalid("Invalid value for MaxItems"), 0),
         };
+        let (parts, _) = request.into_parts();
         let (id, start) = match marker {
             Some(marker) => {
                 let parsed = marker.split_once('.').and_then(|(id, at)| {
@@ -271,11 +283,24 @@ impl Forwarder {
                     None => return (invalid("Invalid marker"), 0),
                 }
             }
-            None => match self.snapshot(request, &key).await {
+            None => match self.snapshot(&parts, &key, None).await {
                 Ok(id) => (id, 0),
                 Err(response) => return (response, 0),
             },
         };
+        let stale = {
+            let shared = lock(&self.shared);
+            let generation = shared.generation;
+            shared
+                .snapshots
+                .get(&id)
+                .is_some_and(|s| s.generation < generation)
+        };
+        if stale {
+            if let Err(response) = self.snapshot(&parts, &key, Some(id)).await {
+                return (response, id);
+            }
+        }
         let (items, mut envelope) = {
             let shared = lock(&self.shared);
             match shared.snapshots.get(&id) {
@@ -300,20 +325,21 @@ impl Forwarder {
         (response, id)
     }
 
-    /// Asks moto for the whole listing and keeps it as the newest snapshot of `key`.
+    /// Asks moto for the whole listing and keeps it as the newest listing of `key`, or in
+    /// place of listing `again`.
     async fn snapshot(
         &self,
-        request: Request<Incoming>,
+        parts: &hyper::http::request::Parts,
         key: &(String, String, String),
+        again: Option<u64>,
     ) -> Result<u64, Response<ProxyBody>> {
-        let (parts, _) = request.into_parts();
         let path = if key.2.is_empty() {
             parts.uri.path().to_string()
         } else {
             format!("{}?{}", parts.uri.path(), key.2)
         };
         let (answer_parts, bytes) = self
-            .send(&parts, &path, Bytes::new())
+            .send(parts, &path, Bytes::new())
             .await
             .map_err(|e| answer(StatusCode::BAD_GATEWAY, e))?;
         if answer_parts.status != StatusCode::OK {
@@ -333,15 +359,18 @@ impl Forwarder {
         };
         document.remove("NextMarker");
         let mut shared = lock(&self.shared);
+        let snapshot = Snapshot {
+            generation: shared.generation,
+            items: Arc::new(items),
+            envelope: document,
+        };
+        if let Some(id) = again {
+            shared.snapshots.insert(id, snapshot);
+            return Ok(id);
+        }
         shared.next_snapshot += 1;
         let id = shared.next_snapshot;
-        shared.snapshots.insert(
-            id,
-            Snapshot {
-                items: Arc::new(items),
-                envelope: document,
-            },
-        );
+        shared.snapshots.insert(id, snapshot);
         if let Some(old) = shared.latest.insert(key.clone(), id) {
             shared.snapshots.remove(&old);
         }
