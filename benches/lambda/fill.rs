@@ -306,13 +306,13 @@ impl Moto {
             accounts.push(self.account(index).await?);
         }
         let mut account_regions = Vec::new();
-        for account in 0..sizes.accounts {
+        for (account, identity) in accounts.iter().enumerate() {
             for region in REGIONS.iter().take(sizes.regions) {
                 account_regions.push(AccountRegion {
                     index: account_regions.len(),
                     account,
                     region: region.to_string(),
-                    client: self.client(&accounts[account], region),
+                    client: self.client(identity, region),
                 });
             }
         }

@@ -314,6 +314,13 @@ impl Report {
                 ),
             ),
             (
+                "change: worst case of the daemon's schedule (interval + 2 × mean sweep)",
+                format!(
+                    "{:.1} s",
+                    self.poll_interval_seconds + 2.0 * idle.sweep_seconds_mean
+                ),
+            ),
+            (
                 "change: affected Upstreams seen / missed",
                 format!("{} / {}", changes.seen, changes.missed),
             ),
