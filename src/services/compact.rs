@@ -133,6 +133,8 @@ pub struct Claimants(Vec<ServiceKey>);
 impl Claimants {
     pub fn insert(&mut self, key: ServiceKey) {
         if let Err(at) = self.0.binary_search(&key) {
+            // A vector's first push reserves four; most names have one claimant.
+            self.0.reserve_exact(1);
             self.0.insert(at, key);
         }
     }
