@@ -138,8 +138,12 @@ impl Applier {
                 uid,
                 resource_version,
             } => {
-                self.delete(UpstreamKey::new(namespace, name), uid, resource_version)
-                    .await
+                self.delete(
+                    UpstreamKey::new(namespace.as_str(), name.as_str()),
+                    uid,
+                    resource_version,
+                )
+                .await
             }
             Action::Grant(action) => match self.write_grant(action).await {
                 Ok(outcome) => Outcome::Grant(outcome),
@@ -157,7 +161,7 @@ impl Applier {
             }
             GrantAction::Delete {
                 namespace, name, ..
-            } => Some(UpstreamKey::new(namespace, name)),
+            } => Some(UpstreamKey::new(namespace.as_str(), name.as_str())),
         };
         let Some(key) = key else {
             return Ok(GrantOutcome::Failed {

@@ -26,8 +26,8 @@ impl Regarding {
         Self {
             api_version: "v1",
             kind: "Service",
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
             uid,
         }
     }
@@ -36,8 +36,8 @@ impl Regarding {
         Self {
             api_version: "gloo.solo.io/v1",
             kind: "Upstream",
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
             uid,
         }
     }

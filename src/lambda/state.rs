@@ -402,7 +402,7 @@ impl LambdaState {
     fn selected(&self, target: &AwsTarget) -> bool {
         let namespace_label = self
             .namespace_labels
-            .get(&target.key.namespace)
+            .get(&*target.key.namespace)
             .and_then(Option::as_deref);
         discovers(
             self.mode,
@@ -931,7 +931,7 @@ mod tests {
                     uid.as_deref(),
                     Some(format!("uid-{}", upstream.name).as_str())
                 );
-                match upstream.name.as_str() {
+                match &*upstream.name {
                     "keyless" => assert!(note.contains("aws_access_key_id"), "{note}"),
                     "forbidden" => assert!(note.contains("forbidden"), "{note}"),
                     "regionless" => assert_eq!(

@@ -53,9 +53,9 @@ impl AwsTarget {
             let namespace = if r.namespace.is_empty() {
                 key.namespace.clone()
             } else {
-                r.namespace.clone()
+                r.namespace.as_str().into()
             };
-            SecretKey::new(namespace, r.name.clone())
+            SecretKey::new(namespace, r.name.as_str())
         });
         Some(Self {
             uid: meta.uid.clone()?,

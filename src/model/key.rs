@@ -5,14 +5,17 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// A namespaced object of kind `K`, by namespace and name.
+/// A namespaced object of kind `K`, by namespace and name. Shared strings: the cache holds each
+/// key in several maps (a Service by its names, each name by its claimants), and a clone is a
+/// count, not two allocations (issue 15).
 pub struct ObjectKey<K> {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     // `fn() -> K`: the key neither holds a `K` nor needs `K: Send + Sync` to be sent.
     kind: PhantomData<fn() -> K>,
 }
@@ -29,7 +32,7 @@ pub type SecretKey = ObjectKey<Secret>;
 pub enum UpstreamKind {}
 
 impl<K> ObjectKey<K> {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -40,8 +43,8 @@ impl<K> ObjectKey<K> {
     /// The key of an object as the API server returns it; `None` without name or namespace.
     pub fn of(metadata: &ObjectMeta) -> Option<Self> {
         Some(Self::new(
-            metadata.namespace.clone()?,
-            metadata.name.clone()?,
+            metadata.namespace.as_deref()?,
+            metadata.name.as_deref()?,
         ))
     }
 }

@@ -38,7 +38,7 @@ impl ObservedGrant {
     }
 
     pub fn key(&self) -> UpstreamKey {
-        UpstreamKey::new(&self.namespace, &self.name)
+        UpstreamKey::new(self.namespace.as_str(), self.name.as_str())
     }
 
     fn delete(&self) -> Action {
@@ -221,7 +221,7 @@ mod tests {
         let plan = plan_grants(
             &[desired("a-web-80", &["a"])],
             &[],
-            |key| key.name == "a-web-80",
+            |key| &*key.name == "a-web-80",
             true,
         );
         assert!(plan.actions.is_empty());

@@ -706,7 +706,7 @@ mod tests {
         fn holder(&self, name: &UpstreamKey) -> NameHolder {
             self.0
                 .iter()
-                .find(|(held, _)| *held == name.name && name.namespace == WRITE_NS)
+                .find(|(held, _)| *held == &*name.name && &*name.namespace == WRITE_NS)
                 .map_or(NameHolder::Free, |(_, holder)| holder.clone())
         }
     }

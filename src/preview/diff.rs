@@ -179,8 +179,8 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                         wanted_foreign.insert(blocked.name.clone());
                     }
                     report.left_alone.push(LeftAlone {
-                        namespace: blocked.name.namespace.clone(),
-                        name: blocked.name.name.clone(),
+                        namespace: blocked.name.namespace.to_string(),
+                        name: blocked.name.name.to_string(),
                         service: Some(key.to_string()),
                         reason: blocked.skip_reason().as_str(),
                         held_by: match &blocked.by {
@@ -196,8 +196,8 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                     };
                     if written.insert(name.clone()) {
                         report.unchanged.push(Entry {
-                            namespace: name.namespace,
-                            name: name.name,
+                            namespace: name.namespace.to_string(),
+                            name: name.name.to_string(),
                             service: Some(key.to_string()),
                         });
                     }
@@ -214,8 +214,8 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
     }
     for name in snapshot.foreign.difference(&wanted_foreign) {
         report.left_alone.push(LeftAlone {
-            namespace: name.namespace.clone(),
-            name: name.name.clone(),
+            namespace: name.namespace.to_string(),
+            name: name.name.to_string(),
             service: None,
             reason: crate::model::SkipReason::NotOwned.as_str(),
             held_by: None,
@@ -239,8 +239,8 @@ impl Report {
             Action::Create(upstream) => {
                 let name = UpstreamKey::of(&upstream.metadata)?;
                 self.create.push(Create {
-                    namespace: name.namespace.clone(),
-                    name: name.name.clone(),
+                    namespace: name.namespace.to_string(),
+                    name: name.name.to_string(),
                     service: service_name.unwrap_or_default(),
                     upstream: upstream.clone(),
                 });
@@ -255,14 +255,14 @@ impl Report {
                 let name = UpstreamKey::of(&desired.metadata)?;
                 let live = observed
                     .iter()
-                    .find(|o| o.namespace == name.namespace && o.name == name.name);
+                    .find(|o| *o.namespace == *name.namespace && *o.name == *name.name);
                 let change = live.map(|live| UpdateView::new(desired, live, remove));
                 let (deliberate, only_deliberate, diff) = change
                     .map(|c| (c.deliberate, c.only_deliberate, c.diff))
                     .unwrap_or_default();
                 self.update.push(Update {
-                    namespace: name.namespace.clone(),
-                    name: name.name.clone(),
+                    namespace: name.namespace.to_string(),
+                    name: name.name.to_string(),
                     service: service_name.unwrap_or_default(),
                     reason: reason_text(reason),
                     remove: remove.iter().map(ToString::to_string).collect(),

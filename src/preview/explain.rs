@@ -287,7 +287,7 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
             let observed = live.snapshot.state.observed_for(&live.key);
             if let Some(current) = observed
                 .iter()
-                .find(|o| o.namespace == name.namespace && o.name == name.name)
+                .find(|o| *o.namespace == *name.namespace && *o.name == *name.name)
             {
                 for line in UpdateView::new(desired, current, remove).diff.lines() {
                     let _ = writeln!(out, "      {line}");

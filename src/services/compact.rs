@@ -103,8 +103,8 @@ impl CompactUpstream {
                 .collect(),
         };
         Some(ObservedUpstream {
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
             uid: uid.to_string(),
             resource_version: resource_version.to_string(),
             object,
@@ -157,7 +157,7 @@ impl Claimants {
     pub fn find(&self, namespace: &str, name: &str) -> Option<&ServiceKey> {
         self.0
             .iter()
-            .find(|key| key.namespace == namespace && key.name == name)
+            .find(|key| &*key.namespace == namespace && &*key.name == name)
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, ServiceKey> {

@@ -154,7 +154,7 @@ impl State {
         self.namespace_selector.selects_all()
             || self
                 .namespaces
-                .get(&key.namespace)
+                .get(&*key.namespace)
                 .is_some_and(|labels| self.namespace_selector.matches(labels))
     }
 
@@ -382,11 +382,11 @@ impl State {
                 self.namespaces.keys().cloned().chain(gone).collect()
             }
         };
-        let changed: HashSet<&String> = changed_namespaces.iter().collect();
+        let changed: HashSet<&str> = changed_namespaces.iter().map(String::as_str).collect();
         let services: Vec<ServiceKey> = self
             .services
             .keys()
-            .filter(|key| changed.contains(&key.namespace))
+            .filter(|key| changed.contains(&*key.namespace))
             .cloned()
             .collect();
         services
