@@ -259,8 +259,8 @@ impl Applier {
             "apiVersion": "gloo.solo.io/v1",
             "kind": "Upstream",
             "metadata": {
-                "name": key.name,
-                "namespace": key.namespace,
+                "name": &*key.name,
+                "namespace": &*key.namespace,
                 "uid": uid,
                 "resourceVersion": resource_version,
             },
