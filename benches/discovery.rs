@@ -20,6 +20,8 @@
 //! `cargo bench --bench discovery -- --services 10000`
 
 // The e2e tests' environment and scenario, shared as they are (the bench uses part of them).
+#[path = "shared/bench_main.rs"]
+mod bench_main;
 #[allow(dead_code)]
 #[path = "../tests/e2e/daemon.rs"]
 mod daemon;
@@ -118,26 +120,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("benchmark failed: no tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(markdown) => {
-            println!("{markdown}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("benchmark failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::report_main(run(&args))
 }
 
 fn progress(started: Instant, message: &str) {

@@ -16,6 +16,8 @@
 //! `cargo bench --bench hostile -- --hostile 2000 --normal 1000`
 
 // The e2e tests' environment, scenario and hostile Services, shared as they are.
+#[path = "shared/bench_main.rs"]
+mod bench_main;
 #[allow(dead_code)]
 #[path = "../tests/e2e/daemon.rs"]
 mod daemon;
@@ -71,23 +73,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("benchmark failed: no tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("benchmark failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::report_main(async { run(&args).await.map(|()| String::new()) })
 }
 
 async fn run(args: &Args) -> Result<(), String> {

@@ -24,6 +24,8 @@
 #[allow(dead_code)]
 #[path = "../tests/e2e/aws_fixture.rs"]
 mod aws_fixture;
+#[path = "shared/bench_main.rs"]
+mod bench_main;
 #[allow(dead_code)]
 #[path = "../tests/e2e/daemon.rs"]
 mod daemon;
@@ -109,26 +111,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("benchmark failed: no tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(report) => {
-            println!("{}", report.markdown());
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("benchmark failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_main::report_main(async { run(&args).await.map(|report| report.markdown()) })
 }
 
 pub fn progress(started: Instant, message: &str) {
