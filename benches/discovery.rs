@@ -50,7 +50,7 @@ mod rows;
 #[path = "discovery/targets.rs"]
 mod targets;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -299,19 +299,8 @@ async fn measure(args: &Args, cluster: &Cluster, started: Instant) -> Result<Str
         targets,
         total_seconds: started.elapsed().as_secs_f64(),
     };
-    write_reports(&args.out, &report)?;
-    Ok(report.markdown())
-}
-
-fn write_reports(out: &Path, report: &Report) -> Result<(), String> {
-    let base = out.join(format!("discovery-{}", report.services));
-    let json = serde_json::to_string_pretty(report).map_err(|e| format!("JSON report: {e}"))?;
-    for (path, text) in [
-        (base.with_extension("json"), json),
-        (base.with_extension("md"), report.markdown()),
-    ] {
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    let base = args.out.join(format!("discovery-{}", report.services));
+    let markdown = report.markdown();
+    bench_main::write_reports(&base, &report, &markdown)?;
+    Ok(markdown)
 }

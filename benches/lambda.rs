@@ -51,7 +51,7 @@ mod pager;
 #[path = "lambda/report.rs"]
 mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,7 +149,10 @@ async fn run(args: &Args) -> Result<Report, String> {
     env.stop();
     let mut report = result?;
     report.total_seconds = started.elapsed().as_secs_f64();
-    write_reports(&args.out, &report)?;
+    let base = args
+        .out
+        .join(format!("lambda-{}", file_stem(&report.sizes)));
+    bench_main::write_reports(&base, &report, &report.markdown())?;
     Ok(report)
 }
 
@@ -158,17 +161,4 @@ fn file_stem(sizes: &Sizes) -> String {
         "{}x{}-{}x{}-{}",
         sizes.functions, sizes.versions, sizes.accounts, sizes.regions, sizes.upstreams
     )
-}
-
-fn write_reports(out: &Path, report: &Report) -> Result<(), String> {
-    let base = out.join(format!("lambda-{}", file_stem(&report.sizes)));
-    let json = serde_json::to_string_pretty(report).map_err(|e| format!("JSON report: {e}"))?;
-    for (path, text) in [
-        (base.with_extension("json"), json),
-        (base.with_extension("md"), report.markdown()),
-    ] {
-        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
 }
