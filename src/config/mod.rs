@@ -218,6 +218,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "290s", value_parser = parse_watch_timeout)]
     pub watch_timeout: Duration,
 
+    /// A watch that sends nothing (no event, no bookmark; the API server sends a bookmark about
+    /// once a minute) for this long is renewed from the last version seen, so a watch the server
+    /// stopped serving without ending it costs at most this much. 0 turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_watch_silence)]
+    pub watch_silence: Duration,
+
     /// Elect one writer among replicas with a Lease in the daemon's namespace.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -373,6 +379,15 @@ fn parse_watch_timeout(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if !(Duration::from_secs(10)..=Duration::from_secs(290)).contains(&duration) {
         return Err(format!("{text:?}: must be between 10s and 290s"));
+    }
+    Ok(duration)
+}
+
+/// Under 5 s a quiet watch would be renewed more often than it could say anything.
+fn parse_watch_silence(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| format!("{text:?}: {error}"))?;
+    if !duration.is_zero() && duration < Duration::from_secs(5) {
+        return Err(format!("{text:?}: must be 0 (off) or at least 5s"));
     }
     Ok(duration)
 }
@@ -558,6 +573,7 @@ mod tests {
         assert_eq!(args.stall_timeout, Duration::from_secs(300));
         assert_eq!(args.watch_grace, Duration::from_secs(30));
         assert_eq!(args.watch_timeout, Duration::from_secs(290));
+        assert_eq!(args.watch_silence, Duration::from_secs(60));
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.lambda.fds_mode, FdsMode::Whitelist);
         assert_eq!(args.lambda.lambda_poll_interval, Duration::from_secs(30));

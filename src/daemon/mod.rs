@@ -8,7 +8,6 @@ mod pipeline;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
-use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RunArgs;
@@ -18,6 +17,7 @@ use crate::http;
 use crate::leader::{Leadership, Timing};
 use crate::metrics::Metrics;
 use crate::source::settings::{self, SettingsUpdate};
+use crate::source::SilenceLayer;
 use follow::{Follower, Step};
 use pipeline::{Pipeline, Shared};
 
@@ -69,8 +69,10 @@ pub async fn run(args: RunArgs, serve_http: bool) -> Result<(), DaemonError> {
     // kube-rs would otherwise retry 429/503/504 inside a single call, unseen: the engine retries
     // them itself, with its backoff and Retry-After, and counts them.
     config.default_retry = false;
-    let client = Client::try_from(config)?;
     let metrics = Metrics::new()?;
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&SilenceLayer::new(args.watch_silence, metrics.clone()))
+        .build();
     let health = Health::new(HealthLimits {
         stall_timeout: args.stall_timeout,
         watch_grace: args.watch_grace,

@@ -112,6 +112,7 @@ pub enum WatchResource {
     Namespaces,
     Secrets,
     ReferenceGrants,
+    Settings,
 }
 
 impl WatchResource {
@@ -129,6 +130,20 @@ impl WatchResource {
             WatchResource::Namespaces => "namespaces",
             WatchResource::Secrets => "secrets",
             WatchResource::ReferenceGrants => "referencegrants",
+            WatchResource::Settings => "settings",
+        }
+    }
+
+    /// The resource a watch request is for, from its URL path's last segment (the plural).
+    pub fn from_plural(plural: &str) -> Option<Self> {
+        match plural {
+            "services" => Some(WatchResource::Services),
+            "upstreams" => Some(WatchResource::Upstreams),
+            "namespaces" => Some(WatchResource::Namespaces),
+            "secrets" => Some(WatchResource::Secrets),
+            "referencegrants" => Some(WatchResource::ReferenceGrants),
+            "settings" => Some(WatchResource::Settings),
+            _ => None,
         }
     }
 }
@@ -166,6 +181,7 @@ pub struct Metrics {
     pending: IntGauge,
     last_sync: GaugeVec,
     watch_restarts: IntCounterVec,
+    watch_silence_renewals: IntCounterVec,
     skipped: IntCounterVec,
     is_leader: IntGauge,
     lambda_api_calls: IntCounterVec,
@@ -288,6 +304,12 @@ impl Metrics {
                 "Restarts of a watch stream.",
                 &["resource"],
             )?,
+            watch_silence_renewals: counter_vec(
+                &registry,
+                "watch_silence_renewals_total",
+                "Watch requests ended and renewed from their last version because the API server sent nothing (no event, no bookmark) for --watch-silence.",
+                &["resource"],
+            )?,
             skipped: counter_vec(
                 &registry,
                 "skipped_total",
@@ -359,6 +381,7 @@ impl Metrics {
         }
         for resource in WatchResource::ALL {
             touch(&metrics.watch_restarts, &[resource.as_str()]);
+            touch(&metrics.watch_silence_renewals, &[resource.as_str()]);
         }
         if let Some(info) = child(&metrics.build_info, &[env!("CARGO_PKG_VERSION")]) {
             info.set(1);
@@ -418,6 +441,12 @@ impl Metrics {
 
     pub fn watch_restarted(&self, resource: WatchResource) {
         if let Some(c) = child(&self.watch_restarts, &[resource.as_str()]) {
+            c.inc();
+        }
+    }
+
+    pub fn watch_renewed_for_silence(&self, resource: WatchResource) {
+        if let Some(c) = child(&self.watch_silence_renewals, &[resource.as_str()]) {
             c.inc();
         }
     }
@@ -562,6 +591,7 @@ mod tests {
             ("pending_changes", "gauge"),
             ("last_sync_timestamp_seconds", "gauge"),
             ("watch_restarts_total", "counter"),
+            ("watch_silence_renewals_total", "counter"),
             ("skipped_total", "counter"),
             ("is_leader", "gauge"),
             ("lambda_api_calls_total", "counter"),

@@ -47,6 +47,10 @@ impl Metrics {
         child(&self.last_sync, &[source.as_str()]).map_or(0.0, |g| g.get())
     }
 
+    pub fn watch_silence_renewals(&self, resource: WatchResource) -> u64 {
+        child(&self.watch_silence_renewals, &[resource.as_str()]).map_or(0, |c| c.get())
+    }
+
     pub fn watch_restarts(&self, resource: WatchResource) -> u64 {
         child(&self.watch_restarts, &[resource.as_str()]).map_or(0, |c| c.get())
     }

@@ -829,3 +829,67 @@ pub async fn a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout(env:
     rig.assert_healthy().await;
     rig.finish().await;
 }
+
+/// The same stall with the server's own timeout at its default (290 s): the watch has sent
+/// nothing for `--watch-silence`, so the daemon ends it and watches again from its last version;
+/// the renewal is counted as one for silence, not as a failure, and nothing is re-listed.
+pub async fn a_watch_stalled_without_an_end_is_renewed_after_the_silence_limit(env: Arc<TestEnv>) {
+    let rig = Rig::start_with(env, "watchsilence", &["--watch-silence", "5s"]).await;
+    let (admin, ns, write) = (
+        rig.admin().clone(),
+        rig.ns().to_string(),
+        rig.write().to_string(),
+    );
+    create_service(&admin, &ns, "first", 80).await;
+    wait_for_exact_upstreams(&admin, &ns, &write, &["first"]).await;
+    let services_watch = format!("/namespaces/{ns}/services?");
+    wait_for("the Service watch to be open", || async {
+        (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
+            .then_some(())
+    })
+    .await;
+    let silence_renewals = r#"upstream_discovery_watch_silence_renewals_total{resource="services"}"#;
+    let before = rig.metric(silence_renewals).await;
+
+    let stalled_at = Instant::now();
+    let stalled = rig.proxy.stall_watches();
+    assert!(stalled >= 2, "stalled {stalled} watches");
+    create_service(&admin, &ns, "second", 80).await;
+    wait_for_exact_upstreams(&admin, &ns, &write, &["first", "second"]).await;
+    let written_after = stalled_at.elapsed();
+    let renewals: Vec<Seen> = rig
+        .seen("GET", &services_watch)
+        .into_iter()
+        .filter(|s| s.at > stalled_at)
+        .collect();
+    assert!(
+        renewals
+            .iter()
+            .any(|s| s.watch && s.path.contains("resourceVersion=")),
+        "the Service watch renewed from its last version: {renewals:?}"
+    );
+    assert!(
+        renewals.iter().all(|s| s.watch),
+        "no re-list after a silent watch: {renewals:?}"
+    );
+    assert!(
+        written_after < Duration::from_secs(60),
+        "renewed after the 5 s silence, not at the 290 s watch timeout: {written_after:?}"
+    );
+    assert!(
+        rig.metric(silence_renewals).await > before,
+        "the renewal is counted as one for silence"
+    );
+    eprintln!(
+        "a stalled Service watch: second's Upstream {written_after:.1?} after the stall (--watch-silence 5s, --watch-timeout 290s)"
+    );
+    assert_eq!(
+        rig.daemon
+            .metric_sum("upstream_discovery_watch_restarts_total")
+            .await,
+        0.0,
+        "a renewal is no failure"
+    );
+    rig.assert_healthy().await;
+    rig.finish().await;
+}
