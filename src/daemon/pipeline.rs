@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::Applier;
 use crate::config::{Discovery, FdsMode, RunArgs, Scopes};
 use crate::events::EventSink;
-use crate::health::{Health, Loop};
+use crate::health::{Health, Loop, LoopHealth};
 use crate::lambda::engine::{LambdaConfig, LambdaEngine};
 use crate::metrics::Metrics;
 use crate::reconcile::{Fence, LeaderGate};
 use crate::services::state::State;
 use crate::services::{Engine, EngineConfig};
-use crate::source;
+use crate::source::{self, UpstreamScopes};
 
 /// Time the loops get to finish their writes in flight when they are stopped (service
 /// discovery drains for 2 s of it), so that a shutdown stays under 5 s.
@@ -97,10 +97,37 @@ impl Pipeline {
         let mut tasks = Vec::new();
         // Each loop that runs gets a fresh health record (unsynced, no failing stream); one
         // that does not run no longer counts.
-        if discovery.fds_mode == FdsMode::Disabled {
+        let functions_health = (discovery.fds_mode != FdsMode::Disabled)
+            .then(|| shared.health.register(Loop::Functions));
+        if functions_health.is_none() {
             shared.health.unregister(Loop::Functions);
-        } else {
-            let health = shared.health.register(Loop::Functions);
+        }
+        let services_health = discovery
+            .uds_enabled
+            .then(|| shared.health.register(Loop::Services));
+        if services_health.is_none() {
+            // Upstreams already written stay: turning discovery off is not a reason to delete.
+            shared.health.unregister(Loop::Services);
+        }
+        // Both loops are fed from one Upstream stream.
+        let loop_healths: Vec<&LoopHealth> = services_health
+            .iter()
+            .chain(functions_health.iter())
+            .collect();
+        let upstreams = source::upstream_inputs(
+            &shared.client,
+            UpstreamScopes {
+                services: services_health
+                    .as_ref()
+                    .map(|_| scopes.upstreams.as_slice()),
+                functions: functions_health
+                    .as_ref()
+                    .map(|_| scopes.function_upstreams.as_slice()),
+            },
+            args.watch_timeout,
+            &loop_healths,
+        );
+        if let (Some(health), Some(upstreams)) = (functions_health, upstreams.functions) {
             let mut config = LambdaConfig::from(&args.lambda);
             config.mode = discovery.fds_mode;
             let lambda = LambdaEngine::new(
@@ -112,20 +139,16 @@ impl Pipeline {
                 shared.events.clone(),
                 LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
-            let inputs = source::lambda_inputs(
-                &shared.client,
-                &scopes.function_upstreams,
-                args.watch_timeout,
-                &health,
-            );
+            let inputs =
+                source::lambda_inputs(&shared.client, upstreams, args.watch_timeout, &health);
             tasks.push(tokio::spawn(lambda.run(inputs, health, stop.clone())));
         }
-        if discovery.uds_enabled {
-            let health = shared.health.register(Loop::Services);
+        if let (Some(health), Some(upstreams)) = (services_health, upstreams.services) {
             let mut inputs = source::service_inputs(
                 &shared.client,
                 scopes,
                 &discovery.service_selector,
+                upstreams,
                 args.watch_timeout,
                 &health,
             );
@@ -171,9 +194,6 @@ impl Pipeline {
                 LeaderGate::new(shared.is_leader.clone(), shared.fence.clone()),
             );
             tasks.push(tokio::spawn(engine.run(inputs, stop.clone())));
-        } else {
-            // Upstreams already written stay: turning discovery off is not a reason to delete.
-            shared.health.unregister(Loop::Services);
         }
         Self { stop, tasks }
     }

@@ -207,8 +207,12 @@ impl LambdaEngine {
             }
             LambdaInput::WatchError(failure) => {
                 self.watch_failed = true;
-                self.metrics.watch_restarted(failure.resource);
-                if failure.repeated {
+                if failure.counted {
+                    self.metrics.watch_restarted(failure.resource);
+                }
+                if failure.repeated || !failure.counted {
+                    // A repeat, or the shared Upstream stream's failure that the Services loop
+                    // counts and says.
                     tracing::debug!(resource = failure.resource.as_str(), error = %failure.message, "function discovery: watch still failing; retrying with backoff");
                 } else {
                     tracing::warn!(resource = failure.resource.as_str(), error = %failure.message, "function discovery: watch failed; retrying with backoff");
@@ -304,6 +308,8 @@ impl LambdaEngine {
     fn on_sweep(&mut self, finished: Finished<SweepKey, Result<Listing, SweepError>>) {
         self.health.progressed();
         let now = Instant::now();
+        // The sweep's task was spawned with its start time.
+        let started = finished.changed_at;
         let key = finished.key;
         let result = match finished.output {
             Ok(result) => result,
@@ -323,8 +329,10 @@ impl LambdaEngine {
         match &result {
             Ok(_) => {
                 self.sweeps.succeeded(&key);
-                self.sweeps
-                    .schedule(key.clone(), now, self.config.poll_interval);
+                // At a fixed rate: a poll interval from this sweep's start, not its end, so a
+                // new version waits at most the interval plus one sweep's own duration.
+                let next = (started + self.config.poll_interval).saturating_duration_since(now);
+                self.sweeps.schedule(key.clone(), now, next);
                 self.metrics.mark_synced(Source::Lambda);
             }
             Err(error) => {

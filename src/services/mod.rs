@@ -173,7 +173,9 @@ impl Engine {
                 } else {
                     tracing::warn!(resource = failure.resource.as_str(), error = %failure.message, "watch failed; it restarts with backoff (nothing is deleted meanwhile)");
                 }
-                self.metrics.watch_restarted(failure.resource);
+                if failure.counted {
+                    self.metrics.watch_restarted(failure.resource);
+                }
                 Vec::new()
             }
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream, StreamExt};
 use kube::{Api, Client};
 
-use super::read_ahead::{read_ahead, READ_AHEAD};
+use super::read_ahead::read_ahead;
 use super::{watch, watch_config, ServiceInput};
 use crate::crd::ReferenceGrant;
 use crate::health::LoopHealth;
@@ -58,14 +58,14 @@ pub fn grant_inputs(
         watch(
             api,
             watch_config(watch_timeout),
-            health,
+            vec![health],
             WatchResource::ReferenceGrants,
             ServiceInput::Grant,
             ServiceInput::WatchError,
         )
     })
     .flatten();
-    read_ahead(wait.chain(watch_once).boxed(), READ_AHEAD)
+    read_ahead(wait.chain(watch_once).boxed())
 }
 
 /// Whether the API server serves `referencegrants` in `gateway.networking.k8s.io/v1beta1`.

@@ -9,7 +9,9 @@ mod grants;
 mod read_ahead;
 mod secrets;
 pub mod settings;
+mod silence;
 mod slim;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,9 @@ use crate::selector::LabelSelector;
 
 pub use grants::{grant_inputs, CRD_RECHECK as GRANT_CRD_RECHECK};
 pub use secrets::{SecretUpdate, SecretWatches};
-use slim::{into_event, LambdaUpstream, SlimService, SlimUpstream};
+pub use silence::SilenceLayer;
+use slim::{into_event, SlimService};
+pub use upstreams::{upstream_inputs, UpstreamScopes, UpstreamStreams};
 
 /// List page size: big enough for few round trips, small enough to bound memory spikes.
 const PAGE_SIZE: u32 = 500;
@@ -93,7 +97,7 @@ impl LambdaInput {
 }
 
 /// A failed list or watch; the stream retries it with backoff.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WatchFailure {
     pub resource: WatchResource,
     pub message: String,
@@ -101,39 +105,32 @@ pub struct WatchFailure {
     /// stays refused (403) or a server that stays away is worth one warning line, not one per
     /// retry.
     pub repeated: bool,
+    /// Whether the loop that gets it counts it in `watch_restarts_total`: a stream that feeds
+    /// both loops (the Upstreams) is counted once.
+    pub counted: bool,
 }
 
-/// Services in their scopes (server-side filtered by `service_selector`), every Upstream in the
-/// write namespace(s), and Namespaces when a namespace selector needs their labels. Each
-/// stream reports its failures and recoveries into `health`.
+/// Services in their scopes (server-side filtered by `service_selector`), the loop's share of
+/// the Upstream stream (`upstreams`, see [`upstream_inputs`]), and Namespaces when a namespace
+/// selector needs their labels. Each stream reports its failures and recoveries into `health`.
 pub fn service_inputs(
     client: &Client,
     scopes: &Scopes,
     service_selector: &LabelSelector,
+    upstreams: BoxStream<'static, ServiceInput>,
     watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, ServiceInput> {
-    let mut streams = Vec::new();
+    let mut streams = vec![upstreams];
     let services = watch_config(watch_timeout).labels(service_selector.as_str());
     for scope in &scopes.services {
         let scope = scope.clone();
         streams.push(watch(
             api_for::<SlimService>(client, &scope),
             services.clone(),
-            health.stream(format!("services in {scope}")),
+            vec![health.stream(format!("services in {scope}"))],
             WatchResource::Services,
             move |event| ServiceInput::Service(scope.clone(), into_event(event)),
-            ServiceInput::WatchError,
-        ));
-    }
-    for scope in &scopes.upstreams {
-        let scope = scope.clone();
-        streams.push(watch(
-            api_for::<SlimUpstream>(client, &scope),
-            watch_config(watch_timeout),
-            health.stream(format!("upstreams in {scope}")),
-            WatchResource::Upstreams,
-            move |event| ServiceInput::Upstream(scope.clone(), into_event(event)),
             ServiceInput::WatchError,
         ));
     }
@@ -141,54 +138,40 @@ pub fn service_inputs(
         streams.push(watch(
             Api::<Namespace>::all(client.clone()),
             watch_config(watch_timeout),
-            health.stream("namespaces".to_string()),
+            vec![health.stream("namespaces".to_string())],
             WatchResource::Namespaces,
             ServiceInput::Namespace,
             ServiceInput::WatchError,
         ));
     }
-    read_ahead::read_ahead(stream::select_all(streams).boxed(), read_ahead::READ_AHEAD)
+    read_ahead::read_ahead(stream::select_all(streams).boxed())
 }
 
-/// Upstreams in each of `scopes` and the labels of every namespace, reporting into `health`.
+/// The loop's share of the Upstream stream (`upstreams`) and the labels of every namespace,
+/// reporting into `health`.
 pub fn lambda_inputs(
     client: &Client,
-    scopes: &[Scope],
+    upstreams: BoxStream<'static, LambdaInput>,
     watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, LambdaInput> {
-    let config = watch_config(watch_timeout);
-    let mut streams: Vec<BoxStream<'static, LambdaInput>> = scopes
-        .iter()
-        .map(|scope| {
-            let scope = scope.clone();
-            watch(
-                api_for::<LambdaUpstream>(client, &scope),
-                config.clone(),
-                health.stream(format!("upstreams in {scope}")),
-                WatchResource::Upstreams,
-                move |event| LambdaInput::Upstream(scope.clone(), Box::new(into_event(event))),
-                LambdaInput::WatchError,
-            )
-        })
-        .collect();
-    streams.push(watch(
+    let namespaces = watch(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        config,
-        health.stream("namespaces".to_string()),
+        watch_config(watch_timeout),
+        vec![health.stream("namespaces".to_string())],
         WatchResource::Namespaces,
         |event| LambdaInput::Namespace(Box::new(event)),
         LambdaInput::WatchError,
-    ));
-    read_ahead::read_ahead(stream::select_all(streams).boxed(), read_ahead::READ_AHEAD)
+    );
+    read_ahead::read_ahead(stream::select(upstreams, namespaces).boxed())
 }
 
 /// One watch stream, its events and errors wrapped into the loop's input type, its failures
-/// and recoveries reported to `health`.
+/// and recoveries reported to each of `health` (one per loop it feeds).
 fn watch<K, I>(
     api: Api<K>,
     config: watcher::Config,
-    health: StreamHealth,
+    health: Vec<StreamHealth>,
     resource: WatchResource,
     event: impl Fn(watcher::Event<K>) -> I + Send + 'static,
     error: fn(WatchFailure) -> I,
@@ -209,19 +192,20 @@ where
                 // Each retry starts with `Init` before its list is even sent: only what a
                 // list or watch answered counts as success.
                 if !matches!(item, watcher::Event::Init) && last_failure.take().is_some() {
-                    health.up();
+                    health.iter().for_each(StreamHealth::up);
                 }
                 event(item)
             }
             Err(failure) => {
                 let message = failure.to_string();
                 let repeated = last_failure.as_deref() == Some(message.as_str());
-                health.failed(&message);
+                health.iter().for_each(|stream| stream.failed(&message));
                 last_failure = Some(message.clone());
                 error(WatchFailure {
                     resource,
                     message,
                     repeated,
+                    counted: true,
                 })
             }
         })

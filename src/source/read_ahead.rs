@@ -1,26 +1,23 @@
-//! Watch responses are read by a task of their own, ahead of the loop that handles them.
+//! Watch responses are read by a task of their own, ahead of the loop that handles them, and
+//! never held back.
 //!
 //! A loop busy planning (a burst of Services with 200 KiB annotations, a catch-up after a watch
 //! renewal) would otherwise stop reading its watch responses. kube-apiserver then finds the
 //! watcher "unresponsive" and drops it, and a 1.20 server does so without ending the response:
-//! the daemon would hear nothing more until `--watch-timeout`. Reading ahead keeps the
-//! connection drained while the loop catches up; the bound keeps a slow loop from buffering
-//! without limit (it then slows the reading, as before).
+//! the daemon would hear nothing more until the watch is renewed. So the reading never waits
+//! for the loop. What piles up while the loop catches up is small and short-lived: handling an
+//! input is a cache update and a dirty mark (the planning and the writes are what the work
+//! queue spreads out), so the loop empties the buffer far faster than a server fills it, and a
+//! burst's backlog lives on as dirty keys in the work queue, one per object however often it
+//! changed.
 
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
-/// Inputs read ahead of the loop at most: enough to absorb a burst, few enough that even
-/// 200 KiB objects stay a bounded cost.
-pub const READ_AHEAD: usize = 256;
-
-/// `inputs`, polled by a task of its own into a buffer of `capacity`. The task ends when the
+/// `inputs`, polled by a task of its own into an unbounded buffer. The task ends when the
 /// returned stream is dropped, even while `inputs` has nothing to say.
-pub fn read_ahead<I: Send + 'static>(
-    mut inputs: BoxStream<'static, I>,
-    capacity: usize,
-) -> BoxStream<'static, I> {
-    let (sender, receiver) = mpsc::channel(capacity.max(1));
+pub fn read_ahead<I: Send + 'static>(mut inputs: BoxStream<'static, I>) -> BoxStream<'static, I> {
+    let (sender, receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let input = tokio::select! {
@@ -28,7 +25,7 @@ pub fn read_ahead<I: Send + 'static>(
                 input = inputs.next() => input,
             };
             let Some(input) = input else { return };
-            if sender.send(input).await.is_err() {
+            if sender.send(input).is_err() {
                 return;
             }
         }
@@ -48,7 +45,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn reads_up_to_capacity_while_the_consumer_is_busy_and_keeps_order() {
+    async fn reads_everything_while_the_consumer_is_busy_and_keeps_order() {
         let produced = Arc::new(AtomicUsize::new(0));
         let counter = produced.clone();
         let inputs = futures::stream::iter(0..100)
@@ -56,11 +53,11 @@ mod tests {
                 counter.fetch_add(1, Ordering::SeqCst);
             })
             .boxed();
-        let mut ahead = read_ahead(inputs, 10);
+        let mut ahead = read_ahead(inputs);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // 10 in the buffer and one waiting for room: read without being asked.
+        // The consumer has asked for nothing: all of it read anyway.
         let read = produced.load(Ordering::SeqCst);
-        assert!((10..=11).contains(&read), "read {read} ahead");
+        assert_eq!(read, 100, "read {read} ahead");
         let all: Vec<i32> = ahead.by_ref().collect().await;
         assert_eq!(all, (0..100).collect::<Vec<_>>());
     }
@@ -81,7 +78,7 @@ mod tests {
                 item
             })
             .boxed();
-        let ahead = read_ahead(silent, 4);
+        let ahead = read_ahead(silent);
         drop(ahead);
         tokio::time::timeout(Duration::from_secs(5), async {
             while dropped.load(Ordering::SeqCst) == 0 {

@@ -72,27 +72,6 @@ impl Slim for SlimUpstream {
     }
 }
 
-/// An Upstream as function discovery reads it: spec, labels and annotations, no status and no
-/// managedFields at all (it never compares fields; it owns `spec.aws.lambdaFunctions` whole).
-#[derive(Clone, Debug)]
-pub struct LambdaUpstream(Upstream);
-
-impl<'de> Deserialize<'de> for LambdaUpstream {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut upstream = Upstream::deserialize(deserializer)?;
-        upstream.status = None;
-        upstream.metadata.managed_fields = None;
-        Ok(Self(upstream))
-    }
-}
-
-impl Slim for LambdaUpstream {
-    type Object = Upstream;
-    fn into_object(self) -> Upstream {
-        self.0
-    }
-}
-
 /// The kube identity of the full type, so a slim type is listed and watched at the same URL.
 macro_rules! resource_as {
     ($slim:ty, $full:ty) => {
@@ -124,7 +103,6 @@ macro_rules! resource_as {
 
 resource_as!(SlimService, Service);
 resource_as!(SlimUpstream, Upstream);
-resource_as!(LambdaUpstream, Upstream);
 
 /// The event with its object handed on in full type.
 pub fn into_event<S: Slim>(event: watcher::Event<S>) -> watcher::Event<S::Object> {
@@ -208,22 +186,6 @@ mod tests {
         assert_eq!(upstream.metadata.resource_version.as_deref(), Some("7"));
         let kube = upstream.spec.kube.expect("kube kept");
         assert_eq!(kube.service_name.as_deref(), Some("web"));
-    }
-
-    #[test]
-    fn function_discovery_reads_upstreams_without_managed_fields() {
-        let text = json!({
-            "metadata": {"name": "fns", "namespace": "gloo-system", "resourceVersion": "3",
-                         "managedFields": [{"manager": "upstream-discovery-lambda", "operation": "Apply",
-                                            "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
-            "spec": {"aws": {"region": "us-east-1", "lambdaFunctions": []}},
-            "status": {"statuses": {}},
-        });
-        let LambdaUpstream(upstream) = serde_json::from_value(text).expect("parses");
-        assert_eq!(upstream.metadata.managed_fields, None);
-        assert_eq!(upstream.status, None);
-        assert!(upstream.spec.aws.is_some());
-        assert_eq!(upstream.metadata.resource_version.as_deref(), Some("3"));
     }
 
     #[test]
