@@ -12,8 +12,10 @@ use kube::{Api, Client};
 
 use crate::crd::{LambdaFunction, ReferenceGrant, Upstream};
 use crate::metrics::WriteOp;
-use crate::model::{is_owned, ErrorKind, UpstreamKey, FIELD_MANAGER, LAMBDA_FIELD_MANAGER};
-use crate::plan::{removal_patch, Action, FieldPath, GrantAction, UpdateReason};
+use crate::model::{
+    is_owned, ErrorKind, UpstreamKey, DISCOVERY_MANAGERS, FIELD_MANAGER, LAMBDA_FIELD_MANAGER,
+};
+use crate::plan::{plan_fresh, removal_patch, Action, FieldPath, Fresh, GrantAction, UpdateReason};
 use crate::reconcile::{Fence, NotLeader};
 
 /// What became of one planned action.
@@ -33,6 +35,9 @@ pub enum Outcome {
     /// As `Conflict`, with the object as it is now: re-plan from it rather than wait for the
     /// watch to bring it (a lagging watch would otherwise repeat the same stale plan).
     Stale(Box<Upstream>),
+    /// Read fresh because its fingerprint differed, and already as desired: nothing written;
+    /// the object as it is, so the cache's fingerprint catches up.
+    Unchanged(Box<Upstream>),
     /// `--dry-run`: logged, not written.
     DryRun,
     /// Not written, or abandoned in flight, because this replica's leadership is not current
@@ -288,6 +293,29 @@ impl Applier {
                 Outcome::Conflict(key.clone())
             }
             Err(error) => failed_from(WriteOp::Update, &error),
+        }
+    }
+
+    /// Reads the object `desired` would be written over, fresh from the API server, and plans
+    /// its exact write from it ([`plan_fresh`]): the cache keeps fingerprints, not objects.
+    /// `Err` carries what became of it when there is nothing to write.
+    pub async fn read_for_write(&self, desired: &Upstream) -> Result<Action, Outcome> {
+        let Some(key) = UpstreamKey::of(&desired.metadata) else {
+            return Ok(Action::Create(desired.clone()));
+        };
+        self.limiter.until_ready().await;
+        let current = self
+            .api(&key.namespace)
+            .get_opt(&key.name)
+            .await
+            .map_err(|error| failed_from(WriteOp::Update, &error))?;
+        match plan_fresh(desired, current.as_ref(), &DISCOVERY_MANAGERS) {
+            Fresh::Write(action) => Ok(*action),
+            Fresh::NotOwned => Err(Outcome::NotOwned(key)),
+            Fresh::Same => Err(match current {
+                Some(current) => Outcome::Unchanged(Box::new(current)),
+                None => Outcome::Conflict(key),
+            }),
         }
     }
 

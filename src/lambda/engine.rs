@@ -385,6 +385,7 @@ impl LambdaEngine {
             }
             Outcome::Conflict(_)
             | Outcome::Stale(_)
+            | Outcome::Unchanged(_)
             | Outcome::Deleted(_)
             | Outcome::NotOwned(_)
             | Outcome::Grant(_) => {

@@ -13,9 +13,12 @@
 //! another manager co-owns). Nothing else counts, so a restart, or taking over an Upstream Gloo's
 //! discovery wrote, costs no write.
 
+mod cached;
+pub mod fingerprint;
 pub mod grants;
 mod stale;
 
+pub use cached::{plan_cached, plan_fresh, CachedPlan, Fresh, OwnedUpstream};
 pub use grants::{plan_grants, GrantAction, ObservedGrant};
 pub use stale::removal_patch;
 
@@ -302,13 +305,7 @@ pub fn plan(
             continue;
         }
         let name = UpstreamKey::new(key.0, key.1);
-        let blocked_by = match claims.holder(&name) {
-            NameHolder::Free => None,
-            NameHolder::Foreign => Some(BlockedBy::NotOwned),
-            NameHolder::Service(holder) if &holder == service => None,
-            NameHolder::Service(holder) => Some(BlockedBy::Service(holder)),
-        };
-        if let Some(by) = blocked_by {
+        if let Some(by) = blocked_by(service, &name, claims) {
             result.blocked.push(Blocked { name, by });
             continue;
         }
@@ -331,30 +328,58 @@ pub fn plan(
         if seen.contains(&key) {
             continue;
         }
-        result.delete(current, may_delete);
+        result.delete(current.identity(), may_delete);
     }
     result
 }
 
+/// Why `service` may not write `name`, if it may not.
+fn blocked_by(
+    service: &ServiceKey,
+    name: &UpstreamKey,
+    claims: &impl NameClaims,
+) -> Option<BlockedBy> {
+    match claims.holder(name) {
+        NameHolder::Free => None,
+        NameHolder::Foreign => Some(BlockedBy::NotOwned),
+        NameHolder::Service(holder) if &holder == service => None,
+        NameHolder::Service(holder) => Some(BlockedBy::Service(holder)),
+    }
+}
+
 /// Plans the collection of an owned Upstream that no in-scope Service maps to: by name, whatever
-/// its spec says (DESIGN.md §2; an override may have replaced its `kube`).
-pub fn collect(unclaimed: &ObservedUpstream, may_delete: bool) -> Plan {
+/// its spec says (an override may have replaced its `kube`).
+pub fn collect(unclaimed: &OwnedUpstream, may_delete: bool) -> Plan {
     let mut result = Plan::default();
-    result.delete(unclaimed, may_delete);
+    result.delete(unclaimed.identity(), may_delete);
     result
 }
 
+/// What a delete is guarded by: namespace, name, uid, resourceVersion.
+type Identity<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+impl ObservedUpstream {
+    fn identity(&self) -> Identity<'_> {
+        (
+            &self.namespace,
+            &self.name,
+            &self.uid,
+            &self.resource_version,
+        )
+    }
+}
+
 impl Plan {
-    fn delete(&mut self, current: &ObservedUpstream, may_delete: bool) {
+    fn delete(&mut self, (namespace, name, uid, resource_version): Identity<'_>, may_delete: bool) {
         if !may_delete {
             self.deletes_held_back += 1;
             return;
         }
         self.actions.push(Action::Delete {
-            namespace: current.namespace.clone(),
-            name: current.name.clone(),
-            uid: current.uid.clone(),
-            resource_version: current.resource_version.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            uid: uid.to_string(),
+            resource_version: resource_version.to_string(),
         });
     }
 }

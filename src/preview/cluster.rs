@@ -2,7 +2,7 @@
 //! the same Settings read and layering, the same scopes, and the same cache (`services::state`)
 //! fed with paged lists instead of watches. Nothing here writes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, ListParams, ObjectList};
@@ -14,7 +14,8 @@ use super::PreviewError;
 use crate::config::settings::GlooSettings;
 use crate::config::{Discovery, RunArgs};
 use crate::crd::Upstream;
-use crate::model::{is_owned, UpstreamKey};
+use crate::model::{is_owned, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS};
+use crate::plan::ObservedUpstream;
 use crate::services::state::State;
 use crate::source::api_for;
 use crate::source::settings::{first_read, FirstRead};
@@ -127,8 +128,37 @@ where
 pub struct Snapshot {
     pub state: State,
     pub foreign: BTreeSet<UpstreamKey>,
+    /// The owned Upstreams whole: a preview shows what an update changes, which the daemon's
+    /// cache (fingerprints) cannot say.
+    pub observed: HashMap<UpstreamKey, ObservedUpstream>,
     pub services_listed: usize,
     pub upstreams_listed: usize,
+}
+
+impl Snapshot {
+    /// Keeps an owned Upstream whole, beside what the cache keeps of it.
+    pub fn observe(&mut self, upstream: &Upstream) {
+        if let (Some(key), Some(observed)) = (
+            UpstreamKey::of(&upstream.metadata),
+            ObservedUpstream::from_upstream(upstream, &DISCOVERY_MANAGERS),
+        ) {
+            if is_owned(upstream.metadata.labels.as_ref()) {
+                self.observed.insert(key, observed);
+            }
+        }
+    }
+
+    /// The owned Upstreams at the names this Service holds, whole: what its plan updates.
+    pub fn observed_for(&self, key: &ServiceKey) -> Vec<ObservedUpstream> {
+        self.state
+            .owned_for(key)
+            .iter()
+            .filter_map(|owned| {
+                let name = UpstreamKey::new(owned.namespace.as_str(), owned.name.as_str());
+                self.observed.get(&name).cloned()
+            })
+            .collect()
+    }
 }
 
 fn list_error(what: String) -> impl FnOnce(kube::Error) -> PreviewError {
@@ -174,27 +204,35 @@ pub async fn snapshot(client: &Client, discovery: &Discovery) -> Result<Snapshot
         .map_err(list_error(format!("services in {scope}")))?;
         state.on_service_event(scope, watcher::Event::InitDone);
     }
-    let mut foreign = BTreeSet::new();
+    let mut snapshot = Snapshot {
+        state,
+        foreign: BTreeSet::new(),
+        observed: HashMap::new(),
+        services_listed: snapshot_counts.0,
+        upstreams_listed: 0,
+    };
     for scope in &scopes.upstreams {
-        state.on_upstream_event(scope, watcher::Event::Init);
+        snapshot
+            .state
+            .on_upstream_event(scope, watcher::Event::Init);
         let api = api_for::<Upstream>(client, scope);
         list_pages(&api, &ListParams::default(), |page| {
-            snapshot_counts.1 += page.len();
+            snapshot.upstreams_listed += page.len();
             for upstream in page {
                 if !is_owned(upstream.metadata.labels.as_ref()) {
-                    foreign.extend(UpstreamKey::of(&upstream.metadata));
+                    snapshot.foreign.extend(UpstreamKey::of(&upstream.metadata));
                 }
-                state.on_upstream_event(scope, watcher::Event::InitApply(upstream));
+                snapshot.observe(&upstream);
+                snapshot
+                    .state
+                    .on_upstream_event(scope, watcher::Event::InitApply(upstream));
             }
         })
         .await
         .map_err(list_error(format!("upstreams in {scope}")))?;
-        state.on_upstream_event(scope, watcher::Event::InitDone);
+        snapshot
+            .state
+            .on_upstream_event(scope, watcher::Event::InitDone);
     }
-    Ok(Snapshot {
-        state,
-        foreign,
-        services_listed: snapshot_counts.0,
-        upstreams_listed: snapshot_counts.1,
-    })
+    Ok(snapshot)
 }

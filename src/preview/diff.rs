@@ -165,7 +165,7 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                         message: warning.to_string(),
                     });
                 }
-                let observed = state.observed_for(&key);
+                let observed = snapshot.observed_for(&key);
                 let plan = plan::plan(&key, &translation.upstreams, &observed, state, true);
                 let mut written = BTreeSet::new();
                 for action in &plan.actions {
@@ -548,21 +548,24 @@ mod tests {
             state.on_service_event(&all[0], Event::InitApply(service));
         }
         state.on_service_event(&all[0], Event::InitDone);
-        let mut foreign = BTreeSet::new();
-        state.on_upstream_event(&write[0], Event::Init);
-        for upstream in upstreams {
-            if !crate::model::is_owned(upstream.metadata.labels.as_ref()) {
-                foreign.extend(UpstreamKey::of(&upstream.metadata));
-            }
-            state.on_upstream_event(&write[0], Event::InitApply(upstream));
-        }
-        state.on_upstream_event(&write[0], Event::InitDone);
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             state,
-            foreign,
+            foreign: BTreeSet::new(),
+            observed: Default::default(),
             services_listed: 0,
             upstreams_listed: 0,
         };
+        snapshot.state.on_upstream_event(&write[0], Event::Init);
+        for upstream in upstreams {
+            if !crate::model::is_owned(upstream.metadata.labels.as_ref()) {
+                snapshot.foreign.extend(UpstreamKey::of(&upstream.metadata));
+            }
+            snapshot.observe(&upstream);
+            snapshot
+                .state
+                .on_upstream_event(&write[0], Event::InitApply(upstream));
+        }
+        snapshot.state.on_upstream_event(&write[0], Event::InitDone);
         build(&snapshot, &settings, Vec::new())
     }
 

@@ -94,7 +94,7 @@ pub async fn explain_cluster(args: &RunArgs, key: &ServiceKey) -> Result<String,
     let translation = crate::translate::translate_service(&service, &discovery.translate);
     let plan =
         (discovery.uds_enabled && snapshot.state.service_in_scope(key).is_some()).then(|| {
-            let observed = snapshot.state.observed_for(key);
+            let observed = snapshot.observed_for(key);
             plan::plan(
                 key,
                 &translation.upstreams,
@@ -284,7 +284,7 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
                 "    live: differs (run updates it: {})",
                 reason_text(reason)
             );
-            let observed = live.snapshot.state.observed_for(&live.key);
+            let observed = live.snapshot.observed_for(&live.key);
             if let Some(current) = observed
                 .iter()
                 .find(|o| *o.namespace == *name.namespace && *o.name == *name.name)

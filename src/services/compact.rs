@@ -1,20 +1,15 @@
-//! How the cache holds objects between plans: as compact JSON text, expanded only when a
-//! Service is planned. A `serde_json::Value` or `k8s-openapi` tree spends a B-tree node (about
-//! 600 bytes) on every small map, which at 10,000 Services made the cache several times larger
-//! than the objects' text (DESIGN §3: cache only what is used, far lighter than Gloo).
-
-use std::collections::BTreeSet;
+//! How the cache holds objects between plans: a Service as compact JSON text, expanded only
+//! when it is planned (a `serde_json::Value` or `k8s-openapi` tree spends a B-tree node, about
+//! 600 bytes, on every small map); an owned Upstream as its identity and a fingerprint, never
+//! the object (cache only what is decided with).
 
 use k8s_openapi::api::core::v1::Service;
 
 use crate::model::{ServiceKey, UpstreamKey};
-use crate::plan::{managed_leaf_paths, FieldPath, ObservedUpstream};
+use crate::plan::fingerprint::{self, Fingerprint};
+use crate::plan::{ObservedUpstream, OwnedUpstream};
 
-/// Separates the keys of one field path, and the paths of a set. Kubernetes field names,
-/// label and annotation keys cannot hold these control characters.
-const KEY_SEPARATOR: char = '\u{1f}';
-const PATH_SEPARATOR: char = '\u{1e}';
-/// Separates the parts of a [`CompactUpstream`]; JSON text escapes it inside strings.
+/// Separates the parts of a [`CompactUpstream`]. Kubernetes names and uids cannot hold it.
 const PART_SEPARATOR: char = '\u{1d}';
 
 /// A Service as the cache keeps it (already trimmed to what translation reads).
@@ -37,39 +32,24 @@ impl CompactService {
 }
 
 /// An owned Upstream as the cache keeps it: one allocation holding uid, resourceVersion, the
-/// Service its `spec.kube` names, the discovery fields and the object, in that order. Its
-/// namespace and name are the map's key. At 20,000 Upstreams a struct of strings cost as much
-/// in allocations and map slots as the objects' text.
+/// Service its `spec.kube` names and the fingerprint of the fields discovery owns, in that
+/// order; never the object (it is read fresh when a write is due). Its namespace and name are
+/// the map's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactUpstream(Box<str>);
 
-/// Stands for discovery fields that are every leaf of the object's managed parts, as they are
-/// on every Upstream only discovery writes: recomputed from the object instead of stored.
-const ALL_LEAVES: &str = "*";
-const FIELDS: usize = 6;
+const FIELDS: usize = 5;
 
 impl CompactUpstream {
     pub fn new(observed: &ObservedUpstream) -> Self {
         let (source_namespace, source_name) = source_service(&observed.object).unwrap_or_default();
-        let discovery_fields = if observed.discovery_fields == managed_leaf_paths(&observed.object)
-        {
-            ALL_LEAVES.to_string()
-        } else {
-            observed
-                .discovery_fields
-                .iter()
-                .map(|path| path.keys().join(&KEY_SEPARATOR.to_string()))
-                .collect::<Vec<_>>()
-                .join(&PATH_SEPARATOR.to_string())
-        };
-        let object = observed.object.to_string();
+        let fingerprint = format!("{:016x}", fingerprint::observed(observed).0);
         let packed = [
             observed.uid.as_str(),
             &observed.resource_version,
             source_namespace,
             source_name,
-            &discovery_fields,
-            &object,
+            &fingerprint,
         ]
         .join(&PART_SEPARATOR.to_string());
         Self(packed.into_boxed_str())
@@ -86,29 +66,19 @@ impl CompactUpstream {
     /// The Service named in its `spec.kube` (namespace, name): it keeps the name while it
     /// still maps there.
     pub fn source(&self) -> Option<(&str, &str)> {
-        let [_, _, namespace, name, _, _] = self.fields();
+        let [_, _, namespace, name, _] = self.fields();
         (!name.is_empty()).then_some((namespace, name))
     }
 
     /// The form plan works on; `None` only if the text was not ours (cannot happen).
-    pub fn expand(&self, key: &UpstreamKey) -> Option<ObservedUpstream> {
-        let [uid, resource_version, _, _, fields, object] = self.fields();
-        let object: serde_json::Value = serde_json::from_str(object).ok()?;
-        let discovery_fields: BTreeSet<FieldPath> = match fields {
-            ALL_LEAVES => managed_leaf_paths(&object),
-            fields => fields
-                .split(PATH_SEPARATOR)
-                .filter(|path| !path.is_empty())
-                .map(|path| FieldPath::new(path.split(KEY_SEPARATOR)))
-                .collect(),
-        };
-        Some(ObservedUpstream {
+    pub fn expand(&self, key: &UpstreamKey) -> Option<OwnedUpstream> {
+        let [uid, resource_version, _, _, fingerprint] = self.fields();
+        Some(OwnedUpstream {
             namespace: key.namespace.to_string(),
             name: key.name.to_string(),
             uid: uid.to_string(),
             resource_version: resource_version.to_string(),
-            object,
-            discovery_fields,
+            fingerprint: Fingerprint(u64::from_str_radix(fingerprint, 16).ok()?),
         })
     }
 }
@@ -177,6 +147,7 @@ impl<'a> IntoIterator for &'a Claimants {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::FieldPath;
     use serde_json::json;
 
     fn observed() -> ObservedUpstream {
@@ -192,7 +163,8 @@ mod tests {
                 FieldPath::new(["metadata", "annotations", "example.com/team"]),
                 FieldPath::new(["spec", "kube", "serviceName"]),
             ]
-            .into(),
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -201,33 +173,16 @@ mod tests {
     }
 
     #[test]
-    fn upstreams_round_trip() {
+    fn an_owned_upstream_keeps_its_identity_source_and_fingerprint_only() {
         let observed = observed();
         let compact = CompactUpstream::new(&observed);
         assert_eq!(compact.source(), Some(("shop", "web")));
-        assert_eq!(compact.expand(&key()), Some(observed.clone()));
-
-        let none = ObservedUpstream {
-            discovery_fields: BTreeSet::new(),
-            ..observed
-        };
-        assert_eq!(CompactUpstream::new(&none).expand(&key()), Some(none));
-    }
-
-    #[test]
-    fn fields_that_are_every_leaf_are_not_stored_but_come_back() {
-        let mut observed = observed();
-        observed.discovery_fields = [
-            FieldPath::new(["metadata", "labels", "discovered_by"]),
-            FieldPath::new(["spec", "kube", "serviceName"]),
-            FieldPath::new(["spec", "kube", "serviceNamespace"]),
-        ]
-        .into();
-        let compact = CompactUpstream::new(&observed);
-        assert!(compact
-            .0
-            .contains(&format!("{PART_SEPARATOR}{ALL_LEAVES}{PART_SEPARATOR}")));
-        assert_eq!(compact.expand(&key()), Some(observed));
+        assert_eq!(compact.expand(&key()), Some(OwnedUpstream::of(&observed)));
+        assert!(
+            !compact.0.contains("kubernetesplugin"),
+            "no object kept: {:?}",
+            compact.0
+        );
     }
 
     #[test]
@@ -236,7 +191,7 @@ mod tests {
         observed.object = json!({"metadata": {}, "spec": {"static": {"hosts": []}}});
         let compact = CompactUpstream::new(&observed);
         assert_eq!(compact.source(), None);
-        assert_eq!(compact.expand(&key()), Some(observed));
+        assert_eq!(compact.expand(&key()), Some(OwnedUpstream::of(&observed)));
     }
 
     #[test]

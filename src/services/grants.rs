@@ -282,7 +282,7 @@ mod tests {
             ]),
         );
         let key = ServiceKey::new("shop", "web");
-        let actions = engine.plan_for(&key);
+        let actions = engine.plan_for(&key).plan.actions;
         assert_eq!(
             grant_writes(&actions),
             [("update", "shop-web-81".to_string())]
@@ -306,7 +306,10 @@ mod tests {
     #[tokio::test]
     async fn no_grant_is_planned_before_the_grants_are_listed() {
         let mut engine = engine(&[service("shop", "web", &[80])], None);
-        let actions = engine.plan_for(&ServiceKey::new("shop", "web"));
+        let actions = engine
+            .plan_for(&ServiceKey::new("shop", "web"))
+            .plan
+            .actions;
         assert_eq!(actions.len(), 1, "the Upstream alone: {actions:?}");
         assert!(grant_writes(&actions).is_empty());
     }
@@ -331,7 +334,7 @@ mod tests {
             [("delete", "gone-x-80".to_string())]
         );
 
-        let holder = engine.plan_for(&ServiceKey::new("a", "b-c"));
+        let holder = engine.plan_for(&ServiceKey::new("a", "b-c")).plan.actions;
         assert_eq!(grant_writes(&holder), [("create", "a-b-c-80".to_string())]);
         let Some(Action::Grant(GrantAction::Create(created))) =
             holder.iter().find(|a| matches!(a, Action::Grant(_)))
@@ -342,7 +345,7 @@ mod tests {
             created.spec.from[0].namespace, "a",
             "the holder's namespace, not the other's"
         );
-        let other = engine.plan_for(&ServiceKey::new("a-b", "c"));
+        let other = engine.plan_for(&ServiceKey::new("a-b", "c")).plan.actions;
         assert!(other.is_empty(), "{other:?}");
     }
 }

@@ -23,7 +23,7 @@ use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::health::LoopHealth;
 use crate::metrics::{Metrics, Source, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, ServiceKey, UpstreamKey};
-use crate::plan::{self, Action, Blocked};
+use crate::plan::{self, Action, Blocked, CachedPlan};
 use crate::reconcile::{Backoff, Change, Finished, LeaderGate, ReportOnce, SayOnce, WorkQueue};
 use crate::source::ServiceInput;
 use crate::translate::{translate_service, GrantSettings, TranslateSettings, TranslateWarning};
@@ -213,11 +213,17 @@ impl Engine {
             let Some((job, changed_at)) = self.queue.pop_ready(&mut cursor) else {
                 break;
             };
-            let actions = match &job {
+            let work = match &job {
                 Job::Service(key) => self.plan_for(key),
-                Job::Orphan(name) => self.plan_collection(name),
+                Job::Orphan(name) => CachedPlan {
+                    plan: plan::Plan {
+                        actions: self.plan_collection(name),
+                        ..Default::default()
+                    },
+                    to_read: Vec::new(),
+                },
             };
-            if actions.is_empty() {
+            if work.is_empty() {
                 // Nothing to do is done: a job that had failed and whose Service went (or got
                 // right by itself) must not keep its retry count.
                 self.queue.succeeded(&job);
@@ -225,8 +231,18 @@ impl Engine {
             }
             let applier = self.applier.clone();
             self.queue.spawn(job, changed_at, async move {
-                let mut outcomes = Vec::with_capacity(actions.len());
-                for action in &actions {
+                let CachedPlan { plan, to_read } = work;
+                let mut outcomes = Vec::with_capacity(plan.actions.len() + to_read.len());
+                // The Upstreams whose fingerprint differs first: each read fresh, then written
+                // exactly as it needs; then the creates and deletes the cache decided.
+                for desired in &to_read {
+                    let outcome = match applier.read_for_write(desired).await {
+                        Ok(action) => applier.apply(&action).await,
+                        Err(outcome) => outcome,
+                    };
+                    outcomes.push((outcome, Instant::now()));
+                }
+                for action in &plan.actions {
                     outcomes.push((applier.apply(action).await, Instant::now()));
                 }
                 outcomes
@@ -234,8 +250,9 @@ impl Engine {
         }
     }
 
-    /// Translates and plans one Service; reports bad annotations and blocked names.
-    fn plan_for(&mut self, key: &ServiceKey) -> Vec<Action> {
+    /// Translates and plans one Service from the cache; reports bad annotations and blocked
+    /// names.
+    fn plan_for(&mut self, key: &ServiceKey) -> CachedPlan {
         let service = self.state.service_in_scope(key);
         let mut translation = service
             .as_ref()
@@ -245,11 +262,11 @@ impl Engine {
         let uid = service.as_ref().and_then(|s| s.metadata.uid.clone());
         self.report_warnings(key, uid.clone(), &translation.warnings);
 
-        let observed = self.state.observed_for(key);
-        let mut plan = plan::plan(
+        let owned = self.state.owned_for(key);
+        let CachedPlan { mut plan, to_read } = plan::plan_cached(
             key,
             &translation.upstreams,
-            &observed,
+            &owned,
             &self.state,
             self.state.synced(),
         );
@@ -271,11 +288,18 @@ impl Engine {
         tracing::debug!(
             service = %key,
             writes = plan.actions.len(),
+            to_read = to_read.len(),
             unchanged = plan.unchanged,
             deletes_held_back = plan.deletes_held_back,
             "planned"
         );
-        plan.actions
+        CachedPlan {
+            plan: plan::Plan {
+                blocked: Vec::new(),
+                ..plan
+            },
+            to_read,
+        }
     }
 
     /// Plans the collection of an owned Upstream no in-scope Service maps to.
@@ -412,6 +436,10 @@ impl Engine {
                         WriteResult::Conflict,
                     );
                     retry_after.get_or_insert(None);
+                }
+                Outcome::Unchanged(current) => {
+                    tracing::debug!(%job, upstream = ?current.metadata.name, "read fresh: already as desired");
+                    self.state.on_written(&current);
                 }
                 Outcome::DryRun => {}
                 Outcome::Fenced => {

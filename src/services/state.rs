@@ -22,7 +22,7 @@ use crate::crd::{ReferenceGrant, Upstream};
 use crate::model::{
     is_owned, Scope, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS, LAST_APPLIED_ANNOTATION,
 };
-use crate::plan::{NameClaims, NameHolder, ObservedGrant, ObservedUpstream};
+use crate::plan::{NameClaims, NameHolder, ObservedGrant, ObservedUpstream, OwnedUpstream};
 use crate::reconcile::ListTracker;
 use crate::selector::LabelSelector;
 use crate::translate::{upstream_keys, WriteNamespace};
@@ -159,7 +159,7 @@ impl State {
     }
 
     /// The owned Upstreams at the names this Service holds: what its plan updates in place.
-    pub fn observed_for(&self, key: &ServiceKey) -> Vec<ObservedUpstream> {
+    pub fn owned_for(&self, key: &ServiceKey) -> Vec<OwnedUpstream> {
         let holder = NameHolder::Service(key.clone());
         self.names_of
             .get(key)
@@ -171,7 +171,7 @@ impl State {
     }
 
     /// The owned Upstream of that name, when no in-scope Service maps to it.
-    pub fn unclaimed(&self, name: &UpstreamKey) -> Option<ObservedUpstream> {
+    pub fn unclaimed(&self, name: &UpstreamKey) -> Option<OwnedUpstream> {
         if self.mappers.contains_key(name) {
             return None;
         }
@@ -624,7 +624,7 @@ mod tests {
 
     fn observed_names(state: &State, service: &ServiceKey) -> Vec<String> {
         state
-            .observed_for(service)
+            .owned_for(service)
             .into_iter()
             .map(|observed| observed.name)
             .collect()

@@ -206,7 +206,11 @@ mod tests {
         futures::stream::BoxStream<'static, Result<Frame<Bytes>, std::convert::Infallible>>,
     >;
 
-    fn guarded(frames: Vec<&'static str>, then_silent: bool, metrics: &Metrics) -> SilenceBody<TestBody> {
+    fn guarded(
+        frames: Vec<&'static str>,
+        then_silent: bool,
+        metrics: &Metrics,
+    ) -> SilenceBody<TestBody> {
         use futures::StreamExt;
         let items = futures::stream::iter(
             frames
@@ -259,7 +263,9 @@ mod tests {
 
     #[test]
     fn only_watch_requests_are_guarded() {
-        assert!(is_watch(Some("allowWatchBookmarks=true&watch=true&timeoutSeconds=290")));
+        assert!(is_watch(Some(
+            "allowWatchBookmarks=true&watch=true&timeoutSeconds=290"
+        )));
         assert!(is_watch(Some("watch=1")));
         assert!(!is_watch(Some("limit=500")));
         assert!(!is_watch(Some("watchx=true")));
