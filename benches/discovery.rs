@@ -248,8 +248,14 @@ async fn measure(args: &Args, cluster: &Cluster, started: Instant) -> Result<Str
     let idle = phases::idle(cluster, &mut daemon, Duration::from_secs(args.idle_seconds)).await?;
 
     progress(started, "phase 5: restart");
-    let (daemon, restart) =
-        phases::restart(cluster, daemon, &launch(2, &main_args), deadline).await?;
+    let (daemon, restart) = phases::restart(
+        cluster,
+        daemon,
+        &launch(2, &main_args),
+        deadline,
+        cluster.one_list_pass(current.len(), current.len() / 2),
+    )
+    .await?;
     cluster.check_upstreams(&current).await?;
 
     let throttled = if args.skip_throttled {

@@ -65,6 +65,22 @@ impl Cluster {
         self.env.client_with_token(self.setup.token()).await
     }
 
+    /// LIST requests of one pass over what the daemon watches, pages of [`LIST_PAGE`]: its
+    /// Upstreams (the write namespace's `upstreams`, and one empty page per Services namespace)
+    /// and its Services (`services` spread over the Services namespaces, and the write
+    /// namespace's one empty page).
+    pub fn one_list_pass(&self, upstreams: usize, services: usize) -> ListPass {
+        let pages = |objects: usize| objects.div_ceil(LIST_PAGE as usize).max(1);
+        let spread = self.service_namespaces.len().max(1);
+        ListPass {
+            upstreams: pages(upstreams) + self.service_namespaces.len(),
+            services: (0..spread)
+                .map(|index| pages(services / spread + usize::from(index < services % spread)))
+                .sum::<usize>()
+                + 1,
+        }
+    }
+
     /// The arguments every daemon of the run gets, before the write limits.
     pub fn daemon_args(&self) -> Vec<String> {
         vec![
@@ -290,4 +306,11 @@ pub fn upstream_names_by_service(
             .extend(upstream.metadata.name.clone());
     }
     names
+}
+
+/// LIST requests per resource: what one pass takes, or what a phase sent.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ListPass {
+    pub upstreams: usize,
+    pub services: usize,
 }

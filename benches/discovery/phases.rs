@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use upstream_discovery::crd::Upstream;
 use upstream_discovery::model::FIELD_MANAGER;
 
-use crate::cluster::{upstream_names_by_service, Cluster, REVISION_ANNOTATION};
+use crate::cluster::{upstream_names_by_service, Cluster, ListPass, REVISION_ANNOTATION};
 use crate::process::{DaemonProcess, Launch, Usage};
-use crate::prom::{exact_quantile, Histogram, Samples};
+use crate::prom::{exact_quantile, Histogram, RequestCounts, Samples};
 
 /// The resources the daemon reads or writes; API server requests are counted on these.
 pub const DAEMON_RESOURCES: &[&str] = &["upstreams", "services", "namespaces", "leases", "events"];
@@ -235,7 +235,30 @@ pub struct InitialSync {
     /// API server requests on the daemon's resources (WATCH is counted when a watch ends).
     pub requests: BTreeMap<String, f64>,
     pub requests_total: f64,
+    /// LISTs per resource, beside one pass (⌈objects / page size⌉ per namespace).
+    pub lists: ListCounts,
     pub usage: Usage,
+}
+
+/// LISTs of Upstreams and Services the API server counted, and GETs of Upstreams, beside what
+/// one list pass takes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListCounts {
+    pub upstreams: f64,
+    pub services: f64,
+    pub upstream_gets: f64,
+    pub one_pass: ListPass,
+}
+
+impl ListCounts {
+    fn of(requests: &RequestCounts, one_pass: ListPass) -> Self {
+        Self {
+            upstreams: requests.of(&["LIST"], "upstreams"),
+            services: requests.of(&["LIST"], "services"),
+            upstream_gets: requests.of(&["GET"], "upstreams"),
+            one_pass,
+        }
+    }
 }
 
 /// Starts the daemon with the Services present and times it to all Upstreams correct.
@@ -270,6 +293,10 @@ pub async fn initial_sync(
             upstream_writes: requests.of(WRITE_VERBS, "upstreams"),
             requests: requests.to_map(),
             requests_total: requests.total(),
+            lists: ListCounts::of(
+                &requests,
+                cluster.one_list_pass(expected.len(), expected.len() / 2),
+            ),
             usage,
         },
     ))
@@ -619,6 +646,8 @@ pub struct Restart {
     pub upstream_writes: f64,
     /// Namespaced LISTs: the initial (paged) lists of its caches.
     pub lists: f64,
+    /// LISTs and GETs per resource, beside one pass.
+    pub list_counts: ListCounts,
     pub requests: BTreeMap<String, f64>,
     pub usage: Usage,
 }
@@ -629,6 +658,7 @@ pub async fn restart(
     daemon: DaemonProcess,
     launch: &Launch<'_>,
     deadline: Duration,
+    one_pass: ListPass,
 ) -> Result<(DaemonProcess, Restart), String> {
     let (stopped_in, status) = tokio::task::block_in_place(|| daemon.terminate(SIGTERM_LIMIT))?;
     let before = cluster.apiserver_requests()?;
@@ -662,6 +692,7 @@ pub async fn restart(
             daemon_writes: successful_writes(&samples),
             upstream_writes: requests.of(WRITE_VERBS, "upstreams"),
             lists: requests.verbs_in_scope(&["LIST"], "namespace"),
+            list_counts: ListCounts::of(&requests, one_pass),
             requests: requests.to_map(),
             usage,
         },

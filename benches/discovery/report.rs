@@ -107,6 +107,14 @@ fn requests(map: &std::collections::BTreeMap<String, f64>) -> String {
         .join(", ")
 }
 
+/// LISTs per resource beside one pass, from the API server's own `apiserver_request_total`.
+fn list_passes(lists: &crate::phases::ListCounts) -> String {
+    format!(
+        "upstreams {} (one pass: {}), services {} (one pass: {})",
+        lists.upstreams, lists.one_pass.upstreams, lists.services, lists.one_pass.services
+    )
+}
+
 impl Report {
     pub fn markdown(&self) -> String {
         let mut rows: Vec<(String, String, String)> = Vec::new();
@@ -140,6 +148,7 @@ impl Report {
             "API requests by verb",
             requests(&sync.requests),
         );
+        row("initial sync", "LIST requests", list_passes(&sync.lists));
         row(
             "initial sync",
             "peak RSS (VmHWM)",
@@ -198,6 +207,16 @@ impl Report {
             format!("{} / {}", restart.daemon_writes, restart.upstream_writes),
         );
         row("restart", "API requests", requests(&restart.requests));
+        row(
+            "restart",
+            "LIST requests",
+            list_passes(&restart.list_counts),
+        );
+        row(
+            "restart",
+            "GET upstreams",
+            format!("{}", restart.list_counts.upstream_gets),
+        );
         row("restart", "peak RSS", mib(restart.usage.peak_rss_bytes));
         row(
             "restart",
