@@ -848,7 +848,8 @@ pub async fn a_watch_stalled_without_an_end_is_renewed_after_the_silence_limit(e
             .then_some(())
     })
     .await;
-    let silence_renewals = r#"upstream_discovery_watch_silence_renewals_total{resource="services"}"#;
+    let silence_renewals =
+        r#"upstream_discovery_watch_silence_renewals_total{resource="services"}"#;
     let before = rig.metric(silence_renewals).await;
 
     let stalled_at = Instant::now();
