@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use super::fingerprint::{self, Fingerprint};
-use super::{blocked_by, changes, Action, Blocked, Identity, ObservedUpstream, Plan};
+use super::{
+    changes, Action, Blocked, BlockedBy, Identity, NameClaims, NameHolder, ObservedUpstream, Plan,
+};
 use crate::crd::Upstream;
 use crate::model::{is_owned, ServiceKey, UpstreamKey};
 
@@ -43,6 +45,28 @@ impl OwnedUpstream {
     }
 }
 
+/// Why `service` may not write `name`, if it may not.
+pub(super) fn blocked_by(
+    service: &ServiceKey,
+    name: &UpstreamKey,
+    claims: &impl NameClaims,
+) -> Option<BlockedBy> {
+    match claims.holder(name) {
+        NameHolder::Free => None,
+        NameHolder::Foreign => Some(BlockedBy::NotOwned),
+        NameHolder::Service(holder) if &holder == service => None,
+        NameHolder::Service(holder) => Some(BlockedBy::Service(holder)),
+    }
+}
+
+/// Plans the collection of an owned Upstream that no in-scope Service maps to: by name, whatever
+/// its spec says (an override may have replaced its `kube`).
+pub fn collect(unclaimed: &OwnedUpstream, may_delete: bool) -> Plan {
+    let mut result = Plan::default();
+    result.delete(unclaimed.identity(), may_delete);
+    result
+}
+
 /// A plan from the cache, and the desired Upstreams to read fresh before their write is known.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CachedPlan {
@@ -62,7 +86,7 @@ pub fn plan_cached(
     service: &ServiceKey,
     desired: &[Upstream],
     owned: &[OwnedUpstream],
-    claims: &impl super::NameClaims,
+    claims: &impl NameClaims,
     may_delete: bool,
 ) -> CachedPlan {
     let mut owned_by_key: BTreeMap<(&str, &str), &OwnedUpstream> = BTreeMap::new();
@@ -139,7 +163,7 @@ pub fn plan_fresh(desired: &Upstream, current: Option<&Upstream>, managers: &[&s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{NameHolder, NoClaims, UpdateReason};
+    use crate::plan::{NoClaims, UpdateReason};
     use serde_json::json;
 
     const MANAGER: &str = "upstream-discovery";
@@ -206,7 +230,7 @@ mod tests {
     #[test]
     fn a_name_held_elsewhere_is_blocked_before_anything_is_read() {
         struct Foreign;
-        impl crate::plan::NameClaims for Foreign {
+        impl NameClaims for Foreign {
             fn holder(&self, _: &UpstreamKey) -> NameHolder {
                 NameHolder::Foreign
             }

@@ -18,7 +18,8 @@ pub mod fingerprint;
 pub mod grants;
 mod stale;
 
-pub use cached::{plan_cached, plan_fresh, CachedPlan, Fresh, OwnedUpstream};
+use cached::blocked_by;
+pub use cached::{collect, plan_cached, plan_fresh, CachedPlan, Fresh, OwnedUpstream};
 pub use grants::{plan_grants, GrantAction, ObservedGrant};
 pub use stale::removal_patch;
 
@@ -330,28 +331,6 @@ pub fn plan(
         }
         result.delete(current.identity(), may_delete);
     }
-    result
-}
-
-/// Why `service` may not write `name`, if it may not.
-fn blocked_by(
-    service: &ServiceKey,
-    name: &UpstreamKey,
-    claims: &impl NameClaims,
-) -> Option<BlockedBy> {
-    match claims.holder(name) {
-        NameHolder::Free => None,
-        NameHolder::Foreign => Some(BlockedBy::NotOwned),
-        NameHolder::Service(holder) if &holder == service => None,
-        NameHolder::Service(holder) => Some(BlockedBy::Service(holder)),
-    }
-}
-
-/// Plans the collection of an owned Upstream that no in-scope Service maps to: by name, whatever
-/// its spec says (an override may have replaced its `kube`).
-pub fn collect(unclaimed: &OwnedUpstream, may_delete: bool) -> Plan {
-    let mut result = Plan::default();
-    result.delete(unclaimed.identity(), may_delete);
     result
 }
 

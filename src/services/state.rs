@@ -12,16 +12,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::runtime::watcher;
 
 use super::compact::{Claimants, CompactService, CompactUpstream};
 use super::grant_cache::GrantCache;
+use crate::compact::compact_service;
 use crate::crd::{ReferenceGrant, Upstream};
-use crate::model::{
-    is_owned, Scope, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS, LAST_APPLIED_ANNOTATION,
-};
+use crate::model::{is_owned, Scope, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS};
 use crate::plan::{NameClaims, NameHolder, ObservedGrant, ObservedUpstream, OwnedUpstream};
 use crate::reconcile::ListTracker;
 use crate::selector::LabelSelector;
@@ -498,45 +496,10 @@ impl NameClaims for State {
     }
 }
 
-/// Only what translation reads: a Service in the cache is a few hundred bytes, not kilobytes
-/// (no managedFields, no status, no last-applied-configuration).
-pub fn compact_service(service: Service) -> Service {
-    let Service { metadata, spec, .. } = service;
-    let mut annotations = metadata.annotations;
-    if let Some(annotations) = annotations.as_mut() {
-        annotations.remove(LAST_APPLIED_ANNOTATION);
-    }
-    Service {
-        metadata: ObjectMeta {
-            name: metadata.name,
-            namespace: metadata.namespace,
-            uid: metadata.uid,
-            labels: metadata.labels,
-            annotations,
-            ..Default::default()
-        },
-        spec: spec.map(|spec| ServiceSpec {
-            selector: spec.selector,
-            ports: spec.ports.map(|ports| {
-                ports
-                    .into_iter()
-                    .map(|port| ServicePort {
-                        name: port.name,
-                        port: port.port,
-                        app_protocol: port.app_protocol,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LAST_APPLIED_ANNOTATION;
     use serde_json::json;
 
     fn service(namespace: &str, name: &str, port: i32) -> Service {
@@ -628,20 +591,6 @@ mod tests {
             .into_iter()
             .map(|observed| observed.name)
             .collect()
-    }
-
-    #[test]
-    fn the_cache_keeps_only_what_translation_reads() {
-        let compact = compact_service(service("shop", "web", 80));
-        let value = serde_json::to_value(&compact).expect("json");
-        assert_eq!(
-            value,
-            json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "web", "namespace": "shop", "uid": "uid-web", "annotations": {"team": "a"}},
-                "spec": {"ports": [{"name": "http", "port": 80}], "selector": {"app": "web"}},
-            })
-        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::lambda::target::{keys_from_secret, SecretSeen};
+use crate::credentials::{keys_from_secret, SecretSeen};
 use crate::model::SecretKey;
 
 /// What the watch of one Secret saw.

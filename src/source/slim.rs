@@ -12,9 +12,9 @@ use kube::runtime::watcher;
 use kube::Resource;
 use serde::{Deserialize, Deserializer};
 
+use crate::compact::compact_service;
 use crate::crd::Upstream;
 use crate::model::DISCOVERY_MANAGERS;
-use crate::services::state::compact_service;
 
 /// An object the watch parses into `Self` and hands on as `Self::Object`.
 pub trait Slim: Resource + Sized {

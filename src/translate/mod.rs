@@ -30,10 +30,11 @@ pub use tls::{
     TLS_KEY_ANNOTATION,
 };
 pub use trace::{FieldSource, Rule};
-pub use upstream_config::{
-    DEEP_MERGE_ANNOTATION, MAX_UPSTREAM_CONFIG_BYTES, UPSTREAM_CONFIG_ANNOTATION,
+pub use upstream_config::{DEEP_MERGE_ANNOTATION, UPSTREAM_CONFIG_ANNOTATION};
+pub use warning::{
+    AnnotationOrigin, TranslateWarning, MAX_LISTED_FIELDS, MAX_QUOTED_CHARS,
+    MAX_UPSTREAM_CONFIG_BYTES,
 };
-pub use warning::{AnnotationOrigin, TranslateWarning, MAX_LISTED_FIELDS, MAX_QUOTED_CHARS};
 
 /// Where Upstreams are written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,19 +14,10 @@ use crate::crd::UpstreamSpec;
 
 use super::trace::{record_leaves, FieldSource, Rule, Tracer};
 use super::upstream_schema::{self, Kind, Message, Shape, UPSTREAM};
-use super::warning::{AnnotationOrigin, TranslateWarning};
+use super::warning::{AnnotationOrigin, TranslateWarning, MAX_UPSTREAM_CONFIG_BYTES};
 
 pub const UPSTREAM_CONFIG_ANNOTATION: &str = "gloo.solo.io/upstream_config";
 pub const DEEP_MERGE_ANNOTATION: &str = "gloo.solo.io/upstream_config.deep_merge";
-
-/// The largest annotation value read, in bytes (256 KiB): the API server refuses an object whose
-/// annotations together exceed this (`TotalAnnotationSizeLimitB`), so no Service it accepts is
-/// refused here; what did not come through it (the global annotations setting, `render` input)
-/// gets the same bound. The annotation is copied into each Upstream as well as merged into its
-/// spec, so a value this size keeps the Upstream (about twice it, plus managed fields) well
-/// under etcd's 1.5 MiB request limit. Depth needs no bound of ours: serde_json refuses input
-/// nested 128 levels deep, and the schema walk goes no deeper than the schema.
-pub const MAX_UPSTREAM_CONFIG_BYTES: usize = 256 * 1024;
 
 /// Fields discovery owns: the annotation cannot change them (Gloo ignores them too).
 const PROTECTED_FIELDS: &[&str] = &["metadata", "discoveryMetadata", "namespacedStatuses"];

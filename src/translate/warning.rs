@@ -4,7 +4,14 @@
 use crate::model::SkipReason;
 use std::fmt;
 
-use super::upstream_config::MAX_UPSTREAM_CONFIG_BYTES;
+/// The largest annotation value read, in bytes (256 KiB): the API server refuses an object whose
+/// annotations together exceed this (`TotalAnnotationSizeLimitB`), so no Service it accepts is
+/// refused here; what did not come through it (the global annotations setting, `render` input)
+/// gets the same bound. The annotation is copied into each Upstream as well as merged into its
+/// spec, so a value this size keeps the Upstream (about twice it, plus managed fields) well
+/// under etcd's 1.5 MiB request limit. Depth needs no bound of ours: serde_json refuses input
+/// nested 128 levels deep, and the schema walk goes no deeper than the schema.
+pub const MAX_UPSTREAM_CONFIG_BYTES: usize = 256 * 1024;
 
 /// The longest text a warning quotes from its input (a value, a field path, a parser's message),
 /// in characters: annotation values run to 256 KiB and a parser's message can quote one, but a

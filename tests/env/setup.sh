@@ -48,6 +48,51 @@ have_deb_src() {
     /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null
 }
 
+# deb822 deb-src stanzas for bookworm's main component, one per mirror that an enabled `deb`
+# source already uses for the suite bookworm (one-line `.list` entries and deb822 `.sources`
+# stanzas alike), with its Signed-By when it has one.
+bookworm_deb_src_stanzas() {
+  local files=()
+  [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
+  for f in /etc/apt/sources.list.d/*.list; do [ -f "$f" ] && files+=("$f"); done
+  for f in /etc/apt/sources.list.d/*.sources; do [ -f "$f" ] && files+=("$f"); done
+  [ "${#files[@]}" -gt 0 ] || return 0
+  awk '
+    function flush() {
+      if (types ~ /(^|[[:space:]])deb([[:space:]]|$)/ && suites ~ /(^|[[:space:]])bookworm([[:space:]]|$)/ && uris != "" && enabled != "no")
+        emit(uris, signed)
+      types = ""; suites = ""; uris = ""; signed = ""; enabled = ""
+    }
+    function emit(u, k) {
+      if (seen[u]++) return
+      printf "%sTypes: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\n", (n++ ? "\n" : ""), u
+      if (k != "") printf "Signed-By: %s\n", k
+    }
+    FNR == 1 { flush() }
+    /^[[:space:]]*#/ { next }
+    FILENAME ~ /\.list$/ {
+      if ($1 != "deb") next
+      i = 2; k = ""
+      if ($2 ~ /^\[/) {
+        while (i <= NF) {
+          if (match($i, /signed-by=[^] ]+/)) k = substr($i, RSTART + 10, RLENGTH - 10)
+          if ($i ~ /\]$/) { i++; break }
+          i++
+        }
+      }
+      if ($(i + 1) == "bookworm") emit($i, k)
+      next
+    }
+    /^[[:space:]]*$/ { flush(); next }
+    /^Types:/ { sub(/^Types:[[:space:]]*/, ""); types = $0 }
+    /^Suites:/ { sub(/^Suites:[[:space:]]*/, ""); suites = $0 }
+    /^URIs:/ { sub(/^URIs:[[:space:]]*/, ""); uris = $0 }
+    /^Signed-By:/ { sub(/^Signed-By:[[:space:]]*/, ""); signed = $0 }
+    /^Enabled:/ { sub(/^Enabled:[[:space:]]*/, ""); enabled = tolower($0) }
+    END { flush() }
+  ' "${files[@]}"
+}
+
 APT_UPDATED=0
 apt_update_once() {
   if [ "$APT_UPDATED" = 0 ]; then
@@ -70,14 +115,14 @@ command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 
 if ! k8s_cached; then
   if ! have_deb_src; then
-    ud_log "adding deb-src for bookworm (/etc/apt/sources.list.d/debian-src.sources)"
-    $SUDO tee /etc/apt/sources.list.d/debian-src.sources >/dev/null <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+    # The source packages come from the mirror(s) this machine already uses for bookworm.
+    stanzas="$(bookworm_deb_src_stanzas)"
+    if [ -z "$stanzas" ]; then
+      ud_log "no enabled 'deb' source for bookworm in /etc/apt/sources.list{,.d/*.list,.d/*.sources}: add one (its mirror serves the kubernetes source package too)"
+      exit 1
+    fi
+    ud_log "adding deb-src for bookworm from the configured mirror(s) (/etc/apt/sources.list.d/debian-src.sources)"
+    printf '%s\n' "$stanzas" | $SUDO tee /etc/apt/sources.list.d/debian-src.sources >/dev/null
     apt_update_once
   elif ! apt-cache showsrc "$K8S_DEB_SRC_PKG" 2>/dev/null | grep "^Version: ${K8S_DEB_SRC_VERSION_PREFIX}" >/dev/null; then
     apt_update_once
