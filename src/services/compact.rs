@@ -1,7 +1,8 @@
 //! How the cache holds objects between plans: as compact JSON text, expanded only when a
 //! Service is planned. A `serde_json::Value` or `k8s-openapi` tree spends a B-tree node (about
 //! 600 bytes) on every small map, which at 10,000 Services made the cache several times larger
-//! than the objects' text (DESIGN §3: cache only what is used, far lighter than Gloo).
+//! than the objects' text (docs/behaviour.md, deliberate differences: cache only what is used, far
+//! lighter than Gloo).
 
 use std::collections::BTreeSet;
 
