@@ -63,7 +63,7 @@ use report::{Machine, Ratios, Report};
 
 /// The bare client's fastest on the test API server: with `--sweep-concurrency` at 2,000
 /// Services, 64, 128 and 256 in flight applied as fast as each other and 16 or 32 slower, so
-/// the smallest on the plateau (README, Performance).
+/// the smallest on the plateau (docs/performance.md).
 const DEFAULT_WRITE_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Parser)]

@@ -7,7 +7,7 @@
 //! values. Field names are Gloo's camelCase JSON names, so Gloo's own structural CRD accepts
 //! what we write.
 //!
-//! The CRD accepts every object Gloo's own CRD accepts (DESIGN.md §2): every spec field of
+//! The CRD accepts every object Gloo's own CRD accepts (docs/behaviour.md): every spec field of
 //! Gloo's schema is listed (the ones we do not model as open objects or with Gloo's scalar
 //! type), `status` keeps whatever Gloo's reporters write there, and nothing is required.
 
@@ -475,7 +475,7 @@ mod tests {
         );
     }
 
-    /// Every spec field of Gloo's schema (DESIGN.md §2), with the type Gloo's CRD gives it;
+    /// Every spec field of Gloo's schema (docs/behaviour.md), with the type Gloo's CRD gives it;
     /// messages we do not model are open objects.
     #[test]
     fn every_spec_field_of_gloo_schema_is_listed_with_its_type() {

@@ -1,4 +1,4 @@
-//! `/metrics`, `/healthz` and `/readyz` (DESIGN.md §3, §4) on a minimal HTTP/1.1 server.
+//! `/metrics`, `/healthz` and `/readyz` (docs/operations.md) on a minimal HTTP/1.1 server.
 //!
 //! Plain hyper rather than a web framework: three fixed routes do not justify the dependency
 //! tree, and the daemon's image and build time stay small.

@@ -1,7 +1,8 @@
-//! The conformance corpus run offline (DESIGN.md §7): each case of `tests/conformance/cases/`
-//! that only adds Services goes through the real binary's `render`, and what it prints must be
-//! exactly the Upstreams the case expects. The same cases run through the daemon on the API
-//! server in `tests/e2e/conformance.rs`. One trial per case, named after its file.
+//! The conformance corpus run offline (docs/development.md): each case of
+//! `tests/conformance/cases/` that only adds Services goes through the real binary's `render`, and
+//! what it prints must be exactly the Upstreams the case expects. The same cases run through the
+//! daemon on the API server in `tests/e2e/conformance.rs`. One trial per case, named after its
+//! file.
 
 #[path = "conformance/compare.rs"]
 mod compare;

@@ -1,7 +1,7 @@
-//! `upstream-discovery explain -f`, offline, against golden outputs written by hand from DESIGN
-//! §2 (`tests/explain/NAME.txt`, never produced by running the code): each case is a YAML file
-//! of Services (`NAME.yaml`, its comment says which rules it exercises) and the flags it runs
-//! with (`NAME.args`, one argument a line).
+//! `upstream-discovery explain -f`, offline, against golden outputs written by hand from
+//! docs/behaviour.md (`tests/explain/NAME.txt`, never produced by running the code): each case is a
+//! YAML file of Services (`NAME.yaml`, its comment says which rules it exercises) and the flags it
+//! runs with (`NAME.args`, one argument a line).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1702,11 +1702,80 @@ fn readme_shows_install_get_upstreams_and_scraping() {
     }
 }
 
+/// The anchors GitHub makes of a Markdown page's headings: lower case, punctuation but `-` and
+/// `_` dropped, spaces as `-`.
+fn anchors(markdown: &str) -> Vec<String> {
+    let mut in_code = false;
+    markdown
+        .lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                in_code = !in_code;
+            }
+            !in_code && line.starts_with('#')
+        })
+        .map(|line| {
+            line.trim_start_matches('#')
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+/// The README and every page of docs/ link only to pages and headings that exist.
+#[test]
+fn readme_and_docs_link_to_pages_and_headings_that_exist() {
+    let mut pages = vec![PathBuf::from("README.md")];
+    for entry in std::fs::read_dir(repo().join("docs")).expect("docs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|ext| ext == "md") {
+            pages.push(path.strip_prefix(repo()).expect("in repo").to_path_buf());
+        }
+    }
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = read(&page.to_string_lossy());
+        let dir = page.parent().unwrap_or(Path::new(""));
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let target = &rest[..rest.find(')').unwrap_or(rest.len())];
+            if target.starts_with("http") || target.contains(' ') {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if file.is_empty() {
+                page.clone()
+            } else {
+                dir.join(file)
+            };
+            let path = repo().join(&linked);
+            if !path.exists() {
+                broken.push(format!(
+                    "{}: {target} (no {})",
+                    page.display(),
+                    linked.display()
+                ));
+            } else if !anchor.is_empty() {
+                let linked_text = std::fs::read_to_string(&path).unwrap_or_default();
+                if !anchors(&linked_text).iter().any(|a| a == anchor) {
+                    broken.push(format!("{}: {target} (no such heading)", page.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
 // ---- Alerts and dashboard (issue 14) ----------------------------------------------------
 
 const ALERTS: &str = "deploy/prometheus/alerts.yaml";
 const ALERTS_TEST: &str = "deploy/prometheus/alerts_test.yaml";
 const DASHBOARD: &str = "deploy/grafana/upstream-discovery.json";
+const OPERATIONS: &str = "docs/operations.md";
 
 /// The alerts the issue asks for, in the file's order.
 const ALERT_NAMES: &[&str] = &[
@@ -1768,7 +1837,8 @@ fn every_alert_has_for_severity_summary_description_runbook_and_two_tests() {
     let names: Vec<&str> = rules.iter().map(|r| str_at(r, "alert")).collect();
     assert_eq!(names, ALERT_NAMES);
     let tests: Value = serde_saphyr::from_str(&read(ALERTS_TEST)).expect("alerts_test.yaml");
-    let readme = read("README.md");
+    // Each alert's runbook is a section of the operations page.
+    let operations = read(OPERATIONS);
     for rule in &rules {
         let name = str_at(rule, "alert");
         assert!(!str_at(rule, "for").is_empty(), "{name}: for");
@@ -1784,14 +1854,18 @@ fn every_alert_has_for_severity_summary_description_runbook_and_two_tests() {
         );
         assert_eq!(
             str_at(rule, "annotations.runbook_url"),
-            format!("README.md#runbook-{}", name.to_lowercase()),
+            format!("{OPERATIONS}#runbook-{}", name.to_lowercase()),
             "{name}: runbook anchor"
         );
         // The anchor GitHub makes of the heading `#### Runbook: <name>`.
         let heading = format!("#### Runbook: {name}\n");
         assert!(
-            readme.contains(&heading),
-            "{name}: the README has no runbook section {heading:?}"
+            operations.contains(&heading),
+            "{name}: {OPERATIONS} has no runbook section {heading:?}"
+        );
+        assert!(
+            anchors(&operations).contains(&format!("runbook-{}", name.to_lowercase())),
+            "{name}: no such anchor in {OPERATIONS}"
         );
         // A case where it fires (an expected alert) and one where it stays quiet (none).
         let cases: Vec<&Value> = tests["tests"]

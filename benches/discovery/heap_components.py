@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Heap at its peak, by component: reads `heaptrack_print --print-peaks 1` output on stdin
-(README, Performance: where the memory goes) and sums each allocation path into the first
+(docs/performance.md, "Where the memory goes") and sums each allocation path into the first
 component its frames name, innermost first."""
 import re
 import sys

@@ -155,7 +155,7 @@ async fn phases(
     );
     let idle = idle(rig, started).await?;
     progress(started, "phase: changes");
-    let changes = changes(rig, &idle, started).await?;
+    let changes = changes(rig, started).await?;
     let usage = Usage::read(rig.daemon.pid(), daemon_started)?;
     let calls = rig.pager.calls();
     let list_calls = calls
@@ -406,10 +406,11 @@ async fn idle(rig: &mut Rig<'_>, started: Instant) -> Result<Idle, String> {
 /// Where in the poll cycle each round publishes, as a fraction of it.
 const PHASES: &[f64] = &[0.15, 0.55, 0.85, 0.35, 0.7];
 
-async fn changes(rig: &mut Rig<'_>, idle: &Idle, started: Instant) -> Result<Changes, String> {
+async fn changes(rig: &mut Rig<'_>, started: Instant) -> Result<Changes, String> {
     let settings = rig.settings;
     let sizes = settings.sizes;
-    let cycle = settings.poll_interval.as_secs_f64() + idle.sweep_seconds_mean;
+    // Sweeps start at a fixed rate: one cycle is a poll interval, whatever a sweep takes.
+    let cycle = settings.poll_interval.as_secs_f64();
     let mut latencies = Vec::new();
     let mut missed = 0;
     let mut writes = 0.0;

@@ -193,7 +193,10 @@ impl Report {
             ),
             target(
                 "new version to every affected Upstream",
-                format!("≤ poll interval + 2 s = {:.1} s", poll + 2.0),
+                format!(
+                    "≤ poll interval + sweep duration (max) + 2 s = {:.1} s",
+                    poll + idle.sweep_seconds_max + 2.0
+                ),
                 format!(
                     "max {:.1} s, median {:.1} s, {} of {} seen",
                     changes.latency_seconds_max,
@@ -201,7 +204,8 @@ impl Report {
                     changes.seen,
                     changes.affected
                 ),
-                changes.missed == 0 && changes.latency_seconds_max <= poll + 2.0,
+                changes.missed == 0
+                    && changes.latency_seconds_max <= poll + idle.sweep_seconds_max + 2.0,
             ),
         ];
         Self {
@@ -314,10 +318,10 @@ impl Report {
                 ),
             ),
             (
-                "change: worst case of the daemon's schedule (interval + 2 × mean sweep)",
+                "change: worst case of the daemon's schedule (sweeps at a fixed rate: interval + one sweep)",
                 format!(
                     "{:.1} s",
-                    self.poll_interval_seconds + 2.0 * idle.sweep_seconds_mean
+                    self.poll_interval_seconds + idle.sweep_seconds_mean
                 ),
             ),
             (

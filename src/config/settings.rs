@@ -1,6 +1,6 @@
 //! Gloo's `Settings` object (`gloo.solo.io/v1`, kind `Settings`): the fields discovery reads,
-//! checked, with Gloo's defaulting (DESIGN §2, "Gloo's discovery pod"). Everything else in the
-//! object belongs to other Gloo components and is ignored.
+//! checked, with Gloo's defaulting (docs/behaviour.md, "Gloo's discovery pod"). Everything else in
+//! the object belongs to other Gloo components and is ignored.
 
 use std::collections::BTreeMap;
 

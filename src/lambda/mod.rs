@@ -1,4 +1,4 @@
-//! Function discovery (DESIGN.md §2, §3): keeps `spec.aws.lambdaFunctions` of aws Upstreams
+//! Function discovery (docs/behaviour.md): keeps `spec.aws.lambdaFunctions` of aws Upstreams
 //! current with one shared ListFunctions sweep per account and region.
 //!
 //! `selection`, `functions`, `target`, `problem` and `state` are pure (the state decides what

@@ -1,4 +1,4 @@
-//! Which Upstreams get function discovery (DESIGN.md §2, Gloo's `fdsMode`): pure rules.
+//! Which Upstreams get function discovery (docs/behaviour.md, Gloo's `fdsMode`): pure rules.
 
 use std::collections::BTreeMap;
 

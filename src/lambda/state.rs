@@ -1,8 +1,8 @@
-//! Function discovery's state, pure (DESIGN.md §5): the aws Upstreams, the namespaces' labels,
-//! the credentials and one group of Upstreams per sweep (account, role and region). Fed watch
-//! events and sweep answers, it returns [`Decision`]s (re-check this Upstream, write this list,
-//! report this problem, start or drop this sweep) for the loop to carry out; it never talks to
-//! the network, records no Event and touches no metric.
+//! Function discovery's state, pure (docs/architecture.md): the aws Upstreams, the namespaces'
+//! labels, the credentials and one group of Upstreams per sweep (account, role and region). Fed
+//! watch events and sweep answers, it returns [`Decision`]s (re-check this Upstream, write this
+//! list, report this problem, start or drop this sweep) for the loop to carry out; it never talks
+//! to the network, records no Event and touches no metric.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

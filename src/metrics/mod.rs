@@ -1,4 +1,4 @@
-//! The daemon's Prometheus metrics (DESIGN.md §4).
+//! The daemon's Prometheus metrics (docs/operations.md).
 //!
 //! Every metric lives in a registry of its own rather than the process-global default, so that
 //! tests (and, one day, two daemons in one process) never see each other's counts. Label values

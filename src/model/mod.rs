@@ -1,4 +1,4 @@
-//! The bottom of the crate (DESIGN.md §5, "model"): how objects are named and keyed, which
+//! The bottom of the crate (docs/architecture.md, "model"): how objects are named and keyed, which
 //! Upstreams are ours, the field managers we write under, the label and annotation names that
 //! more than one part reads, and the fixed sets of Event reasons and metric labels. It imports
 //! nothing from the rest of the crate, so every other part can use it without a cycle.

@@ -1,6 +1,6 @@
 //! Pure planning: compares the Upstreams one Service should have with the ones the daemon owns for
-//! it and decides which to create, update or delete (DESIGN.md §3 "writes only on real change"),
-//! and which names it must leave alone because someone else holds them.
+//! it and decides which to create, update or delete (docs/behaviour.md, "User fields kept": writes
+//! only on real change), and which names it must leave alone because someone else holds them.
 //!
 //! Who holds each name is an input (a [`NameClaims`] view of the cache): a name held by an object
 //! without our label, or by an Upstream discovered from another Service, is reported as blocked

@@ -1,5 +1,5 @@
 //! The discovered fields an owned Upstream still holds that its Service no longer gives
-//! (DESIGN.md §2: what discovery produces follows the Service key by key).
+//! (docs/behaviour.md: what discovery produces follows the Service key by key).
 //!
 //! Server-side apply removes a field only when no other manager still owns it. On an Upstream
 //! adopted from Gloo, Gloo's field manager co-owns every discovered key, and a key added by hand

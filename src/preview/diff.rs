@@ -8,9 +8,9 @@
 //! - `create`: `{namespace, name, service, upstream}` (`upstream` the object run would create);
 //! - `update`: `{namespace, name, service, reason, remove, deliberate, onlyDeliberate, diff}`:
 //!   `reason` the planner's first difference, `remove` the stale fields it removes first,
-//!   `deliberate` which of DESIGN's deliberate differences from Gloo the update holds
-//!   (`ownerReference`, `lastAppliedAnnotation`), `onlyDeliberate` true when that is all it
-//!   does, `diff` a unified diff of the YAML of the managed fields (labels, annotations,
+//!   `deliberate` which of the deliberate differences from Gloo (docs/behaviour.md) the update
+//!   holds (`ownerReference`, `lastAppliedAnnotation`), `onlyDeliberate` true when that is all
+//!   it does, `diff` a unified diff of the YAML of the managed fields (labels, annotations,
 //!   ownerReferences, spec), live then after the write;
 //! - `delete`: `{namespace, name, service, reason}` (`service` null for an Upstream no Service
 //!   in scope maps to);
@@ -286,7 +286,7 @@ impl Report {
                 });
                 Some(UpstreamKey::new(namespace.clone(), name.clone()))
             }
-            // Grants are not previewed (README, Routing from your namespace).
+            // Grants are not previewed (docs/behaviour.md, "Routing from your namespace").
             Action::Grant(_) => None,
         }
     }
@@ -320,7 +320,8 @@ pub fn reason_text(reason: &UpdateReason) -> String {
 }
 
 /// What an update changes, for people: the managed fields before and after, and which of the
-/// deliberate differences from Gloo (README, "Switching from Gloo's discovery") it holds.
+/// deliberate differences from Gloo (docs/behaviour.md, "Deliberate differences from Gloo") it
+/// holds.
 pub struct UpdateView {
     pub deliberate: Vec<&'static str>,
     pub only_deliberate: bool,
@@ -494,8 +495,8 @@ mod tests {
         .expect("service")
     }
 
-    /// The Upstream DESIGN §2 gives for port 80 of `service` above, as Gloo's discovery writes
-    /// it: by its field manager `discovery`, which then owns every field it set.
+    /// The Upstream docs/behaviour.md gives for port 80 of `service` above, as Gloo's discovery
+    /// writes it: by its field manager `discovery`, which then owns every field it set.
     fn gloo_upstream(namespace: &str, name: &str, extra_meta: Value) -> Upstream {
         let mut metadata = json!({
             "name": format!("{namespace}-{name}-80"), "namespace": WRITE,
@@ -661,8 +662,8 @@ mod tests {
 
     #[test]
     fn two_services_mapping_to_one_name_leave_it_to_the_first() {
-        // `a-b/c` and `a/b-c` both give `a-b-c-80` (DESIGN §2); with no holder yet, the Service
-        // whose namespace sorts first gets it.
+        // `a-b/c` and `a/b-c` both give `a-b-c-80` (docs/behaviour.md); with no holder yet, the
+        // Service whose namespace sorts first gets it.
         let got = report(
             vec![
                 service("a-b", "c", json!({})),

@@ -266,7 +266,7 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
         | Action::Update {
             desired: upstream, ..
         } => UpstreamKey::of(&upstream.metadata).as_ref() == Some(name),
-        // Grants are not previewed (README, Routing from your namespace).
+        // Grants are not previewed (docs/behaviour.md, "Routing from your namespace").
         Action::Delete { .. } | Action::Grant(_) => false,
     });
     match action {

@@ -1,5 +1,5 @@
-//! The reconcile kit both discovery loops are built from (DESIGN.md §5): a work queue keyed by
-//! object, per-stream list tracking, backoff, report-once bookkeeping and the leader gate. No
+//! The reconcile kit both discovery loops are built from (docs/architecture.md): a work queue keyed
+//! by object, per-stream list tracking, backoff, report-once bookkeeping and the leader gate. No
 //! network and no knowledge of Services or Lambda: the loops decide what a key means.
 
 mod backoff;

@@ -3,7 +3,7 @@
 //! claims each Upstream name. Pure: fed watch events, it says which jobs they affect; it never
 //! talks to the network.
 //!
-//! Names are claimed and collected by name (DESIGN.md §2), not by what an Upstream's `kube`
+//! Names are claimed and collected by name (docs/behaviour.md), not by what an Upstream's `kube`
 //! says: an owned Upstream belongs to the in-scope Service that maps to its name, and one that
 //! no in-scope Service maps to is collected, whatever its spec (an override may have replaced
 //! `kube`). When several Services map to one name, the one named in the Upstream's `kube` keeps

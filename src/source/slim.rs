@@ -2,7 +2,7 @@
 //! parsed, so that nothing bigger is ever held. A watcher holds a whole list page (500 objects)
 //! per stream and the read-ahead up to 256 more; parsed whole, a Service's managedFields alone
 //! are kilobytes of JSON trees, and at 10,000 Services these in-flight objects, not the cache,
-//! were most of the daemon's peak heap (README, Performance).
+//! were most of the daemon's peak heap (docs/performance.md).
 
 use std::borrow::Cow;
 

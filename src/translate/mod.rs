@@ -1,5 +1,5 @@
 //! Pure translation of a Kubernetes Service into the Upstreams discovery writes for it, one per
-//! port, exactly as Gloo's discovery would (DESIGN.md §2).
+//! port, exactly as Gloo's discovery would (docs/behaviour.md).
 
 pub mod grants;
 mod http2;

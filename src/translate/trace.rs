@@ -1,6 +1,6 @@
-//! Provenance: which rule of DESIGN §2 set each field of an Upstream, recorded by translation
-//! itself while it works (`explain`), so that the explanation can never drift from the rules.
-//! Translation records only when it is handed a trace: the daemon and `render` pass none and
+//! Provenance: which rule of docs/behaviour.md set each field of an Upstream, recorded by
+//! translation itself while it works (`explain`), so that the explanation can never drift from the
+//! rules. Translation records only when it is handed a trace: the daemon and `render` pass none and
 //! pay a branch per rule, nothing more.
 
 use std::fmt;

@@ -16,7 +16,7 @@ pub struct Case {
     /// The file name without `.yaml`.
     #[serde(skip)]
     pub name: String,
-    /// The DESIGN §2 rule line the case covers.
+    /// The docs/behaviour.md rule line the case covers.
     pub rule: String,
     /// Where the Upstreams are written (`--write-namespace`).
     pub write_namespace: String,

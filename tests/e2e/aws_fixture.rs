@@ -1,4 +1,4 @@
-//! Lambda functions in moto for one test (DESIGN.md §7).
+//! Lambda functions in moto for one test (docs/development.md).
 //!
 //! moto is shared by every test of the run and keeps its state for the environment's life, so
 //! each test works in its own AWS region through its own [`Moto`]. Calls go straight to moto

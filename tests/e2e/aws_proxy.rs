@@ -1,4 +1,4 @@
-//! A paging, fault-injecting HTTP proxy between the daemon and moto (DESIGN.md §7).
+//! A paging, fault-injecting HTTP proxy between the daemon and moto (docs/development.md).
 //!
 //! It listens on plain HTTP on `127.0.0.1:<free port>` and forwards every request (method,
 //! path and query, end-to-end headers, body) to moto, which routes by the credential scope of

@@ -60,8 +60,8 @@ fn service(name: &str, warned: bool) -> Service {
     .expect("service")
 }
 
-/// The Upstream DESIGN §2 gives for [`service`]: the plain one, with the Service's annotations
-/// copied (the invalid `upstream_config` is ignored, not applied).
+/// The Upstream docs/behaviour.md gives for [`service`]: the plain one, with the Service's
+/// annotations copied (the invalid `upstream_config` is ignored, not applied).
 fn expected_upstream(service_ns: &str, name: &str, warned: bool) -> Value {
     let upstream = kube_upstream(service_ns, name, 80);
     if warned {

@@ -1,9 +1,9 @@
-//! Names held by someone else (DESIGN §2, issue 11 failure 5): "Creating never merges into an
-//! existing object: a name found taken by an unlabelled object leaves that object byte-for-byte
-//! as it was", whatever the daemon's cache believed. The conformance cases
-//! `issue-05b-*` cover the same rule where the cache may already know the object; here the
-//! daemon's watch of the write namespace's Upstreams is held up at the fault proxy, so its cache
-//! certainly has not seen the object when the Service asks for the name.
+//! Names held by someone else (docs/behaviour.md, issue 11 failure 5): "Creating never merges into
+//! an existing object: a name found taken by an unlabelled object leaves that object byte-for-byte
+//! as it was", whatever the daemon's cache believed. The conformance cases `issue-05b-*` cover the
+//! same rule where the cache may already know the object; here the daemon's watch of the write
+//! namespace's Upstreams is held up at the fault proxy, so its cache certainly has not seen the
+//! object when the Service asks for the name.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

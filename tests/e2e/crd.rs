@@ -1,4 +1,4 @@
-//! Our CRD accepts what Gloo's accepts (DESIGN.md §2, issue 11): Upstreams as Gloo and its
+//! Our CRD accepts what Gloo's accepts (docs/behaviour.md, issue 11): Upstreams as Gloo and its
 //! users write them, `status` included, go through `kubectl apply` with strict field validation
 //! and read back exactly as written.
 

@@ -72,9 +72,9 @@ impl Daemon {
         }
     }
 
-    /// Starts the binary as Gloo's discovery pod runs it (DESIGN §2 "Gloo's discovery pod"): no
-    /// command-line arguments at all and an environment holding only `PATH`, `env` (the pod's:
-    /// POD_NAMESPACE, START_STATS_SERVER, maybe LOG_LEVEL; and what the test points AWS at),
+    /// Starts the binary as Gloo's discovery pod runs it (docs/behaviour.md "Gloo's discovery
+    /// pod"): no command-line arguments at all and an environment holding only `PATH`, `env` (the
+    /// pod's: POD_NAMESPACE, START_STATS_SERVER, maybe LOG_LEVEL; and what the test points AWS at),
     /// `KUBECONFIG` (standing in for the pod's mounted token) and the switches that keep the AWS
     /// SDK off this machine's own configuration. Its metrics are then on the fixed
     /// [`GLOO_METRICS_PORT`]: waits for that port to be free first, so call it from one test only.

@@ -1,7 +1,7 @@
 //! `upstream-discovery diff` against the real API server: a namespace prepared as Gloo's
 //! discovery leaves it (Upstreams written by another field manager, `discovery`, with a
 //! status), then one change at a time; exit codes as `kubectl diff`'s; `-o json`; and no write
-//! at all. The expected Upstreams are written by hand from DESIGN §2 (`kube_upstream`).
+//! at all. The expected Upstreams are written by hand from docs/behaviour.md (`kube_upstream`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -152,7 +152,7 @@ pub async fn previews_a_switch_from_gloo_exactly_and_writes_nothing(env: Arc<Tes
             .await
             .expect("create service");
     }
-    // As Gloo's discovery left them (DESIGN §2): one per port, the port named grpc speaking
+    // As Gloo's discovery left them (docs/behaviour.md): one per port, the port named grpc speaking
     // HTTP/2; `taken`'s name holds someone's own Upstream, which discovery never touches.
     gloo_writes(admin, &write, kube_upstream(&ns, "same", 80)).await;
     gloo_writes(

@@ -54,14 +54,14 @@ async fn patch_service(admin: &Client, namespace: &str, name: &str, patch: serde
         .expect("patch service");
 }
 
-/// The Upstream of port `port` of a Service made by [`service`] with no annotations (DESIGN
-/// §2, written out by hand in `kube_upstream`).
+/// The Upstream of port `port` of a Service made by [`service`] with no annotations
+/// (docs/behaviour.md, written out by hand in `kube_upstream`).
 fn plain(ns: &str, name: &str, port: u16) -> serde_json::Value {
     kube_upstream(ns, name, port)
 }
 
-/// In `--write-namespace-mode service`: the Upstream beside its Service, owned by it (DESIGN
-/// §3; the Service's UID is checked apart).
+/// In `--write-namespace-mode service`: the Upstream beside its Service, owned by it
+/// (docs/behaviour.md, deliberate differences; the Service's UID is checked apart).
 fn beside_its_service(ns: &str, name: &str, port: u16) -> serde_json::Value {
     with(
         plain(ns, name, port),
@@ -317,13 +317,14 @@ pub async fn gloo_written_upstreams_are_adopted_and_user_fields_survive(env: Arc
         ),
     )
     .await;
-    // Written the way Gloo's discovery writes them: a labelled object, by an update of another client.
+    // Written the way Gloo's discovery writes them: a labelled object, by an update of another
+    // client.
     let upstreams = Api::<Upstream>::namespaced(admin.clone(), &write);
     let gloo = PostParams {
         field_manager: Some("discovery".into()),
         ..Default::default()
     };
-    // As Gloo wrote them (DESIGN §2): `same` exactly right, `stale` without its Service's
+    // As Gloo wrote them (docs/behaviour.md): `same` exactly right, `stale` without its Service's
     // annotation.
     let gloo_written = |service: &str| -> Upstream {
         let mut object = without(plain(&ns, service, 80), "/metadata/ownerReferences");
@@ -803,8 +804,8 @@ pub async fn a_namespace_selector_scopes_discovery(env: Arc<TestEnv>) {
     scenario.cleanup().await;
 }
 
-/// Gloo's chart grants no Events (DESIGN §2): with that right taken away, refused Events give
-/// one warning line (not one per Event) and `errors_total{kind="event_forbidden"}`, and
+/// Gloo's chart grants no Events (docs/behaviour.md): with that right taken away, refused Events
+/// give one warning line (not one per Event) and `errors_total{kind="event_forbidden"}`, and
 /// discovery goes on.
 pub async fn refused_events_are_counted_logged_once_and_discovery_goes_on(env: Arc<TestEnv>) {
     use k8s_openapi::api::rbac::v1::ClusterRole;

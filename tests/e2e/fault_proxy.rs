@@ -1,4 +1,4 @@
-//! A fault-injecting HTTP proxy between the daemon and the API server (DESIGN.md §7).
+//! A fault-injecting HTTP proxy between the daemon and the API server (docs/development.md).
 //!
 //! It listens on plain HTTP on `127.0.0.1:<free port>` and forwards every request (method,
 //! path and query, end-to-end headers, body) to the real API server through a `kube::Client`

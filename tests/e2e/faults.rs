@@ -1,5 +1,6 @@
-//! The daemon's failure paths (DESIGN.md §3, §7): the real binary talks to the API server
-//! through the fault proxy, which throttles, fails, conflicts, delays and drops watches.
+//! The daemon's failure paths (docs/reliability.md, docs/development.md): the real binary talks to
+//! the API server through the fault proxy, which throttles, fails, conflicts, delays and drops
+//! watches.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +56,7 @@ async fn delete_service(admin: &Client, namespace: &str, name: &str) {
         .unwrap_or_else(|e| panic!("delete service {name}: {e}"));
 }
 
-/// The Upstream DESIGN §2 gives for a Service made by [`service`] with port 80 and no
+/// The Upstream docs/behaviour.md gives for a Service made by [`service`] with port 80 and no
 /// annotations (written out by hand in `kube_upstream`).
 fn plain(service_ns: &str, name: &str) -> serde_json::Value {
     kube_upstream(service_ns, name, 80)

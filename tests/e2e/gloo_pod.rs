@@ -1,5 +1,5 @@
-//! What Gloo's own Helm chart gives its discovery pod (DESIGN §2 "Gloo's discovery pod"), for
-//! the tests that run the binary in its place: Gloo's `Settings` CRD (a minimal one of Gloo's
+//! What Gloo's own Helm chart gives its discovery pod (docs/behaviour.md "Gloo's discovery pod"),
+//! for the tests that run the binary in its place: Gloo's `Settings` CRD (a minimal one of Gloo's
 //! shape) and the `default` object, and the ServiceAccount `discovery` bound to exactly the rules
 //! Gloo's chart grants it (no Events).
 
@@ -95,8 +95,8 @@ pub async fn put_settings(client: &Client, namespace: &str, spec: Value) {
     }
 }
 
-/// The rules Gloo's chart binds its discovery ServiceAccount to (DESIGN §2), exactly: reading
-/// pods, services, secrets, endpoints, configmaps and namespaces; everything on leases and
+/// The rules Gloo's chart binds its discovery ServiceAccount to (docs/behaviour.md), exactly:
+/// reading pods, services, secrets, endpoints, configmaps and namespaces; everything on leases and
 /// configmaps (leader election); upstreams; reading settings. Nothing on Events.
 pub fn gloo_discovery_rules() -> Value {
     json!([

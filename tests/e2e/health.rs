@@ -87,7 +87,7 @@ pub async fn readyz_names_a_failing_service_watch_and_recovers(env: Arc<TestEnv>
     create_service(admin, &ns, "two").await;
     let three = create_service(admin, &write, "three").await;
     daemon.wait_ready().await;
-    // Beside its Service, an Upstream is owned by it (DESIGN §2).
+    // Beside its Service, an Upstream is owned by it (docs/behaviour.md).
     let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": "three",
                         "uid": three.metadata.uid.expect("uid")}]);
     let three = with(

@@ -46,7 +46,8 @@ pub fn counts() -> (usize, usize) {
 }
 
 /// The annotations of the `index`th hostile Service, and the `skipped_total` reason its one
-/// warning is counted under (DESIGN §2: the annotation is ignored, a Warning Event and a count).
+/// warning is counted under (docs/behaviour.md: the annotation is ignored, a Warning Event and a
+/// count).
 pub fn hostile_annotations(index: usize) -> (BTreeMap<String, String>, &'static str) {
     let config = "gloo.solo.io/upstream_config".to_string();
     match index % KINDS {
@@ -118,8 +119,8 @@ pub fn normal_name(index: usize) -> String {
     format!("normal-{index:04}")
 }
 
-/// What DESIGN §2 says the daemon writes for a Service of [`service`]: the plain Upstream of
-/// its port 80, the bad annotation ignored (so nothing of it in the spec) and, like every
+/// What docs/behaviour.md says the daemon writes for a Service of [`service`]: the plain Upstream
+/// of its port 80, the bad annotation ignored (so nothing of it in the spec) and, like every
 /// annotation, copied to the Upstream.
 pub fn expected(namespace: &str, name: &str, annotations: &BTreeMap<String, String>) -> Value {
     let plain = kube_upstream(namespace, name, 80);

@@ -749,7 +749,7 @@ async fn assumed_role_of(moto_url: &str, access_key_id: &str) -> String {
         .to_string()
 }
 
-/// IRSA mode (DESIGN.md §2, as EKS sets it up): with `AWS_WEB_IDENTITY_TOKEN_FILE` and
+/// IRSA mode (docs/behaviour.md, as EKS sets it up): with `AWS_WEB_IDENTITY_TOKEN_FILE` and
 /// `AWS_ROLE_ARN` in the pod, every Upstream's functions are listed with the web identity
 /// token, for its `roleArn` or else the pod's role, even when it names a Secret (which must still
 /// exist; its keys are not used). moto gives credentials of the role's account, so the account

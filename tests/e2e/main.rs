@@ -1,4 +1,4 @@
-//! End-to-end tests against real servers (DESIGN.md §7): one environment for the whole run,
+//! End-to-end tests against real servers (docs/development.md): one environment for the whole run,
 //! started on first use and stopped by PID when the run ends, each test in its own namespaces.
 
 mod aws_fixture;

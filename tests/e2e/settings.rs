@@ -1,7 +1,7 @@
 //! The binary in place of Gloo's discovery pod (issue 12): configured by Gloo's `Settings`
 //! object with Gloo's defaulting, following its changes while running, and living with exactly
-//! the rights Gloo's chart grants (DESIGN §2 "Gloo's discovery pod"). Every expected Upstream is
-//! written out by hand from DESIGN §2.
+//! the rights Gloo's chart grants (docs/behaviour.md "Gloo's discovery pod"). Every expected
+//! Upstream is written out by hand from docs/behaviour.md.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +48,8 @@ fn labels_of(name: &str, labels: Value) -> Value {
     all
 }
 
-/// The Upstream DESIGN §2 gives for a Service made by [`service`] with no annotations, written
-/// to another namespace than the Service's: `kube_upstream` with the Service's labels.
+/// The Upstream docs/behaviour.md gives for a Service made by [`service`] with no annotations,
+/// written to another namespace than the Service's: `kube_upstream` with the Service's labels.
 fn discovered(ns: &str, name: &str, port: u16, labels: Value) -> Value {
     with(
         kube_upstream(ns, name, port),
@@ -121,7 +121,7 @@ async fn wait_for_functions(admin: &Client, namespace: &str, name: &str, expecte
     .await;
 }
 
-/// One function's `$LATEST` entry (DESIGN §2: the logical name of `$LATEST` is the name).
+/// One function's `$LATEST` entry (docs/behaviour.md: the logical name of `$LATEST` is the name).
 fn latest(function: &str) -> Value {
     json!({"lambdaFunctionName": function, "qualifier": "$LATEST", "logicalName": function})
 }
@@ -369,7 +369,7 @@ pub async fn gloo_pod_with_gloo_rbac_runs_from_settings(env: Arc<TestEnv>) {
 }
 
 /// One daemon while each Settings field changes in turn: after each change, exactly the
-/// Upstreams DESIGN §2 gives for the new configuration, with no restart of the process.
+/// Upstreams docs/behaviour.md gives for the new configuration, with no restart of the process.
 pub async fn settings_changes_apply_while_running(env: Arc<TestEnv>) {
     let scenario = Scenario::builder(env.clone(), "live")
         .without_account()
@@ -456,7 +456,7 @@ pub async fn settings_changes_apply_while_running(env: Arc<TestEnv>) {
     assert_same_process(&mut daemon, pid, started).await;
 
     // upstreamOptions.globalAnnotations: the global h2_service annotation turns on HTTP/2 for
-    // every Service without its own (DESIGN §2); the Upstream is rewritten in place.
+    // every Service without its own (docs/behaviour.md); the Upstream is rewritten in place.
     settings["upstreamOptions"] = json!({"globalAnnotations": {"gloo.solo.io/h2_service": "true"}});
     put_settings(admin, pod_ns, settings.clone()).await;
     wait_for_reloads(&daemon, 3.0).await;
@@ -622,11 +622,11 @@ pub async fn settings_changes_apply_while_running(env: Arc<TestEnv>) {
     scenario.cleanup().await;
 }
 
-/// Gloo's defaulting (DESIGN §2): no `discovery` block means WHITELIST, a `discovery` block
+/// Gloo's defaulting (docs/behaviour.md): no `discovery` block means WHITELIST, a `discovery` block
 /// without `fdsMode` BLACKLIST, and `udsOptions.enabled` absent means Service discovery on.
 ///
 /// For aws Upstreams WHITELIST and BLACKLIST select alike (Gloo treats AWS Upstreams in
-/// WHITELIST mode as in BLACKLIST mode, DESIGN §2), so no Upstream can tell them apart: the
+/// WHITELIST mode as in BLACKLIST mode, docs/behaviour.md), so no Upstream can tell them apart: the
 /// mode is read off the daemon's "starting discovery" line, and what can be observed is
 /// checked too: functions listed in both, none with DISABLED, Services discovered in all three.
 pub async fn gloo_defaulting_of_fds_mode(env: Arc<TestEnv>) {

@@ -252,8 +252,8 @@ pub async fn create_plain_service(admin: &Client, namespace: &str, name: &str) {
         .expect("create service");
 }
 
-/// The Upstream DESIGN §2 says discovery writes (to another namespace than the Service's) for
-/// port `port` of a Service `service_ns/service` labelled `app: <service>` with the selector
+/// The Upstream docs/behaviour.md says discovery writes (to another namespace than the Service's)
+/// for port `port` of a Service `service_ns/service` labelled `app: <service>` with the selector
 /// `app: <service>` and no annotations, written out by hand; adjust it with [`with`]. Only for
 /// names that need no sanitizing.
 pub fn kube_upstream(service_ns: &str, service: &str, port: u16) -> serde_json::Value {

@@ -1,7 +1,7 @@
 //! Servers dying mid-work (issue 13): kube-apiserver SIGKILLed and started again (etcd kept),
 //! etcd SIGKILLed and started again on its data, and the daemon SIGKILLed in the middle of a
-//! burst of writes and started again. Each ends in exactly the Upstreams DESIGN §2 gives (written
-//! by hand), an unowned Upstream untouched, and no owned Upstream lost.
+//! burst of writes and started again. Each ends in exactly the Upstreams docs/behaviour.md gives
+//! (written by hand), an unowned Upstream untouched, and no owned Upstream lost.
 //!
 //! The tests kill the servers, so this binary has an environment of its own (the end-to-end
 //! tests' servers are never touched) and runs its tests one at a time, whatever

@@ -18,7 +18,7 @@ use crate::world::{identities, put_unowned, resource_version, writes_of, World, 
 const EXIT_LIMIT: Duration = Duration::from_secs(5);
 /// How long the server stays away before it is started again.
 const AWAY: Duration = Duration::from_secs(5);
-/// DESIGN §3: every pending change is written within 5 s of the server being ready.
+/// docs/reliability.md: every pending change is written within 5 s of the server being ready.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(5);
 
 pub async fn kube_apiserver_killed_and_restarted_while_services_change(env: Arc<TestEnv>) {
@@ -148,7 +148,7 @@ async fn outage(env: Arc<TestEnv>, server: Server) {
     );
     assert!(
         recovery <= RECOVERY_LIMIT,
-        "converged {recovery:?} after the server was ready; DESIGN §3 says within {RECOVERY_LIMIT:?}\n{}",
+        "converged {recovery:?} after the server was ready; docs/reliability.md says within {RECOVERY_LIMIT:?}\n{}",
         daemon.logs()
     );
     daemon.terminate(EXIT_LIMIT);

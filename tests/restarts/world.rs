@@ -1,6 +1,6 @@
-//! The Services a test makes, kept beside it as a model, and the Upstreams DESIGN §2 says they
-//! give (written by hand through `kube_upstream`); plus the unowned Upstream every test puts in
-//! the write namespace, and the identities (UID, resourceVersion) of what is there.
+//! The Services a test makes, kept beside it as a model, and the Upstreams docs/behaviour.md says
+//! they give (written by hand through `kube_upstream`); plus the unowned Upstream every test puts
+//! in the write namespace, and the identities (UID, resourceVersion) of what is there.
 
 use std::collections::BTreeMap;
 
@@ -119,8 +119,8 @@ impl World {
         self.made(name).annotations.insert(key.into(), value.into());
     }
 
-    /// DESIGN §2: one Upstream per port, labelled `discovered_by: kubernetesplugin`, carrying
-    /// the Service's annotations and, in `discoveryMetadata.labels`, its labels; none for
+    /// docs/behaviour.md: one Upstream per port, labelled `discovered_by: kubernetesplugin`,
+    /// carrying the Service's annotations and, in `discoveryMetadata.labels`, its labels; none for
     /// [`TAKEN`], whose name an unowned Upstream holds.
     pub fn expected(&self) -> Vec<Value> {
         let mut upstreams = Vec::new();
