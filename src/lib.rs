@@ -15,6 +15,7 @@
 //! 7. the two thin loops, `services` and `lambda::engine`;
 //! 8. `daemon`, `render` and `preview` (`diff`, `explain`), wired by `main.rs`.
 
+pub mod admission;
 pub mod apply;
 pub mod config;
 pub mod crd;
