@@ -96,6 +96,7 @@ impl Refusals {
         self.standing.retain(|_, standing| standing.job != *job);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.standing.len()
     }
