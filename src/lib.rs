@@ -4,8 +4,9 @@
 //! Layers, bottom first; a module imports only from its own layer or those below it (checked
 //! by `tests/architecture.rs`):
 //! 1. `model`: keys, ownership, field managers, names, Event reasons and metric labels;
-//! 2. `crd`, `selector` (the types), `reconcile`, the kit both loops are built from, and
-//!    `health`, the loops' liveness and readiness records;
+//! 2. `crd`, `selector` (the types), `reconcile`, the kit both loops are built from,
+//!    `health`, the loops' liveness and readiness records, and `admission`, which tells a
+//!    refusal by admission control from the API server's message;
 //! 3. `translate`, then `plan`: pure;
 //! 4. the pure states: `services::state`, `lambda::{selection, functions, target, problem,
 //!    state}`;

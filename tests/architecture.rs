@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("selector", 2),
     ("reconcile", 2),
     ("health", 2),
+    ("admission", 2),
     ("translate", 3),
     ("plan", 4),
     ("services::state", 5),

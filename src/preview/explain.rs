@@ -151,7 +151,7 @@ async fn events_of(
 
 /// The latest Event of `events` as one line, `none` when there is none, or why Events cannot
 /// be read (the daemon's own rights grant no list of Events: not worth failing for).
-fn last_of<'a>(events: &Result<Vec<Event>, kube::Error>, keep: impl Fn(&Event) -> bool) -> String {
+fn last_of(events: &Result<Vec<Event>, kube::Error>, keep: impl Fn(&Event) -> bool) -> String {
     let found = match events {
         Ok(found) => found,
         Err(error) => return format!("unknown (cannot list Events: {error})"),
