@@ -9,7 +9,7 @@
 //! - no verdict, with `failurePolicy: Fail`: `... failed calling webhook "NAME": REASON` (a 500
 //!   InternalError), when the webhook is down, times out or answers nonsense.
 
-use crate::model::{ErrorKind, UpstreamKey};
+use crate::model::{ErrorKind, EventReason, UpstreamKey};
 
 /// A write of an Upstream that admission control refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,15 @@ impl Refusal {
         match error {
             kube::Error::Api(status) => Self::from_message(&status.message),
             _ => None,
+        }
+    }
+
+    /// The reason of the Warning Event that reports it.
+    pub fn event_reason(&self) -> EventReason {
+        if self.kind == ErrorKind::AdmissionUnavailable {
+            EventReason::AdmissionUnavailable
+        } else {
+            EventReason::AdmissionDenied
         }
     }
 

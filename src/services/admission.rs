@@ -12,7 +12,7 @@ use super::Engine;
 use crate::admission::{Refusal, RefusedWrite};
 use crate::events::{ObjectEvent, Regarding};
 use crate::metrics::WriteOp;
-use crate::model::{ErrorKind, EventReason, UpstreamKey};
+use crate::model::{ErrorKind, UpstreamKey};
 
 /// A refusal that has not been followed by the write going through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl Engine {
         self.events.record(ObjectEvent {
             regarding,
             warning: true,
-            reason: event_reason(refused.refusal.kind),
+            reason: refused.refusal.event_reason(),
             note: note(op, refused, super::RETRY.cap),
         });
     }
@@ -135,14 +135,6 @@ impl Engine {
             let refused_for = standing.since.elapsed();
             tracing::info!(%job, upstream = %key, op = op.as_str(), refused_tries = standing.tries, refused_for_ms = refused_for.as_millis() as u64, by = %standing.refusal.by_what(), "write went through after admission control refused it");
         }
-    }
-}
-
-fn event_reason(kind: ErrorKind) -> EventReason {
-    if kind == ErrorKind::AdmissionUnavailable {
-        EventReason::AdmissionUnavailable
-    } else {
-        EventReason::AdmissionDenied
     }
 }
 
