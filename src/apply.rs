@@ -10,6 +10,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
+use crate::admission::{Refusal, RefusedWrite};
 use crate::crd::{LambdaFunction, ReferenceGrant, Upstream};
 use crate::metrics::WriteOp;
 use crate::model::{
@@ -49,6 +50,8 @@ pub enum Outcome {
         kind: ErrorKind,
         retry_after: Option<Duration>,
         message: String,
+        /// Set when admission control refused it (`kind` says how).
+        refused: Option<Box<RefusedWrite>>,
     },
     /// What became of a ReferenceGrant write.
     Grant(GrantOutcome),
@@ -292,7 +295,7 @@ impl Applier {
             Err(error) if matches!(status_code(&error), Some(404 | 409)) => {
                 Outcome::Conflict(key.clone())
             }
-            Err(error) => failed_from(WriteOp::Update, &error),
+            Err(error) => failed_from(WriteOp::Update, key, Some(uid), &error),
         }
     }
 
@@ -308,7 +311,7 @@ impl Applier {
             .api(&key.namespace)
             .get_opt(&key.name)
             .await
-            .map_err(|error| failed_from(WriteOp::Update, &error))?;
+            .map_err(|error| failed_from(WriteOp::Update, &key, None, &error))?;
         match plan_fresh(desired, current.as_ref(), &DISCOVERY_MANAGERS) {
             Fresh::Write(action) => Ok(*action),
             Fresh::NotOwned => Err(Outcome::NotOwned(key)),
@@ -349,7 +352,7 @@ impl Applier {
                 upstream: Box::new(stored),
             },
             Err(error) if status_code(&error) == Some(409) => self.classify_conflict(key).await,
-            Err(error) => failed_from(WriteOp::Create, &error),
+            Err(error) => failed_from(WriteOp::Create, &key, None, &error),
         }
     }
 
@@ -409,7 +412,7 @@ impl Applier {
                 }
                 Err(error) if status_code(&error) == Some(404) => return Outcome::Conflict(key),
                 Err(error) if status_code(&error) == Some(409) => return self.refreshed(key).await,
-                Err(error) => return failed_from(WriteOp::Update, &error),
+                Err(error) => return failed_from(WriteOp::Update, &key, Some(uid), &error),
             }
             self.limiter.until_ready().await;
         }
@@ -431,7 +434,7 @@ impl Applier {
             },
             Err(error) if status_code(&error) == Some(404) => Outcome::Conflict(key),
             Err(error) if status_code(&error) == Some(409) => self.refreshed(key).await,
-            Err(error) => failed_from(WriteOp::Update, &error),
+            Err(error) => failed_from(WriteOp::Update, &key, Some(uid), &error),
         }
     }
 
@@ -451,7 +454,7 @@ impl Applier {
             Ok(_) => Outcome::Deleted(key),
             Err(error) if status_code(&error) == Some(404) => Outcome::Deleted(key),
             Err(error) if status_code(&error) == Some(409) => self.refreshed(key).await,
-            Err(error) => failed_from(WriteOp::Delete, &error),
+            Err(error) => failed_from(WriteOp::Delete, &key, Some(uid), &error),
         }
     }
 
@@ -470,7 +473,7 @@ impl Applier {
                 Outcome::NotOwned(key)
             }
             Ok(_) => Outcome::Conflict(key),
-            Err(error) => failed_from(WriteOp::Create, &error),
+            Err(error) => failed_from(WriteOp::Create, &key, None, &error),
         }
     }
 }
@@ -537,16 +540,35 @@ fn failed(op: WriteOp, kind: ErrorKind, retry_after: Option<Duration>, message: 
         kind,
         retry_after,
         message,
+        refused: None,
     }
 }
 
-fn failed_from(op: WriteOp, error: &kube::Error) -> Outcome {
+/// A failed write of Upstream `key` (`uid` when it exists), told apart from admission control's
+/// refusals.
+fn failed_from(op: WriteOp, key: &UpstreamKey, uid: Option<&str>, error: &kube::Error) -> Outcome {
     let (kind, retry_after) = classify(error);
-    failed(op, kind, retry_after, error.to_string())
+    let refused = Refusal::from_error(error).map(|refusal| {
+        Box::new(RefusedWrite {
+            upstream: key.clone(),
+            uid: uid.map(str::to_string),
+            refusal,
+        })
+    });
+    Outcome::Failed {
+        op,
+        kind,
+        retry_after,
+        message: error.to_string(),
+        refused,
+    }
 }
 
-/// The kind of a failed request, and the server's Retry-After hint.
+/// The kind of a failed request, and the server's Retry-After hint. Admission control's
+/// refusals come first: a webhook may answer 403 or 422, which is no missing right nor an
+/// invalid object.
 fn classify(error: &kube::Error) -> (ErrorKind, Option<Duration>) {
+    let admission = Refusal::from_error(error).map(|refusal| refusal.kind);
     match error {
         kube::Error::Api(status) => {
             let hint = status
@@ -555,13 +577,13 @@ fn classify(error: &kube::Error) -> (ErrorKind, Option<Duration>) {
                 .map(|details| details.retry_after_seconds)
                 .filter(|seconds| *seconds > 0)
                 .map(|seconds| Duration::from_secs(u64::from(seconds)));
-            let kind = match status.code {
+            let kind = admission.unwrap_or(match status.code {
                 429 => ErrorKind::Throttled,
                 403 => ErrorKind::Forbidden,
                 422 => ErrorKind::Invalid,
                 code if code >= 500 => ErrorKind::ServerError,
                 _ => ErrorKind::ApiError,
-            };
+            });
             (kind, hint)
         }
         _ => (ErrorKind::Transport, None),
@@ -576,6 +598,53 @@ mod tests {
     fn applier(fence: Fence) -> Applier {
         let (client, _) = offline();
         Applier::new(client, NonZeroU32::MIN, NonZeroU32::MIN, false, fence)
+    }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: message.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn admission_refusals_are_told_apart_from_rbac_and_invalid_objects() {
+        let rbac = api_error(403, "upstreams.gloo.solo.io \"a\" is forbidden: User \"u\" cannot delete resource \"upstreams\"");
+        assert_eq!(classify(&rbac).0, ErrorKind::Forbidden);
+        let webhook = api_error(
+            403,
+            "admission webhook \"w.example.com\" denied the request: no",
+        );
+        assert_eq!(classify(&webhook).0, ErrorKind::AdmissionDenied);
+        let policy = api_error(422, "upstreams.gloo.solo.io \"a\" is invalid: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no");
+        assert_eq!(classify(&policy).0, ErrorKind::AdmissionDenied);
+        let down = api_error(500, "Internal error occurred: failed calling webhook \"w.example.com\": context deadline exceeded");
+        assert_eq!(classify(&down).0, ErrorKind::AdmissionUnavailable);
+        assert_eq!(
+            classify(&api_error(500, "etcdserver: leader changed")).0,
+            ErrorKind::ServerError
+        );
+
+        let key = UpstreamKey::new("gloo-system", "a");
+        let Outcome::Failed {
+            kind,
+            refused: Some(refused),
+            ..
+        } = failed_from(WriteOp::Delete, &key, Some("u1"), &webhook)
+        else {
+            panic!("a refused write");
+        };
+        assert_eq!(kind, ErrorKind::AdmissionDenied);
+        assert_eq!(
+            (refused.upstream, refused.uid.as_deref()),
+            (key.clone(), Some("u1"))
+        );
+        assert_eq!(refused.refusal.by, "w.example.com");
+        let Outcome::Failed { refused: None, .. } = failed_from(WriteOp::Delete, &key, None, &rbac)
+        else {
+            panic!("RBAC's refusal is no admission's");
+        };
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,7 +8,8 @@
 //! 1. `model`: keys, ownership, field managers, names, Event reasons and metric labels;
 //! 2. `crd`, `selector` (the types), `compact` (a Service trimmed to what translation reads),
 //!    `credentials` (the AWS keys a Secret holds), `reconcile`, the kit both loops are built
-//!    from, and `health`, the loops' liveness and readiness records;
+//!    from, `health`, the loops' liveness and readiness records, and `admission`, which tells
+//!    a refusal by admission control from the API server's message;
 //! 3. `translate`: pure;
 //! 4. `plan`: pure;
 //! 5. the pure states: `services::state`, `services::compact`, `services::grant_cache`, and
@@ -20,6 +21,7 @@
 //! 8. the two thin loops, `services` and `lambda::engine`;
 //! 9. `daemon`, `render` and `preview` (diff and explain), wired by `main.rs`.
 
+pub mod admission;
 pub mod apply;
 pub mod compact;
 pub mod config;

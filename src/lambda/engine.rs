@@ -27,7 +27,9 @@ use crate::events::{EventSink, ObjectEvent, Regarding};
 use crate::health::LoopHealth;
 use crate::metrics::{Metrics, Source, WatchResource, WriteOp, WriteResult};
 use crate::model::{ErrorKind, EventReason, Scope, UpstreamKey};
-use crate::reconcile::{Backoff, Finished, LeaderGate, QueueEvent, SayOnce, WorkQueue};
+use crate::reconcile::{
+    Backoff, Change, Finished, LeaderGate, QueueEvent, ReportOnce, SayOnce, WorkQueue,
+};
 use crate::source::{LambdaInput, SecretUpdate, SecretWatches};
 
 /// Retries of failed writes, and of failed sweeps up to the cap below.
@@ -75,6 +77,8 @@ pub struct LambdaEngine {
     health: LoopHealth,
     /// Writes refused with 403 (a right taken away): one warning line until one goes through.
     forbidden: SayOnce,
+    /// Writes refused by admission control (who refused, how), reported once per Upstream.
+    refusals: ReportOnce<UpstreamKey, (ErrorKind, String)>,
     /// A watch failed and none has answered since.
     watch_failed: bool,
     sweepers: Sweepers,
@@ -120,6 +124,7 @@ impl LambdaEngine {
             // Reports to no one until `run` gets the record of its run.
             health: LoopHealth::default(),
             forbidden: SayOnce::default(),
+            refusals: ReportOnce::default(),
             watch_failed: false,
             secret_watches,
             secret_updates,
@@ -365,6 +370,9 @@ impl LambdaEngine {
         match written.outcome {
             Outcome::Written { upstream, .. } => {
                 self.forbidden.clear();
+                if let Change::Cleared(_) = self.refusals.update(&key, None) {
+                    tracing::info!(upstream = %key, "lambdaFunctions write went through after admission control refused it");
+                }
                 self.metrics
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Success);
                 self.metrics
@@ -399,13 +407,29 @@ impl LambdaEngine {
                 kind,
                 retry_after,
                 message,
+                refused,
                 ..
             } => {
                 self.metrics
                     .record_write(Source::Lambda, WriteOp::Update, WriteResult::Error);
                 self.metrics.error(kind);
                 let delay = self.writes.retry(key.clone(), changed_at, retry_after);
-                if kind != ErrorKind::Forbidden || self.forbidden.first() {
+                if let Some(refused) = refused {
+                    let who = (kind, refused.refusal.by.clone());
+                    if let Change::Raised { .. } = self.refusals.update(&key, Some(who)) {
+                        let refusal = &refused.refusal;
+                        let note = format!(
+                            "update of spec.aws.lambdaFunctions refused: {}; retrying with backoff",
+                            refusal.message
+                        );
+                        self.events.record(ObjectEvent {
+                            regarding: Regarding::upstream(&key, refused.uid.clone()),
+                            warning: true,
+                            reason: refusal.event_reason(),
+                            note,
+                        });
+                    }
+                } else if kind != ErrorKind::Forbidden || self.forbidden.first() {
                     tracing::warn!(upstream = %key, kind = kind.as_str(), error = %message, retry_in = ?delay, "cannot write lambdaFunctions; retrying");
                 } else {
                     tracing::debug!(upstream = %key, error = %message, retry_in = ?delay, "lambdaFunctions write forbidden again; retrying");
@@ -421,6 +445,7 @@ impl LambdaEngine {
                 Decision::Recheck(key) => self.writes.mark(key, now),
                 Decision::Forget(key) => {
                     self.writes.forget(&key);
+                    self.refusals.forget(&key);
                     self.metrics
                         .forget_lambda_functions(&key.namespace, &key.name);
                 }

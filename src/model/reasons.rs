@@ -47,6 +47,11 @@ named_enum!(
         InvalidAwsUpstream => "InvalidAwsUpstream",
         /// Normal: function discovery works again after a problem.
         LambdaFunctionsDiscovered => "LambdaFunctionsDiscovered",
+        /// An admission webhook or policy refused a write of the Upstream.
+        AdmissionDenied => "AdmissionDenied",
+        /// A webhook with `failurePolicy: Fail` could not be called (down, or timed out), so the
+        /// API server refused the write without a verdict.
+        AdmissionUnavailable => "AdmissionUnavailable",
     }
 );
 
@@ -77,6 +82,10 @@ named_enum!(
         /// HTTP 429 from the API server.
         Throttled => "throttled",
         Forbidden => "forbidden",
+        /// An admission webhook or admission policy refused the write (not a missing right).
+        AdmissionDenied => "admission_denied",
+        /// An admission webhook with `failurePolicy: Fail` could not be called or timed out.
+        AdmissionUnavailable => "admission_unavailable",
         /// HTTP 422: the object was refused as invalid.
         Invalid => "invalid",
         ServerError => "server_error",

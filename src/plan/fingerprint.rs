@@ -16,6 +16,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde_json::Value;
 
+use super::stale::MIRRORED_MAPS;
 use super::{lookup, FieldPath, ObservedUpstream, OWNER_REFERENCES};
 use crate::crd::Upstream;
 
@@ -31,14 +32,27 @@ pub fn desired(upstream: &Upstream) -> Option<Fingerprint> {
     Some(of_leaves(&json, &leaves))
 }
 
-/// Of what an owned Upstream holds in the fields discovery's managers own.
+/// Of what an owned Upstream holds in the fields discovery's managers own, and in the maps
+/// that mirror the Service whoever set their keys (a key added by hand must go, as in
+/// `stale`).
 pub fn observed(upstream: &ObservedUpstream) -> Fingerprint {
-    let owned: BTreeSet<FieldPath> = upstream
+    let mut owned: BTreeSet<FieldPath> = upstream
         .discovery_fields
         .iter()
         .filter(|path| path.is_managed())
         .cloned()
         .collect();
+    for map in MIRRORED_MAPS {
+        if let Some(Value::Object(keys)) = lookup(&upstream.object, map.iter().copied()) {
+            owned.extend(
+                keys.iter()
+                    .filter(|(_, value)| !value.is_null())
+                    .map(|(key, _)| {
+                        FieldPath::new(map.iter().copied().chain(std::iter::once(key.as_str())))
+                    }),
+            );
+        }
+    }
     of_leaves(&upstream.object, &owned)
 }
 
@@ -194,6 +208,14 @@ mod tests {
         stale.push(&["spec", "useHttp2"]);
         let with_stale = observed_with(stored(json!(80), json!({"useHttp2": true})), &stale);
         assert_ne!(observed(&with_stale), want, "a field to remove");
+        // A selector key added by hand (another manager): it must go, so a read and a write.
+        let hand = observed_with(
+            json!({"metadata": {"labels": {"discovered_by": "kubernetesplugin"}},
+                   "spec": {"kube": {"serviceName": "web", "serviceNamespace": "shop",
+                                     "servicePort": 80, "selector": {"extra": "1"}}}}),
+            OWNED,
+        );
+        assert_ne!(observed(&hand), want, "a hand-added selector key");
         // Someone else took over a field discovery set (kubectl edit): not owned, so a write.
         let taken = observed_with(stored(json!(80), json!({})), &OWNED[..3]);
         assert_ne!(observed(&taken), want);

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::{lookup, FieldPath, ObservedUpstream};
 
 /// Maps that hold exactly what the Service has: any other key is stale, whoever set it.
-const MIRRORED_MAPS: [&[&str]; 2] = [
+pub(super) const MIRRORED_MAPS: [&[&str]; 2] = [
     &["spec", "kube", "selector"],
     &["spec", "discoveryMetadata", "labels"],
 ];

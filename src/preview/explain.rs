@@ -1,8 +1,10 @@
 //! `upstream-discovery explain`: the Upstreams a Service maps to and, for each field, the rule
 //! that set it, read from translation's own trace (never from a second copy of the rules); the
 //! warnings; and against a cluster what `run` would do with each (the daemon's planner), who
-//! holds the name, and the last Event recorded for the Service.
+//! holds the name, the last admission refusal of each Upstream, and the last Event recorded for
+//! the Service.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{Event, Service};
@@ -13,7 +15,7 @@ use super::cluster::{self, list_all, Snapshot};
 use super::diff::{reason_text, UpdateView};
 use super::PreviewError;
 use crate::config::RunArgs;
-use crate::model::{ServiceKey, UpstreamKey};
+use crate::model::{EventReason, ServiceKey, UpstreamKey};
 use crate::plan::{self, Action, BlockedBy, NameClaims, NameHolder, Plan};
 use crate::render::parse_services;
 use crate::selector::LabelSelector;
@@ -26,6 +28,8 @@ struct Live<'a> {
     /// `run`'s plan for it; `None` when `run` does not see the Service.
     plan: Option<Plan>,
     last_event: String,
+    /// The last admission refusal of each Upstream that has one.
+    refusals: BTreeMap<UpstreamKey, String>,
 }
 
 /// `NAMESPACE/SERVICE` as a key.
@@ -103,12 +107,20 @@ pub async fn explain_cluster(args: &RunArgs, key: &ServiceKey) -> Result<String,
                 true,
             )
         });
-    let last_event = last_event(&connected.client, key).await;
+    let service_events = events_of(&connected.client, &key.namespace, "Service", &key.name).await;
+    let last_event = last_of(&service_events, |_| true);
+    let names: Vec<UpstreamKey> = translation
+        .upstreams
+        .iter()
+        .filter_map(|upstream| UpstreamKey::of(&upstream.metadata))
+        .collect();
+    let refusals = last_refusals(&connected.client, &service_events, &names).await;
     let live = Live {
         snapshot: &snapshot,
         key: key.clone(),
         plan,
         last_event,
+        refusals,
     };
     let mut out = String::new();
     for note in &connected.notes {
@@ -125,15 +137,22 @@ pub async fn explain_cluster(args: &RunArgs, key: &ServiceKey) -> Result<String,
     Ok(out)
 }
 
-/// The latest Event whose involved object is the Service, as one line; `none`; or why Events
-/// cannot be read (the daemon's own rights grant no list of Events: not worth failing for).
-async fn last_event(client: &kube::Client, key: &ServiceKey) -> String {
-    let events: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
-    let selector = format!(
-        "involvedObject.kind=Service,involvedObject.name={}",
-        key.name
-    );
-    let found = match list_all(&events, &ListParams::default().fields(&selector)).await {
+/// The Events whose involved object is `kind` `namespace/name`.
+async fn events_of(
+    client: &kube::Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Vec<Event>, kube::Error> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    list_all(&events, &ListParams::default().fields(&selector)).await
+}
+
+/// The latest Event of `events` as one line, `none` when there is none, or why Events cannot
+/// be read (the daemon's own rights grant no list of Events: not worth failing for).
+fn last_of(events: &Result<Vec<Event>, kube::Error>, keep: impl Fn(&Event) -> bool) -> String {
+    let found = match events {
         Ok(found) => found,
         Err(error) => return format!("unknown (cannot list Events: {error})"),
     };
@@ -147,7 +166,11 @@ async fn last_event(client: &kube::Client, key: &ServiceKey) -> String {
             .and_then(|value| value.as_str().map(str::to_string))
             .unwrap_or_default()
     };
-    match found.iter().max_by_key(|event| time(event)) {
+    match found
+        .iter()
+        .filter(|event| keep(event))
+        .max_by_key(|event| time(event))
+    {
         Some(event) => format!(
             "{} {} at {}: {}",
             event.type_.as_deref().unwrap_or("Normal"),
@@ -157,6 +180,42 @@ async fn last_event(client: &kube::Client, key: &ServiceKey) -> String {
         ),
         None => "none".to_string(),
     }
+}
+
+/// The last admission refusal of each of `upstreams`: the daemon records it on the Upstream,
+/// or on the Service when the Upstream does not exist (a refused create).
+async fn last_refusals(
+    client: &kube::Client,
+    service_events: &Result<Vec<Event>, kube::Error>,
+    upstreams: &[UpstreamKey],
+) -> BTreeMap<UpstreamKey, String> {
+    let is_refusal = |event: &Event| {
+        [
+            EventReason::AdmissionDenied,
+            EventReason::AdmissionUnavailable,
+        ]
+        .iter()
+        .any(|reason| event.reason.as_deref() == Some(reason.as_str()))
+    };
+    let mut found = BTreeMap::new();
+    for key in upstreams {
+        let on_upstream = events_of(client, &key.namespace, "Upstream", &key.name).await;
+        let mut refusals: Vec<Event> = on_upstream.unwrap_or_default();
+        let named = format!(" of Upstream {key} ");
+        if let Ok(events) = service_events {
+            refusals.extend(
+                events
+                    .iter()
+                    .filter(|event| event.message.as_deref().is_some_and(|m| m.contains(&named)))
+                    .cloned(),
+            );
+        }
+        let line = last_of(&Ok(refusals), is_refusal);
+        if line != "none" {
+            found.insert(key.clone(), line);
+        }
+    }
+    found
 }
 
 fn explain_service(
@@ -247,6 +306,9 @@ fn explain_live(out: &mut String, live: &Live<'_>, name: &UpstreamKey) {
         NameHolder::Free => "nobody".to_string(),
     };
     let _ = writeln!(out, "    name held by: {holder}");
+    if let Some(refusal) = live.refusals.get(name) {
+        let _ = writeln!(out, "    last refusal: {refusal}");
+    }
     let Some(plan) = &live.plan else {
         return;
     };

@@ -6,6 +6,7 @@
 //! running just keep it dirty, so they coalesce into one re-plan when the writes end. Failures
 //! are retried with backoff (or the server's Retry-After); conflicts re-plan from fresh state.
 
+mod admission;
 mod compact;
 pub mod grant_cache;
 mod grants;
@@ -66,6 +67,8 @@ pub struct Engine {
     reported_blocked: ReportOnce<ServiceKey, BTreeMap<UpstreamKey, Blocked>>,
     /// Writes refused with 403 (a right taken away): one warning line until one goes through.
     forbidden: SayOnce,
+    /// Writes refused by admission control, reported once per Upstream and change.
+    refusals: admission::Refusals,
     /// A watch failed and none has answered since.
     watch_failed: bool,
     was_synced: bool,
@@ -93,6 +96,7 @@ impl Engine {
             reported_warnings: ReportOnce::default(),
             reported_blocked: ReportOnce::default(),
             forbidden: SayOnce::default(),
+            refusals: admission::Refusals::default(),
             watch_failed: false,
             was_synced: false,
         }
@@ -227,6 +231,7 @@ impl Engine {
                 // Nothing to do is done: a job that had failed and whose Service went (or got
                 // right by itself) must not keep its retry count.
                 self.queue.succeeded(&job);
+                self.refusals.settle(&job);
                 continue;
             }
             let applier = self.applier.clone();
@@ -392,6 +397,9 @@ impl Engine {
             match outcome {
                 Outcome::Written { op, upstream } => {
                     self.forbidden.clear();
+                    if let Some(key) = UpstreamKey::of(&upstream.metadata) {
+                        self.on_allowed(&job, &key, op);
+                    }
                     self.state.on_written(&upstream);
                     self.metrics
                         .record_write(Source::Kubernetes, op, WriteResult::Success);
@@ -399,6 +407,7 @@ impl Engine {
                     tracing::info!(%job, upstream = ?upstream.metadata.name, op = op.as_str(), lag_ms = lag.as_millis() as u64, "upstream written");
                 }
                 Outcome::Deleted(name) => {
+                    self.on_allowed(&job, &name, WriteOp::Delete);
                     self.state.on_deleted(&name);
                     self.metrics.record_write(
                         Source::Kubernetes,
@@ -453,11 +462,14 @@ impl Engine {
                     kind,
                     retry_after: hint,
                     message,
+                    refused,
                 } => {
                     self.metrics
                         .record_write(Source::Kubernetes, op, WriteResult::Error);
                     self.metrics.error(kind);
-                    if kind != ErrorKind::Forbidden || self.forbidden.first() {
+                    if let Some(refused) = refused {
+                        self.on_refused(&job, op, &refused);
+                    } else if kind != ErrorKind::Forbidden || self.forbidden.first() {
                         tracing::warn!(%job, op = op.as_str(), kind = kind.as_str(), error = %message, "write failed; will retry");
                     } else {
                         tracing::debug!(%job, op = op.as_str(), error = %message, "write forbidden again; will retry (said once until a write goes through)");
@@ -468,7 +480,10 @@ impl Engine {
             }
         }
         match retry_after {
-            None => self.queue.succeeded(&job),
+            None => {
+                self.queue.succeeded(&job);
+                self.refusals.settle(&job);
+            }
             Some(hint) => {
                 self.queue.retry(job, changed_at, hint);
             }

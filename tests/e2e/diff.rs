@@ -19,10 +19,10 @@ use crate::support::{fresh_namespace, kube_upstream, upstream_api, with, without
 use crate::test_env::TestEnv;
 
 /// What one `diff` run gave.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs `upstream-discovery diff` with `args` as the daemon would run (POD_NAMESPACE the write
@@ -34,7 +34,7 @@ async fn diff(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
 }
 
 /// Runs `upstream-discovery explain NAMESPACE/SERVICE` against the cluster, watching `watched`.
-async fn explain(kubeconfig: &Path, write_ns: &str, service: &str, watched: &str) -> Run {
+pub async fn explain(kubeconfig: &Path, write_ns: &str, service: &str, watched: &str) -> Run {
     run_binary(
         kubeconfig,
         write_ns,

@@ -1,6 +1,7 @@
 //! End-to-end tests against real servers (docs/development.md): one environment for the whole run,
 //! started on first use and stopped by PID when the run ends, each test in its own namespaces.
 
+mod admission;
 mod aws_fixture;
 mod aws_proxy;
 mod aws_selftest;
@@ -33,6 +34,7 @@ mod scenario;
 mod settings;
 mod support;
 mod test_env;
+mod webhook;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -141,6 +143,9 @@ fn main() {
         grants::a_restart_with_nothing_changed_writes_no_grant,
         grants::off_by_default_writes_none_and_needs_no_rights,
         grants::without_the_crd_one_warning_a_metric_and_upstreams_converge,
+        admission::a_refused_delete_is_reported_once_retried_with_backoff_and_collected_once_allowed,
+        admission::refused_creates_and_updates_are_reported_and_hold_nothing_else_back,
+        admission::a_webhook_that_times_out_or_is_down_is_unavailable_and_recovers,
     ];
     // The conformance corpus, one trial per case file (tests/conformance/README.md).
     trials.extend(conformance::trials(conformance::Crd::Ours, |_| true));

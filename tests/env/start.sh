@@ -197,6 +197,7 @@ spawn kube-apiserver "$KUBE_APISERVER_BIN" \
   --client-ca-file "$PKI/ca.crt" \
   --token-auth-file "$STATE/tokens.csv" \
   --authorization-mode Node,RBAC \
+  --enable-admission-plugins ValidatingAdmissionWebhook \
   --anonymous-auth=false \
   --service-account-key-file "$PKI/sa.pub" \
   --service-account-signing-key-file "$PKI/sa.key" \
