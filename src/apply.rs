@@ -136,7 +136,10 @@ impl Applier {
                 reason,
                 remove,
             } => {
-                let set_values = matches!(reason, UpdateReason::Differs(_));
+                let set_values = matches!(
+                    reason,
+                    UpdateReason::Differs(_) | UpdateReason::ValueChanged
+                );
                 self.update(desired, uid, resource_version, remove, set_values)
                     .await
             }

@@ -218,10 +218,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "290s", value_parser = parse_watch_timeout)]
     pub watch_timeout: Duration,
 
-    /// A watch that sends nothing (no event, no bookmark; the API server sends a bookmark about
-    /// once a minute) for this long is renewed from the last version seen, so a watch the server
-    /// stopped serving without ending it costs at most this much. 0 turns it off.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_watch_silence)]
+    /// A watch that sends nothing (no event, no bookmark) for this long is renewed from the last
+    /// version seen, so a watch the server stopped serving without ending it costs at most this
+    /// much. The API server sends a bookmark on a quiet watch about once a minute: a limit of a
+    /// minute loses that race on every quiet watch, and renewing from a version that old is
+    /// often refused (410) and re-lists, so the default leaves the bookmark half a minute.
+    /// 0 turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_watch_silence)]
     pub watch_silence: Duration,
 
     /// Elect one writer among replicas with a Lease in the daemon's namespace.
@@ -573,7 +576,7 @@ mod tests {
         assert_eq!(args.stall_timeout, Duration::from_secs(300));
         assert_eq!(args.watch_grace, Duration::from_secs(30));
         assert_eq!(args.watch_timeout, Duration::from_secs(290));
-        assert_eq!(args.watch_silence, Duration::from_secs(60));
+        assert_eq!(args.watch_silence, Duration::from_secs(90));
         assert_eq!(args.log_format, LogFormat::Text);
         assert_eq!(args.lambda.fds_mode, FdsMode::Whitelist);
         assert_eq!(args.lambda.lambda_poll_interval, Duration::from_secs(30));

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use super::fingerprint::{self, Fingerprint};
 use super::{
     changes, Action, Blocked, BlockedBy, Identity, NameClaims, NameHolder, ObservedUpstream, Plan,
+    UpdateReason,
 };
 use crate::crd::Upstream;
 use crate::model::{is_owned, ServiceKey, UpstreamKey};
@@ -110,12 +111,24 @@ pub fn plan_cached(
             result.plan.blocked.push(Blocked { name, by });
             continue;
         }
-        match owned_by_key.get(&key) {
-            None => result.plan.actions.push(Action::Create(upstream.clone())),
-            Some(current) if fingerprint::desired(upstream) == Some(current.fingerprint) => {
-                result.plan.unchanged += 1;
+        let Some(current) = owned_by_key.get(&key) else {
+            result.plan.actions.push(Action::Create(upstream.clone()));
+            continue;
+        };
+        match fingerprint::desired(upstream) {
+            Some(want) if want == current.fingerprint => result.plan.unchanged += 1,
+            // The same fields, other values: applying desired is the whole write (nothing to
+            // remove), guarded by the uid and resourceVersion the cache saw.
+            Some(want) if want.paths == current.fingerprint.paths => {
+                result.plan.actions.push(Action::Update {
+                    desired: upstream.clone(),
+                    uid: current.uid.clone(),
+                    resource_version: current.resource_version.clone(),
+                    reason: UpdateReason::ValueChanged,
+                    remove: Vec::new(),
+                });
             }
-            Some(_) => result.to_read.push(upstream.clone()),
+            _ => result.to_read.push(upstream.clone()),
         }
     }
     for (key, current) in owned_by_key {
@@ -163,7 +176,7 @@ pub fn plan_fresh(desired: &Upstream, current: Option<&Upstream>, managers: &[&s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{NoClaims, UpdateReason};
+    use crate::plan::NoClaims;
     use serde_json::json;
 
     const MANAGER: &str = "upstream-discovery";
@@ -212,10 +225,37 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_upstream_is_read_a_missing_one_created_an_undesired_one_deleted() {
+    fn a_changed_value_is_applied_a_changed_set_of_fields_read_first() {
         let changed = plan_cached(&shop_web(), &[desired(8080)], &[owned(80)], &NoClaims, true);
-        assert_eq!(changed.to_read, [desired(8080)]);
-        assert!(changed.plan.actions.is_empty());
+        assert!(changed.to_read.is_empty());
+        assert_eq!(
+            changed.plan.actions,
+            [Action::Update {
+                desired: desired(8080),
+                uid: "u-1".into(),
+                resource_version: "9".into(),
+                reason: UpdateReason::ValueChanged,
+                remove: Vec::new(),
+            }]
+        );
+        let mut with_http2 = desired(80);
+        with_http2.spec.use_http2 = Some(true);
+        let more = plan_cached(
+            &shop_web(),
+            &[with_http2.clone()],
+            &[owned(80)],
+            &NoClaims,
+            true,
+        );
+        assert_eq!(
+            more.to_read,
+            [with_http2],
+            "a field more: read, then planned whole"
+        );
+    }
+
+    #[test]
+    fn a_missing_upstream_is_created_an_undesired_one_deleted() {
         let missing = plan_cached(&shop_web(), &[desired(80)], &[], &NoClaims, true);
         assert_eq!(missing.plan.actions, [Action::Create(desired(80))]);
         let gone = plan_cached(&shop_web(), &[], &[owned(80)], &NoClaims, true);

@@ -20,9 +20,14 @@ use super::stale::MIRRORED_MAPS;
 use super::{lookup, FieldPath, ObservedUpstream, OWNER_REFERENCES};
 use crate::crd::Upstream;
 
-/// A hash of the discovery-owned fields of one Upstream, desired or observed.
+/// Hashes of the discovery-owned fields of one Upstream, desired or observed: of their paths
+/// and values (`fields`), and of their paths alone (`paths`). When only `fields` differs, the
+/// write is an apply of desired with nothing to remove, which needs no fresh read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint(pub u64);
+pub struct Fingerprint {
+    pub fields: u64,
+    pub paths: u64,
+}
 
 /// Of what discovery wants an Upstream to hold; `None` if it cannot be turned into JSON (then
 /// it is planned in full, and writing it surfaces the error).
@@ -59,8 +64,10 @@ pub fn observed(upstream: &ObservedUpstream) -> Fingerprint {
 fn of_leaves(json: &Value, leaves: &BTreeSet<FieldPath>) -> Fingerprint {
     // Fixed keys: the same fields hash the same within the process, which is all it needs.
     let mut hasher = DefaultHasher::new();
+    let mut paths = DefaultHasher::new();
     for leaf in leaves {
         leaf.keys().hash(&mut hasher);
+        leaf.keys().hash(&mut paths);
         let value = lookup(json, leaf.keys().iter().map(String::as_str));
         match value {
             Some(value) if leaf.keys() == OWNER_REFERENCES => {
@@ -70,7 +77,10 @@ fn of_leaves(json: &Value, leaves: &BTreeSet<FieldPath>) -> Fingerprint {
             None => 0u8.hash(&mut hasher),
         }
     }
-    Fingerprint(hasher.finish())
+    Fingerprint {
+        fields: hasher.finish(),
+        paths: paths.finish(),
+    }
 }
 
 /// Only the references to Services, by uid order: discovery writes those, other owners add
@@ -203,11 +213,12 @@ mod tests {
     fn a_changed_value_or_a_field_discovery_still_owns_differs() {
         let want = desired(&desired_upstream(80)).expect("json");
         let changed = observed_with(stored(json!(8080), json!({})), OWNED);
-        assert_ne!(observed(&changed), want);
+        assert_ne!(observed(&changed).fields, want.fields);
+        assert_eq!(observed(&changed).paths, want.paths, "the same fields");
         let mut stale: Vec<&[&str]> = OWNED.to_vec();
         stale.push(&["spec", "useHttp2"]);
         let with_stale = observed_with(stored(json!(80), json!({"useHttp2": true})), &stale);
-        assert_ne!(observed(&with_stale), want, "a field to remove");
+        assert_ne!(observed(&with_stale).paths, want.paths, "a field to remove");
         // A selector key added by hand (another manager): it must go, so a read and a write.
         let hand = observed_with(
             json!({"metadata": {"labels": {"discovered_by": "kubernetesplugin"}},
@@ -215,10 +226,14 @@ mod tests {
                                      "servicePort": 80, "selector": {"extra": "1"}}}}),
             OWNED,
         );
-        assert_ne!(observed(&hand), want, "a hand-added selector key");
+        assert_ne!(
+            observed(&hand).paths,
+            want.paths,
+            "a hand-added selector key"
+        );
         // Someone else took over a field discovery set (kubectl edit): not owned, so a write.
         let taken = observed_with(stored(json!(80), json!({})), &OWNED[..3]);
-        assert_ne!(observed(&taken), want);
+        assert_ne!(observed(&taken).paths, want.paths);
     }
 
     #[test]

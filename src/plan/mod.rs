@@ -277,6 +277,9 @@ pub enum UpdateReason {
     /// The object holds this discovered field but desired no longer gives it (the first of the
     /// stale fields, see [`stale`]).
     NoLongerSet(FieldPath),
+    /// A value discovery owns changed and no field came or went: known from the fingerprints
+    /// alone, without reading the object ([`plan_cached`]).
+    ValueChanged,
 }
 
 /// Plans the writes for Service `service`. `desired` are the Upstreams translate produced for it,

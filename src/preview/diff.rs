@@ -316,6 +316,7 @@ pub fn reason_text(reason: &UpdateReason) -> String {
         }
         UpdateReason::Differs(path) => format!("{path} differs"),
         UpdateReason::NoLongerSet(path) => format!("{path} is no longer given by the Service"),
+        UpdateReason::ValueChanged => "a value discovery owns differs".to_string(),
     }
 }
 

@@ -43,7 +43,8 @@ const FIELDS: usize = 5;
 impl CompactUpstream {
     pub fn new(observed: &ObservedUpstream) -> Self {
         let (source_namespace, source_name) = source_service(&observed.object).unwrap_or_default();
-        let fingerprint = format!("{:016x}", fingerprint::observed(observed).0);
+        let fingerprint = fingerprint::observed(observed);
+        let fingerprint = format!("{:016x}{:016x}", fingerprint.fields, fingerprint.paths);
         let packed = [
             observed.uid.as_str(),
             &observed.resource_version,
@@ -78,7 +79,10 @@ impl CompactUpstream {
             name: key.name.to_string(),
             uid: uid.to_string(),
             resource_version: resource_version.to_string(),
-            fingerprint: Fingerprint(u64::from_str_radix(fingerprint, 16).ok()?),
+            fingerprint: Fingerprint {
+                fields: u64::from_str_radix(fingerprint.get(..16)?, 16).ok()?,
+                paths: u64::from_str_radix(fingerprint.get(16..)?, 16).ok()?,
+            },
         })
     }
 }
