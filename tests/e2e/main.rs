@@ -83,6 +83,7 @@ fn main() {
         env_selftest::a_service_account_has_only_the_rights_it_is_bound_to,
         env_selftest::moto_serves_lambda,
         crd::gloo_objects_with_status_apply_strictly_and_read_back_unchanged,
+        crd::an_upstream_created_without_status_reads_back_gloo_s_default_status,
         discovery::services_become_upstreams_and_follow_every_change,
         diff::previews_a_switch_from_gloo_exactly_and_writes_nothing,
         diff::answers_for_two_thousand_services,
