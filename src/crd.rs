@@ -489,7 +489,11 @@ mod tests {
         assert_eq!(statuses["type"], "object");
         assert_eq!(statuses["default"], serde_json::json!({}));
         assert_eq!(statuses["x-kubernetes-preserve-unknown-fields"], true);
-        let names: Vec<&String> = status["properties"].as_object().expect("properties").keys().collect();
+        let names: Vec<&String> = status["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .collect();
         assert_eq!(names, ["statuses"]);
         assert_eq!(root["properties"]["spec"]["type"], "object");
         let crd = serde_json::to_value(definition()).expect("crd serializes");

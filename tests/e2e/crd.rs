@@ -258,7 +258,11 @@ pub async fn an_upstream_created_without_status_reads_back_gloo_s_default_status
     .await;
     assert_eq!(discovered.data["status"], json!({"statuses": {}}));
     daemon.wait_idle().await;
-    assert_eq!(daemon.writes().await, 1.0, "one create, nothing over the status");
+    assert_eq!(
+        daemon.writes().await,
+        1.0,
+        "one create, nothing over the status"
+    );
 
     // Gloo's reporter writes a status; then the Service changes, so the daemon updates the
     // Upstream by server-side apply: the status stays Gloo's, and no Apply entry claims it.
@@ -289,7 +293,10 @@ pub async fn an_upstream_created_without_status_reads_back_gloo_s_default_status
         (labels["tier"] == "front").then_some(upstream)
     })
     .await;
-    assert_eq!(updated.data["status"], status, "the daemon leaves Gloo's status");
+    assert_eq!(
+        updated.data["status"], status,
+        "the daemon leaves Gloo's status"
+    );
     let applied: Vec<Value> = updated
         .metadata
         .managed_fields
@@ -300,7 +307,11 @@ pub async fn an_upstream_created_without_status_reads_back_gloo_s_default_status
         .collect();
     assert!(!applied.is_empty(), "the update was applied");
     for fields in applied {
-        assert_eq!(fields.get("f:status"), None, "apply owns no status: {fields}");
+        assert_eq!(
+            fields.get("f:status"),
+            None,
+            "apply owns no status: {fields}"
+        );
     }
     daemon.terminate(std::time::Duration::from_secs(5));
     scenario.cleanup().await;
