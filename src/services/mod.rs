@@ -8,7 +8,7 @@
 
 mod compact;
 pub mod grant_cache;
-mod grants;
+pub mod grants;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -156,8 +156,8 @@ impl Engine {
             ServiceInput::Service(scope, event) => self.state.on_service_event(&scope, event),
             ServiceInput::Upstream(scope, event) => self.state.on_upstream_event(&scope, event),
             ServiceInput::Namespace(event) => self.state.on_namespace_event(event),
-            ServiceInput::Grant(event) => {
-                let jobs = self.state.on_grant_event(event);
+            ServiceInput::Grant(scope, event) => {
+                let jobs = self.state.on_grant_event(&scope, event);
                 self.metrics
                     .set_reference_grants(self.state.owned_grant_count());
                 jobs
@@ -361,10 +361,12 @@ impl Engine {
             }
         };
         let mut retry_after: Option<Option<Duration>> = None;
+        let mut plan_again = false;
         for (outcome, finished_at) in outcomes {
             let lag = finished_at.saturating_duration_since(changed_at);
             match outcome {
                 Outcome::Written { op, upstream } => {
+                    plan_again |= self.grants_follow(op);
                     self.forbidden.clear();
                     self.state.on_written(&upstream);
                     self.metrics
@@ -438,7 +440,12 @@ impl Engine {
             }
         }
         match retry_after {
-            None => self.queue.succeeded(&job),
+            None => {
+                self.queue.succeeded(&job);
+                if plan_again {
+                    self.queue.mark(job, Instant::now());
+                }
+            }
             Some(hint) => {
                 self.queue.retry(job, changed_at, hint);
             }

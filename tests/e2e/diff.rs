@@ -19,10 +19,10 @@ use crate::support::{fresh_namespace, kube_upstream, upstream_api, with, without
 use crate::test_env::TestEnv;
 
 /// What one `diff` run gave.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs `upstream-discovery diff` with `args` as the daemon would run (POD_NAMESPACE the write
@@ -44,7 +44,7 @@ async fn explain(kubeconfig: &Path, write_ns: &str, service: &str, watched: &str
 }
 
 /// Runs the binary with `args` against the cluster of `kubeconfig`, as a pod of `write_ns`.
-async fn run_binary(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
+pub async fn run_binary(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)

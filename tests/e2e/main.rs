@@ -20,6 +20,7 @@ mod env_selftest;
 mod fault_proxy;
 mod faults;
 mod gloo_pod;
+mod grant_lifecycle;
 mod grants;
 mod health;
 mod hostile;
@@ -139,6 +140,9 @@ fn main() {
         grants::each_namespace_gets_grants_for_exactly_its_own_upstreams,
         grants::an_unlabelled_grant_of_the_same_name_is_left_alone,
         grants::a_restart_with_nothing_changed_writes_no_grant,
+        grant_lifecycle::a_grant_is_owned_by_its_upstream_and_goes_with_it_while_the_daemon_is_down,
+        grant_lifecycle::grants_left_in_an_earlier_write_namespace_are_collected,
+        grant_lifecycle::render_and_diff_show_the_grants,
         grants::off_by_default_writes_none_and_needs_no_rights,
         grants::without_the_crd_one_warning_a_metric_and_upstreams_converge,
     ];
