@@ -31,6 +31,7 @@ mod observability;
 mod proxy_server;
 mod rights;
 mod scenario;
+mod secret_rights;
 mod settings;
 mod support;
 mod test_env;
@@ -130,6 +131,9 @@ fn main() {
         chart::default_values_apply_server_side_and_grant_only_what_the_daemon_needs,
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
+        secret_rights::only_the_listed_secret_names_are_readable_and_others_are_reported,
+        secret_rights::a_namespace_scoped_role_reads_secrets_there_only,
+        secret_rights::no_secret_rights_with_web_identity_still_discover,
         observability::dashboard_queries_and_alert_rules_work_on_a_real_prometheus,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
         settings::gloo_pod_with_gloo_rbac_runs_from_settings,
