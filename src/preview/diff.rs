@@ -21,9 +21,8 @@
 //! - `warnings`: `{service, reason, message}`, annotations ignored (the Upstream is written
 //!   without them), `reason` as in `skipped_total{reason}`;
 //! - `grants`: the ReferenceGrants with `--reference-grants` (`super::grants`), else null;
-//! - `summary`: `{create, update, updateOnlyDeliberate, delete, unchanged, leftAlone,
-//!   grantChanges}` counts (`updateOnlyDeliberate`: the updates whose `onlyDeliberate` is true;
-//!   `grantChanges`: grant creates, updates and deletes).
+//! - `summary`: `{create, update, updateOnlyDeliberate, delete, unchanged, leftAlone}` counts
+//!   of the Upstreams (`updateOnlyDeliberate`: the updates whose `onlyDeliberate` is true).
 
 use std::collections::BTreeSet;
 
@@ -121,14 +120,13 @@ pub struct Summary {
     pub delete: usize,
     pub unchanged: usize,
     pub left_alone: usize,
-    pub grant_changes: usize,
 }
 
 impl Report {
     /// Whether `run` would write anything.
     pub fn has_changes(&self) -> bool {
-        self.summary.create + self.summary.update + self.summary.delete + self.summary.grant_changes
-            > 0
+        let grants = self.grants.as_ref().map_or(0, GrantReport::changes);
+        self.summary.create + self.summary.update + self.summary.delete + grants > 0
     }
 
     /// An empty report for a configuration where `run` does no Service discovery.
@@ -364,7 +362,6 @@ impl Report {
             delete: self.delete.len(),
             unchanged: self.unchanged.len(),
             left_alone: self.left_alone.len(),
-            grant_changes: self.grants.as_ref().map_or(0, GrantReport::changes),
         };
         if let Some(grants) = &mut self.grants {
             grants.sort();
@@ -643,7 +640,6 @@ mod tests {
             delete,
             unchanged,
             left_alone,
-            grant_changes: 0,
         }
     }
 

@@ -4,7 +4,8 @@
 //! In the JSON document, `grants` (null when grants are off or not served) holds `create` and
 //! `update` (`{namespace, name, service, grant}`, the grant as run would write it; a grant whose
 //! Upstream is still to be created shows without the ownerReference run adds once it exists),
-//! `delete` (`{namespace, name, service, reason}`) and `unchanged` (a count).
+//! `delete` (`{namespace, name, service, reason}`) and `unchanged` (a count). Grant writes count
+//! in `diff`'s exit code like Upstream writes; `summary` counts only Upstreams.
 
 use std::fmt::Write as _;
 
