@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSON,
 };
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -257,7 +257,7 @@ pub fn definition() -> CustomResourceDefinition {
         let Some(properties) = root.properties.as_mut() else {
             continue;
         };
-        properties.insert("status".into(), open_object());
+        properties.insert("status".into(), status_schema());
         if let Some(spec) = properties
             .get_mut("spec")
             .and_then(|spec| spec.properties.as_mut())
@@ -268,6 +268,24 @@ pub fn definition() -> CustomResourceDefinition {
         }
     }
     crd
+}
+
+/// `status` as Gloo's CRD declares it: an open object that the API server defaults to
+/// `{statuses: {}}`, so an Upstream reads back the same under either CRD. Defaults apply only
+/// where a field is absent, so a status Gloo's reporters write is stored as written; and the
+/// daemon never sends `status`, so server-side apply gives it no owner there.
+fn status_schema() -> JSONSchemaProps {
+    let empty = || Some(JSON(serde_json::json!({})));
+    let statuses = JSONSchemaProps {
+        default: empty(),
+        nullable: None,
+        ..open_object()
+    };
+    JSONSchemaProps {
+        default: empty(),
+        properties: Some(BTreeMap::from([("statuses".to_string(), statuses)])),
+        ..open_object()
+    }
 }
 
 /// An object that keeps whatever it holds.
@@ -465,7 +483,18 @@ mod tests {
         let status = &root["properties"]["status"];
         assert_eq!(status["type"], "object");
         assert_eq!(status["x-kubernetes-preserve-unknown-fields"], true);
-        assert_eq!(status.get("properties"), None, "nothing in it is pruned");
+        // Defaulted as Gloo's CRD does, and still open at both levels: nothing in it is pruned.
+        assert_eq!(status["default"], serde_json::json!({}));
+        let statuses = &status["properties"]["statuses"];
+        assert_eq!(statuses["type"], "object");
+        assert_eq!(statuses["default"], serde_json::json!({}));
+        assert_eq!(statuses["x-kubernetes-preserve-unknown-fields"], true);
+        let names: Vec<&String> = status["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .collect();
+        assert_eq!(names, ["statuses"]);
         assert_eq!(root["properties"]["spec"]["type"], "object");
         let crd = serde_json::to_value(definition()).expect("crd serializes");
         assert_eq!(

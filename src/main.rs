@@ -8,6 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use upstream_discovery::config::{
     DiffArgs, ExplainArgs, GivenFlags, LogFormat, OutputFormat, RenderArgs, RunArgs,
 };
+use upstream_discovery::translate::GrantSettings;
 use upstream_discovery::{crd, daemon, preview, render};
 
 /// Exit code for input that cannot be used (bad YAML, a bad field, an unreadable file).
@@ -254,15 +255,17 @@ fn run_render(args: &RenderArgs) -> ExitCode {
                     skipped.document, skipped.kind, skipped.name
                 );
             }
-            let rendered = render::render(
-                &input.services,
-                &settings,
-                &args.translation.service_selector,
-            );
+            let selector = &args.translation.service_selector;
+            let rendered = if args.reference_grants {
+                let grants = GrantSettings::new(&args.reference_grant_kinds);
+                render::render_with_grants(&input.services, &settings, selector, &grants)
+            } else {
+                render::render(&input.services, &settings, selector)
+            };
             for (service, warning) in &rendered.warnings {
                 eprintln!("warning: Service {service}: {warning}");
             }
-            render::to_yaml(&rendered.upstreams)
+            render::to_yaml_with_grants(&rendered)
         });
     match result {
         Ok(yaml) => print_out(&yaml),

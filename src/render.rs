@@ -6,9 +6,12 @@ use serde_json::Value;
 use serde_saphyr::granit_parser::{Event, Parser};
 use serde_saphyr::{Spanned, UserMessageFormatter};
 
-use crate::crd::{yaml_document, Upstream};
+use crate::crd::{yaml_document, ReferenceGrant, Upstream};
 use crate::selector::LabelSelector;
-use crate::translate::{translate_service, TranslateSettings, TranslateWarning};
+use crate::translate::{
+    desired_grant, route_namespaces, translate_service, GrantSettings, TranslateSettings,
+    TranslateWarning, WriteNamespace,
+};
 
 /// Input that cannot be turned into Services. Each names the document (1-based) and the field.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,8 @@ pub struct ParsedInput {
 #[derive(Debug, Default)]
 pub struct Rendered {
     pub upstreams: Vec<Upstream>,
+    /// With `--reference-grants` (and a fixed write namespace): the grant kept beside each.
+    pub grants: Vec<ReferenceGrant>,
     /// `(namespace/name of the Service, warning)`.
     pub warnings: Vec<(String, TranslateWarning)>,
 }
@@ -213,6 +218,54 @@ pub fn render(
         rendered.upstreams.extend(translation.upstreams);
     }
     rendered
+}
+
+/// [`render`], and the grants `run --reference-grants` keeps beside the Upstreams; none with
+/// `--write-namespace-mode=service` (each Upstream sits beside its Service), as in `run`.
+pub fn render_with_grants(
+    services: &[Service],
+    settings: &TranslateSettings,
+    selector: &LabelSelector,
+    grants: &GrantSettings,
+) -> Rendered {
+    let mut rendered = render(services, settings, selector);
+    if settings.write_namespace == WriteNamespace::ServiceNamespace {
+        return rendered;
+    }
+    let no_labels = Default::default();
+    let mut upstreams = rendered.upstreams.iter();
+    for service in services {
+        if !selector.matches(service.metadata.labels.as_ref().unwrap_or(&no_labels)) {
+            continue;
+        }
+        let (namespaces, problems) = route_namespaces(service, grants);
+        let service_id = format!(
+            "{}/{}",
+            service.metadata.namespace.as_deref().unwrap_or("default"),
+            service.metadata.name.as_deref().unwrap_or_default()
+        );
+        rendered
+            .warnings
+            .extend(problems.into_iter().map(|w| (service_id.clone(), w)));
+        // The Upstreams of this Service, in the order `render` put them.
+        let count = translate_service(service, settings).upstreams.len();
+        for upstream in upstreams.by_ref().take(count) {
+            rendered
+                .grants
+                .push(desired_grant(upstream, None, &namespaces, grants));
+        }
+    }
+    rendered
+}
+
+/// Multi-document YAML: the Upstreams, then the grants.
+pub fn to_yaml_with_grants(rendered: &Rendered) -> Result<String, RenderError> {
+    let mut out = to_yaml(&rendered.upstreams)?;
+    for grant in &rendered.grants {
+        out.push_str("---\n");
+        out.push_str(&yaml_document(grant)?);
+    }
+    Ok(out)
 }
 
 /// Multi-document YAML, one Upstream per document.

@@ -616,6 +616,91 @@ fn a_write_namespace_other_than_the_release_namespace_gets_the_upstreams_role() 
     assert!(rendered_args(&docs).contains(&"--write-namespace=gateways".to_string()));
 }
 
+/// `discovery.lambda.secrets`: every Secret (the default), only those of listed namespaces (a
+/// Role and RoleBinding each; none listed: the write namespace), optionally only listed names,
+/// or none at all.
+#[test]
+fn secrets_are_granted_cluster_wide_per_namespace_by_name_or_not_at_all() {
+    let read = sorted(&["get", "list", "watch"]);
+    let secret_roles = |docs: &[Value]| -> Vec<(String, Vec<String>, Value)> {
+        docs.iter()
+            .filter(|d| str_at(d, "kind") == "Role")
+            .filter(|d| str_at(d, "metadata.name") == "ud-upstream-discovery-secrets")
+            .map(|role| {
+                let rule = at(role, "rules.0");
+                (
+                    str_at(role, "metadata.namespace").to_string(),
+                    grants(role, "", "secrets"),
+                    rule.get("resourceNames").cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    };
+    let cluster_secrets = |docs: &[Value]| {
+        grants(
+            find(docs, "ClusterRole", "ud-upstream-discovery"),
+            "",
+            "secrets",
+        )
+    };
+
+    let default = template(&[]);
+    assert_eq!(cluster_secrets(&default), read);
+    assert!(secret_roles(&default).is_empty());
+
+    let own = template(&["--set", "discovery.lambda.secrets.access=namespaces"]);
+    assert!(cluster_secrets(&own).is_empty());
+    assert_eq!(
+        secret_roles(&own),
+        [("edge".to_string(), read.clone(), Value::Null)]
+    );
+    let binding = find(&own, "RoleBinding", "ud-upstream-discovery-secrets");
+    assert_eq!(str_at(binding, "subjects.0.name"), "ud-upstream-discovery");
+    assert_eq!(str_at(binding, "subjects.0.namespace"), "edge");
+
+    let listed = template(&[
+        "--set",
+        "discovery.lambda.secrets.access=namespaces",
+        "--set",
+        "discovery.lambda.secrets.namespaces={team-a,team-b}",
+        "--set",
+        "discovery.lambda.secrets.names={aws-creds}",
+    ]);
+    let names = serde_json::json!(["aws-creds"]);
+    assert_eq!(
+        secret_roles(&listed),
+        [
+            ("team-a".to_string(), read.clone(), names.clone()),
+            ("team-b".to_string(), read.clone(), names),
+        ]
+    );
+    assert_eq!(
+        count(&listed, "RoleBinding"),
+        count(&own, "RoleBinding") + 1
+    );
+
+    let none = template(&["--set", "discovery.lambda.secrets.access=none"]);
+    assert!(cluster_secrets(&none).is_empty());
+    assert!(secret_roles(&none).is_empty());
+    assert!(
+        try_template(
+            "ud",
+            "edge",
+            &["--set", "discovery.lambda.secrets.access=some"]
+        )
+        .is_err(),
+        "an unknown mode is refused"
+    );
+    // Function discovery off: no Secret right whatever the mode.
+    let off = template(&[
+        "--set",
+        "discovery.fdsMode=DISABLED",
+        "--set",
+        "discovery.lambda.secrets.access=namespaces",
+    ]);
+    assert!(secret_roles(&off).is_empty());
+}
+
 #[test]
 fn reference_grants_off_by_default_pass_no_flag_and_grant_nothing_on_them() {
     let docs = template(&[]);

@@ -93,6 +93,15 @@ pub struct RenderArgs {
 
     #[command(flatten)]
     pub translation: TranslationArgs,
+
+    /// Also print the ReferenceGrant `run --reference-grants` keeps beside each Upstream (as
+    /// run writes it, but for the ownerReference run adds once the Upstream exists).
+    #[arg(long)]
+    pub reference_grants: bool,
+
+    /// The route kinds those grants let refer to the Upstreams, as for `run`.
+    #[arg(long, value_name = "KIND[,KIND...]", value_delimiter = ',', default_value = "HTTPRoute", value_parser = parse_route_kind)]
+    pub reference_grant_kinds: Vec<RouteKind>,
 }
 
 /// How `diff` prints its report.

@@ -15,6 +15,7 @@ use crate::events::EventSink;
 use crate::health::{Health, Loop, LoopHealth};
 use crate::lambda::engine::{LambdaConfig, LambdaEngine};
 use crate::metrics::Metrics;
+use crate::model::Scope;
 use crate::reconcile::{Fence, LeaderGate};
 use crate::services::state::State;
 use crate::services::{Engine, EngineConfig};
@@ -160,10 +161,17 @@ impl Pipeline {
             );
             let grants = match (args.grant_settings(), scopes.fixed_write_namespace()) {
                 (Some(grants), Some(namespace)) => {
-                    state.enable_grants(namespace);
+                    // The write namespace first, then those an earlier configuration wrote to
+                    // (their Upstreams are watched for the same reason).
+                    let mut namespaces = vec![namespace.to_string()];
+                    namespaces.extend(scopes.upstreams.iter().filter_map(|scope| match scope {
+                        Scope::Namespace(other) if other != namespace => Some(other.clone()),
+                        _ => None,
+                    }));
+                    state.enable_grants(&namespaces);
                     let grant_inputs = source::grant_inputs(
                         &shared.client,
-                        namespace,
+                        &namespaces,
                         args.watch_timeout,
                         &health,
                     );

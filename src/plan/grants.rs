@@ -6,18 +6,22 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
 use super::{Action, Blocked, BlockedBy};
 use crate::crd::{ReferenceGrant, ReferenceGrantSpec};
 use crate::model::{is_owned, UpstreamKey};
 
 /// What the daemon remembers of a grant it owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ObservedGrant {
     pub namespace: String,
     pub name: String,
     pub uid: String,
     pub resource_version: String,
     pub spec: ReferenceGrantSpec,
+    /// Its ownerReferences (ours names its Upstream).
+    pub owners: Vec<OwnerReference>,
 }
 
 impl ObservedGrant {
@@ -34,7 +38,20 @@ impl ObservedGrant {
             uid: meta.uid.clone()?,
             resource_version: meta.resource_version.clone()?,
             spec: grant.spec.clone(),
+            owners: meta.owner_references.clone().unwrap_or_default(),
         })
+    }
+
+    /// Whether it already is `desired`: the same spec (both lists are atomic: compared whole),
+    /// and every ownerReference desired present (others someone added do not count).
+    fn matches(&self, desired: &ReferenceGrant) -> bool {
+        self.spec == desired.spec
+            && desired
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .all(|owner| self.owners.contains(owner))
     }
 
     pub fn key(&self) -> UpstreamKey {
@@ -107,7 +124,7 @@ pub fn plan_grants(
             None => result
                 .actions
                 .push(Action::Grant(GrantAction::Create(grant.clone()))),
-            Some(current) if current.spec == grant.spec => result.unchanged += 1,
+            Some(current) if current.matches(grant) => result.unchanged += 1,
             Some(current) => result.actions.push(Action::Grant(GrantAction::Update {
                 desired: grant.clone(),
                 uid: current.uid.clone(),
@@ -169,7 +186,38 @@ mod tests {
             uid: format!("uid-{name}"),
             resource_version: "7".into(),
             spec: spec(namespaces, name),
+            owners: Vec::new(),
         }
+    }
+
+    fn owner(uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "gloo.solo.io/v1".into(),
+            kind: "Upstream".into(),
+            name: "a-web-80".into(),
+            uid: uid.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_grant_without_the_owner_desired_is_updated_and_other_owners_do_not_count() {
+        let mut wanted = desired("a-web-80", &["a"]);
+        wanted.metadata.owner_references = Some(vec![owner("u-1")]);
+        let plan = plan_grants(
+            std::slice::from_ref(&wanted),
+            &[observed("a-web-80", &["a"])],
+            |_| false,
+            true,
+        );
+        assert!(
+            matches!(&plan.actions[..], [Action::Grant(GrantAction::Update { desired, .. })] if *desired == wanted)
+        );
+        let mut current = observed("a-web-80", &["a"]);
+        current.owners = vec![owner("someone-else"), owner("u-1")];
+        let plan = plan_grants(&[wanted], &[current], |_| false, true);
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.unchanged, 1);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use super::PreviewError;
 use crate::config::settings::GlooSettings;
 use crate::config::{Discovery, RunArgs};
-use crate::crd::Upstream;
-use crate::model::{is_owned, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS};
+use crate::crd::{ReferenceGrant, Upstream};
+use crate::model::{is_owned, Scope, ServiceKey, UpstreamKey, DISCOVERY_MANAGERS};
 use crate::plan::ObservedUpstream;
 use crate::services::state::State;
 use crate::source::api_for;
@@ -159,6 +159,42 @@ impl Snapshot {
             })
             .collect()
     }
+}
+
+/// Lists the ReferenceGrants of the write namespace into the snapshot's cache, as the grants'
+/// first list (`--reference-grants`); says what it found, or that none are served (no CRD:
+/// `run` then keeps none either).
+pub async fn add_grants(
+    client: &Client,
+    discovery: &Discovery,
+    snapshot: &mut Snapshot,
+) -> Result<String, PreviewError> {
+    let Some(namespace) = discovery.scopes.fixed_write_namespace() else {
+        return Ok("--reference-grants is ignored with --write-namespace-mode=service".into());
+    };
+    let api: Api<ReferenceGrant> = Api::namespaced(client.clone(), namespace);
+    let grants = match list_all(&api, &ListParams::default()).await {
+        Ok(grants) => grants,
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return Ok("the API server serves no ReferenceGrant (no Gateway API CRD): run keeps no grant until it does".into());
+        }
+        Err(source) => {
+            return Err(PreviewError::List {
+                what: format!("referencegrants in {namespace}"),
+                source,
+            })
+        }
+    };
+    let listed = grants.len();
+    let state = &mut snapshot.state;
+    let scope = Scope::Namespace(namespace.to_string());
+    state.enable_grants(&[namespace.to_string()]);
+    state.on_grant_event(&scope, watcher::Event::Init);
+    for grant in grants {
+        state.on_grant_event(&scope, watcher::Event::InitApply(grant));
+    }
+    state.on_grant_event(&scope, watcher::Event::InitDone);
+    Ok(format!("listed {listed} ReferenceGrants in {namespace}"))
 }
 
 fn list_error(what: String) -> impl FnOnce(kube::Error) -> PreviewError {

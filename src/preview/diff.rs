@@ -20,8 +20,9 @@
 //!   wants the name) or `name_collision` (`heldBy` the Service that keeps the name);
 //! - `warnings`: `{service, reason, message}`, annotations ignored (the Upstream is written
 //!   without them), `reason` as in `skipped_total{reason}`;
+//! - `grants`: the ReferenceGrants with `--reference-grants` (`super::grants`), else null;
 //! - `summary`: `{create, update, updateOnlyDeliberate, delete, unchanged, leftAlone}` counts
-//!   (`updateOnlyDeliberate`: the updates whose `onlyDeliberate` is true).
+//!   of the Upstreams (`updateOnlyDeliberate`: the updates whose `onlyDeliberate` is true).
 
 use std::collections::BTreeSet;
 
@@ -29,11 +30,15 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::cluster::Snapshot;
+use super::grants::GrantReport;
 use crate::crd::{yaml_document, Upstream};
 use crate::model::{ServiceKey, UpstreamKey, LAST_APPLIED_ANNOTATION};
 use crate::plan::{self, Action, BlockedBy, FieldPath, ObservedUpstream, UpdateReason};
+use crate::services::grants::plan_service_grants;
 use crate::services::state::Job;
-use crate::translate::{translate_service, TranslateSettings, WriteNamespace};
+use crate::translate::{
+    route_namespaces, translate_service, GrantSettings, TranslateSettings, WriteNamespace,
+};
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -47,6 +52,7 @@ pub struct Report {
     pub unchanged: Vec<Entry>,
     pub left_alone: Vec<LeftAlone>,
     pub warnings: Vec<Warning>,
+    pub grants: Option<GrantReport>,
     pub summary: Summary,
 }
 
@@ -119,7 +125,8 @@ pub struct Summary {
 impl Report {
     /// Whether `run` would write anything.
     pub fn has_changes(&self) -> bool {
-        self.summary.create + self.summary.update + self.summary.delete > 0
+        let grants = self.grants.as_ref().map_or(0, GrantReport::changes);
+        self.summary.create + self.summary.update + self.summary.delete + grants > 0
     }
 
     /// An empty report for a configuration where `run` does no Service discovery.
@@ -140,13 +147,21 @@ fn fixed(settings: &TranslateSettings) -> Option<String> {
 }
 
 /// Plans every job of a full pass over `snapshot`, exactly as the daemon's loop would once its
-/// first lists are complete (deletes allowed), and gathers what each plan would do.
-pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<String>) -> Report {
+/// first lists are complete (deletes allowed), and gathers what each plan would do; `grants`
+/// as `--reference-grants` asks (planned once the snapshot holds the grants).
+pub fn build(
+    snapshot: &Snapshot,
+    settings: &TranslateSettings,
+    grants: Option<&GrantSettings>,
+    notes: Vec<String>,
+) -> Report {
     let state = &snapshot.state;
+    let grants = grants.filter(|_| state.grants().is_some());
     let mut report = Report {
         write_namespace: fixed(settings),
         service_discovery: true,
         notes,
+        grants: grants.map(|_| GrantReport::default()),
         ..Report::default()
     };
     let mut wanted_foreign = BTreeSet::new();
@@ -154,10 +169,18 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
         match job {
             Job::Service(key) => {
                 let service = state.service_in_scope(&key);
-                let translation = service
+                let mut translation = service
                     .as_ref()
                     .map(|service| translate_service(service, settings))
                     .unwrap_or_default();
+                let route_namespaces = match (grants, &service) {
+                    (Some(grants), Some(service)) => {
+                        let (namespaces, problems) = route_namespaces(service, grants);
+                        translation.warnings.extend(problems);
+                        namespaces
+                    }
+                    _ => Vec::new(),
+                };
                 for warning in &translation.warnings {
                     report.warnings.push(Warning {
                         service: key.to_string(),
@@ -166,7 +189,27 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                     });
                 }
                 let observed = snapshot.observed_for(&key);
-                let plan = plan::plan(&key, &translation.upstreams, &observed, state, true);
+                let mut plan = plan::plan(&key, &translation.upstreams, &observed, state, true);
+                if let Some(grants) = grants {
+                    let grant_plan = plan_service_grants(
+                        state,
+                        &key,
+                        &translation.upstreams,
+                        &route_namespaces,
+                        grants,
+                        &plan.blocked,
+                        true,
+                    );
+                    if let (Some(grant_plan), Some(report)) = (grant_plan, &mut report.grants) {
+                        report.unchanged += grant_plan.unchanged;
+                        for action in &grant_plan.actions {
+                            if let Action::Grant(action) = action {
+                                report.record(Some(&key), action);
+                            }
+                        }
+                        plan.blocked.extend(grant_plan.blocked);
+                    }
+                }
                 let mut written = BTreeSet::new();
                 for action in &plan.actions {
                     if let Some(name) = report.action(Some(&key), action, &observed) {
@@ -174,7 +217,10 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                     }
                 }
                 for blocked in &plan.blocked {
-                    written.insert(blocked.name.clone());
+                    // A grant left alone says nothing of its Upstream.
+                    if blocked.by != BlockedBy::GrantNotOwned {
+                        written.insert(blocked.name.clone());
+                    }
                     if blocked.by == BlockedBy::NotOwned {
                         wanted_foreign.insert(blocked.name.clone());
                     }
@@ -204,6 +250,17 @@ pub fn build(snapshot: &Snapshot, settings: &TranslateSettings, notes: Vec<Strin
                 }
             }
             Job::Orphan(name) => {
+                if let (Some(grant), Some(report)) =
+                    (state.unclaimed_grant(&name), &mut report.grants)
+                {
+                    let mut collect = plan::grants::GrantPlan::default();
+                    collect.collect(&grant, true);
+                    for action in &collect.actions {
+                        if let Action::Grant(action) = action {
+                            report.record(None, action);
+                        }
+                    }
+                }
                 if let Some(unclaimed) = state.unclaimed(&name) {
                     for action in plan::collect(&unclaimed, true).actions {
                         report.action(None, &action, &[]);
@@ -306,6 +363,9 @@ impl Report {
             unchanged: self.unchanged.len(),
             left_alone: self.left_alone.len(),
         };
+        if let Some(grants) = &mut self.grants {
+            grants.sort();
+        }
     }
 }
 
@@ -568,7 +628,7 @@ mod tests {
                 .on_upstream_event(&write[0], Event::InitApply(upstream));
         }
         snapshot.state.on_upstream_event(&write[0], Event::InitDone);
-        build(&snapshot, &settings, Vec::new())
+        build(&snapshot, &settings, None, Vec::new())
     }
 
     fn summary(

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod diff;
 pub mod explain;
+pub mod grants;
 
 use std::fmt::Write as _;
 
@@ -53,13 +54,28 @@ pub async fn diff(args: &RunArgs) -> Result<Report, PreviewError> {
             notes,
         ));
     }
-    let snapshot = cluster::snapshot(&connected.client, discovery).await?;
+    let grants = match (
+        args.grant_settings(),
+        discovery.scopes.fixed_write_namespace(),
+    ) {
+        (Some(grants), Some(_)) => Some(grants),
+        _ => None,
+    };
+    let mut snapshot = cluster::snapshot(&connected.client, discovery).await?;
     let mut notes = connected.notes;
     notes.push(format!(
         "listed {} Services and {} Upstreams",
         snapshot.services_listed, snapshot.upstreams_listed
     ));
-    Ok(diff::build(&snapshot, &discovery.translate, notes))
+    if grants.is_some() {
+        notes.push(cluster::add_grants(&connected.client, discovery, &mut snapshot).await?);
+    }
+    Ok(diff::build(
+        &snapshot,
+        &discovery.translate,
+        grants.as_ref(),
+        notes,
+    ))
 }
 
 /// The report for people: grouped, then one summary line.
@@ -146,6 +162,9 @@ pub fn diff_text(report: &Report) -> String {
             );
         }
     }
+    if let Some(grants) = &report.grants {
+        grants.write_text(&mut out);
+    }
     if !report.has_changes() {
         let _ = writeln!(out, "\nNothing to do: run would write nothing.");
     }
@@ -159,5 +178,15 @@ pub fn diff_text(report: &Report) -> String {
         "\n{} to create, {} to update{deliberate}, {} to delete, {} unchanged, {} left alone",
         summary.create, summary.update, summary.delete, summary.unchanged, summary.left_alone
     );
+    if let Some(grants) = &report.grants {
+        let _ = writeln!(
+            out,
+            "ReferenceGrants: {} to create, {} to update, {} to delete, {} unchanged",
+            grants.create.len(),
+            grants.update.len(),
+            grants.delete.len(),
+            grants.unchanged
+        );
+    }
     out
 }

@@ -22,7 +22,6 @@ pub struct GrantChange {
 
 #[derive(Debug)]
 pub struct GrantCache {
-    scope: Scope,
     owned: HashMap<UpstreamKey, ObservedGrant>,
     /// Grants without our label: their names are taken.
     foreign: HashSet<UpstreamKey>,
@@ -31,19 +30,23 @@ pub struct GrantCache {
 }
 
 impl GrantCache {
-    /// Grants of the write namespace `namespace`.
-    pub fn new(namespace: &str) -> Self {
-        let scope = Scope::Namespace(namespace.to_string());
+    /// Grants of `namespaces`: the write namespace, and those where an earlier configuration
+    /// wrote them (the owned ones there no Service maps to are collected).
+    pub fn new(namespaces: &[String]) -> Self {
         Self {
-            lists: ListTracker::new([scope.clone()]),
-            scope,
+            lists: ListTracker::new(
+                namespaces
+                    .iter()
+                    .map(|namespace| Scope::Namespace(namespace.clone())),
+            ),
             owned: HashMap::new(),
             foreign: HashSet::new(),
             synced: false,
         }
     }
 
-    /// The first full list has completed: grants may be planned (and deleted). Until then (and
+    /// The first full list of every namespace has completed: grants may be planned (and
+    /// deleted). Until then (and
     /// for good without the CRD) Services plan their Upstreams alone.
     pub fn synced(&self) -> bool {
         self.synced
@@ -70,8 +73,12 @@ impl GrantCache {
         self.owned.keys()
     }
 
-    pub fn on_event(&mut self, event: watcher::Event<ReferenceGrant>) -> GrantChange {
-        let scope = self.scope.clone();
+    pub fn on_event(
+        &mut self,
+        scope: &Scope,
+        event: watcher::Event<ReferenceGrant>,
+    ) -> GrantChange {
+        let scope = scope.clone();
         match event {
             watcher::Event::Init => {
                 self.lists.started(&scope);
@@ -98,7 +105,8 @@ impl GrantCache {
                     return GrantChange::default();
                 };
                 let names = gone.into_iter().filter(|key| self.remove(key)).collect();
-                let first_sync = !std::mem::replace(&mut self.synced, true);
+                let first_sync = !self.synced && self.lists.all_completed();
+                self.synced |= first_sync;
                 GrantChange { names, first_sync }
             }
         }
@@ -164,12 +172,13 @@ mod tests {
 
     #[test]
     fn owned_and_foreign_grants_are_told_apart_and_a_relist_drops_the_gone() {
-        let mut cache = GrantCache::new("gloo-system");
+        let mut cache = GrantCache::new(&["gloo-system".into()]);
+        let scope = Scope::Namespace("gloo-system".into());
         assert!(!cache.synced());
-        cache.on_event(watcher::Event::Init);
-        cache.on_event(watcher::Event::InitApply(grant("a", true)));
-        cache.on_event(watcher::Event::InitApply(grant("b", false)));
-        let done = cache.on_event(watcher::Event::InitDone);
+        cache.on_event(&scope, watcher::Event::Init);
+        cache.on_event(&scope, watcher::Event::InitApply(grant("a", true)));
+        cache.on_event(&scope, watcher::Event::InitApply(grant("b", false)));
+        let done = cache.on_event(&scope, watcher::Event::InitDone);
         assert!(done.first_sync && cache.synced());
         let a = UpstreamKey::new("gloo-system", "a");
         let b = UpstreamKey::new("gloo-system", "b");
@@ -178,9 +187,9 @@ mod tests {
         // The same object again changes nothing.
         assert!(cache.put(&grant("a", true)).names.is_empty());
 
-        cache.on_event(watcher::Event::Init);
-        cache.on_event(watcher::Event::InitApply(grant("b", false)));
-        let relist = cache.on_event(watcher::Event::InitDone);
+        cache.on_event(&scope, watcher::Event::Init);
+        cache.on_event(&scope, watcher::Event::InitApply(grant("b", false)));
+        let relist = cache.on_event(&scope, watcher::Event::InitDone);
         assert_eq!(
             relist,
             GrantChange {
@@ -191,7 +200,7 @@ mod tests {
         assert_eq!(cache.entries(), 1);
         assert_eq!(
             cache
-                .on_event(watcher::Event::Delete(grant("b", false)))
+                .on_event(&scope, watcher::Event::Delete(grant("b", false)))
                 .names,
             [b]
         );

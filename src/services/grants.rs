@@ -2,7 +2,7 @@
 //! (`translate::grants` decides their content, `plan::grants` the writes) and reporting what
 //! became of them. Grant writes count in their own metrics, never as Upstream writes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -12,11 +12,12 @@ use crate::apply::GrantOutcome;
 use crate::crd::{ReferenceGrant, Upstream};
 use crate::metrics::{WriteOp, WriteResult};
 use crate::model::{ErrorKind, ServiceKey, UpstreamKey};
+use crate::plan::grants::GrantPlan;
 use crate::plan::{self, plan_grants, Blocked, BlockedBy, Plan};
 use crate::source::GRANT_CRD_RECHECK;
-use crate::translate::{desired_grant, route_namespaces, TranslateWarning};
+use crate::translate::{desired_grant, route_namespaces, GrantSettings, TranslateWarning};
 
-use super::state::Job;
+use super::state::{Job, State};
 
 impl Engine {
     /// The namespaces whose routes may use `service`'s Upstreams, with grants on; the
@@ -35,7 +36,10 @@ impl Engine {
     }
 
     /// Adds the grant writes of Service `key` to its plan: one grant per Upstream it holds
-    /// (the names blocked for its Upstreams get none), once the grants are listed.
+    /// (the names blocked for its Upstreams get none), once the grants are listed. A grant
+    /// names its Upstream as owner, so it is written once the Upstream exists (has a uid): an
+    /// Upstream created by this plan gets its grant when the Service is planned again right
+    /// after ([`Engine::grants_follow`]); a grant already there meanwhile is left as it is.
     pub(super) fn plan_grants_for(
         &self,
         key: &ServiceKey,
@@ -43,28 +47,30 @@ impl Engine {
         namespaces: &[String],
         plan: &mut Plan,
     ) {
-        let (Some(settings), Some(grants)) = (&self.config.grants, self.state.grants()) else {
+        let Some(settings) = &self.config.grants else {
             return;
         };
-        let blocked: HashSet<&UpstreamKey> = plan.blocked.iter().map(|b| &b.name).collect();
-        let desired: Vec<ReferenceGrant> = upstreams
-            .iter()
-            .filter(|upstream| {
-                UpstreamKey::of(&upstream.metadata).is_some_and(|name| !blocked.contains(&name))
-            })
-            .map(|upstream| desired_grant(upstream, namespaces, settings))
-            .collect();
-        let observed = self.state.grants_for(key);
-        let grant_plan = plan_grants(
-            &desired,
-            &observed,
-            |name| grants.is_foreign(name),
-            self.state.synced(),
-        );
+        let Some(grant_plan) = plan_service_grants(
+            &self.state,
+            key,
+            upstreams,
+            namespaces,
+            settings,
+            &plan.blocked,
+            false,
+        ) else {
+            return;
+        };
         plan.actions.extend(grant_plan.actions);
         plan.blocked.extend(grant_plan.blocked);
         plan.unchanged += grant_plan.unchanged;
         plan.deletes_held_back += grant_plan.deletes_held_back;
+    }
+
+    /// Whether a Service whose writes just went through must be planned again for its grants:
+    /// it created an Upstream, whose grant waited for the Upstream's uid.
+    pub(super) fn grants_follow(&self, op: WriteOp) -> bool {
+        op == WriteOp::Create && self.config.grants.is_some() && self.state.grants().is_some()
     }
 
     /// The collection of an owned grant whose name no in-scope Service maps to.
@@ -154,6 +160,60 @@ impl Engine {
     }
 }
 
+/// The grant writes of Service `key` (its Upstreams `upstreams`, `blocked` the names its plan
+/// leaves alone), once the grants are listed: what the loop writes, and what `diff` shows. An
+/// Upstream not created yet has no uid to own its grant by: the loop plans that grant once the
+/// Upstream exists (`preview` false: nothing is planned at that name meanwhile); `diff`
+/// (`preview` true) shows it as a create, without its ownerReference.
+pub fn plan_service_grants(
+    state: &State,
+    key: &ServiceKey,
+    upstreams: &[Upstream],
+    namespaces: &[String],
+    settings: &GrantSettings,
+    blocked: &[Blocked],
+    preview: bool,
+) -> Option<GrantPlan> {
+    let grants = state.grants()?;
+    let blocked: HashSet<&UpstreamKey> = blocked.iter().map(|b| &b.name).collect();
+    let uids: HashMap<UpstreamKey, String> = state
+        .owned_for(key)
+        .into_iter()
+        .map(|observed| {
+            let name = UpstreamKey::new(observed.namespace.as_str(), observed.name.as_str());
+            (name, observed.uid)
+        })
+        .collect();
+    let mut waiting: HashSet<UpstreamKey> = HashSet::new();
+    let mut desired: Vec<ReferenceGrant> = Vec::new();
+    for upstream in upstreams {
+        let Some(name) = UpstreamKey::of(&upstream.metadata) else {
+            continue;
+        };
+        if blocked.contains(&name) {
+            continue;
+        }
+        match uids.get(&name) {
+            Some(uid) => desired.push(desired_grant(upstream, Some(uid), namespaces, settings)),
+            None if preview => desired.push(desired_grant(upstream, None, namespaces, settings)),
+            None => {
+                waiting.insert(name);
+            }
+        }
+    }
+    let observed: Vec<_> = state
+        .grants_for(key)
+        .into_iter()
+        .filter(|grant| !waiting.contains(&grant.key()))
+        .collect();
+    Some(plan_grants(
+        &desired,
+        &observed,
+        |name| grants.is_foreign(name),
+        state.synced(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use kube::runtime::watcher::Event;
@@ -175,9 +235,13 @@ mod tests {
 
     const WRITE: &str = "gloo-system";
 
-    /// A leading engine with grants on, whose lists of Services and Upstreams are complete;
-    /// `grants` are the grants its first grant list finds (`None`: not listed yet).
-    fn engine(services: &[Service], grants: Option<Vec<ReferenceGrant>>) -> Engine {
+    /// A leading engine with grants on, whose lists of Services and Upstreams (`upstreams`)
+    /// are complete; `grants` are the grants its first grant list finds (`None`: not listed).
+    fn engine(
+        services: &[Service],
+        upstreams: &[Upstream],
+        grants: Option<Vec<ReferenceGrant>>,
+    ) -> Engine {
         let (_, applier) = crate::apply::offline();
         let (_, leader) = watch::channel(true);
         let mut state = State::new(
@@ -186,7 +250,7 @@ mod tests {
             LabelSelector::default(),
             WriteNamespace::Fixed(WRITE.into()),
         );
-        state.enable_grants(WRITE);
+        state.enable_grants(&[WRITE.to_string()]);
         let mut engine = Engine::new(
             EngineConfig {
                 translate: TranslateSettings::new(WRITE),
@@ -204,8 +268,13 @@ mod tests {
         let mut inputs = vec![
             ServiceInput::Service(Scope::All, Event::Init),
             ServiceInput::Upstream(Scope::All, Event::Init),
-            ServiceInput::Upstream(Scope::All, Event::InitDone),
         ];
+        inputs.extend(
+            upstreams
+                .iter()
+                .map(|u| ServiceInput::Upstream(Scope::All, Event::InitApply(u.clone()))),
+        );
+        inputs.push(ServiceInput::Upstream(Scope::All, Event::InitDone));
         inputs.extend(
             services
                 .iter()
@@ -213,13 +282,14 @@ mod tests {
         );
         inputs.push(ServiceInput::Service(Scope::All, Event::InitDone));
         if let Some(grants) = grants {
-            inputs.push(ServiceInput::Grant(Event::Init));
+            let scope = || Scope::Namespace(WRITE.into());
+            inputs.push(ServiceInput::Grant(scope(), Event::Init));
             inputs.extend(
                 grants
                     .into_iter()
-                    .map(|g| ServiceInput::Grant(Event::InitApply(g))),
+                    .map(|g| ServiceInput::Grant(scope(), Event::InitApply(g))),
             );
-            inputs.push(ServiceInput::Grant(Event::InitDone));
+            inputs.push(ServiceInput::Grant(scope(), Event::InitDone));
         }
         for input in inputs {
             engine.on_input(input);
@@ -236,7 +306,19 @@ mod tests {
         .expect("service")
     }
 
-    /// A grant as the API server returns it; `from` the namespaces, `to` the Upstream `name`.
+    /// The Upstream discovered for port `port` of `namespace/name`, as the API server returns it.
+    fn upstream(namespace: &str, name: &str, port: u16) -> Upstream {
+        let upstream_name = format!("{namespace}-{name}-{port}");
+        serde_json::from_value(json!({
+            "metadata": {"name": upstream_name, "namespace": WRITE, "uid": format!("us-{upstream_name}"),
+                         "resourceVersion": "2", "labels": {"discovered_by": "kubernetesplugin"}},
+            "spec": {"kube": {"serviceName": name, "serviceNamespace": namespace, "servicePort": port}},
+        }))
+        .expect("upstream")
+    }
+
+    /// A grant as the API server returns it; `from` the namespaces, `to` the Upstream `name`;
+    /// an owned one names the Upstream [`upstream`] gives as its owner.
     fn grant(name: &str, from: &[&str], owned: bool) -> ReferenceGrant {
         let from: Vec<_> = from
             .iter()
@@ -248,7 +330,8 @@ mod tests {
             json!({"team": "x"})
         };
         serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": WRITE, "uid": format!("g-{name}"), "resourceVersion": "3", "labels": labels},
+            "metadata": {"name": name, "namespace": WRITE, "uid": format!("g-{name}"), "resourceVersion": "3", "labels": labels,
+                         "ownerReferences": [{"apiVersion": "gloo.solo.io/v1", "kind": "Upstream", "name": name, "uid": format!("us-{name}")}]},
             "spec": {"from": from, "to": [{"group": "gloo.solo.io", "kind": "Upstream", "name": name}]},
         }))
         .expect("grant")
@@ -275,6 +358,7 @@ mod tests {
     async fn a_service_plans_the_grants_of_the_names_it_holds_and_leaves_unlabelled_ones_alone() {
         let mut engine = engine(
             &[service("shop", "web", &[80, 81, 82])],
+            &[80, 81, 82].map(|port| upstream("shop", "web", port)),
             Some(vec![
                 grant("shop-web-80", &["shop"], true),
                 grant("shop-web-81", &["elsewhere"], true),
@@ -305,7 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_grant_is_planned_before_the_grants_are_listed() {
-        let mut engine = engine(&[service("shop", "web", &[80])], None);
+        let mut engine = engine(&[service("shop", "web", &[80])], &[], None);
         let actions = engine
             .plan_for(&ServiceKey::new("shop", "web"))
             .plan
@@ -319,6 +403,7 @@ mod tests {
         // `a-b/c` and `a/b-c` both map to `a-b-c-80`; with no Upstream yet the smaller key holds it.
         let mut engine = engine(
             &[service("a-b", "c", &[80]), service("a", "b-c", &[80])],
+            &[],
             Some(vec![grant("gone-x-80", &["gone"], true)]),
         );
         let orphans: Vec<Job> = engine
@@ -334,6 +419,18 @@ mod tests {
             [("delete", "gone-x-80".to_string())]
         );
 
+        // Its grant waits for the Upstream's uid: first the Upstream, then, planned again once
+        // it is written, the grant that names it as owner.
+        let holder = engine.plan_for(&ServiceKey::new("a", "b-c")).plan.actions;
+        assert!(grant_writes(&holder).is_empty(), "{holder:?}");
+        let Some(Action::Create(created)) = holder.first() else {
+            panic!("the Upstream's create: {holder:?}");
+        };
+        let mut written = created.clone();
+        written.metadata.uid = Some("us-1".into());
+        written.metadata.resource_version = Some("1".into());
+        engine.state.on_written(&written);
+        assert!(engine.grants_follow(crate::metrics::WriteOp::Create));
         let holder = engine.plan_for(&ServiceKey::new("a", "b-c")).plan.actions;
         assert_eq!(grant_writes(&holder), [("create", "a-b-c-80".to_string())]);
         let Some(Action::Grant(GrantAction::Create(created))) =
@@ -344,6 +441,23 @@ mod tests {
         assert_eq!(
             created.spec.from[0].namespace, "a",
             "the holder's namespace, not the other's"
+        );
+        let owners = created
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(
+            owners
+                .iter()
+                .map(|o| (
+                    o.kind.as_str(),
+                    o.name.as_str(),
+                    o.uid.as_str(),
+                    o.block_owner_deletion
+                ))
+                .collect::<Vec<_>>(),
+            [("Upstream", "a-b-c-80", "us-1", None)]
         );
         let other = engine.plan_for(&ServiceKey::new("a-b", "c")).plan.actions;
         assert!(other.is_empty(), "{other:?}");

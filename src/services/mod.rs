@@ -9,7 +9,7 @@
 mod admission;
 mod compact;
 pub mod grant_cache;
-mod grants;
+pub mod grants;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -160,8 +160,8 @@ impl Engine {
             ServiceInput::Service(scope, event) => self.state.on_service_event(&scope, event),
             ServiceInput::Upstream(scope, event) => self.state.on_upstream_event(&scope, event),
             ServiceInput::Namespace(event) => self.state.on_namespace_event(event),
-            ServiceInput::Grant(event) => {
-                let jobs = self.state.on_grant_event(event);
+            ServiceInput::Grant(scope, event) => {
+                let jobs = self.state.on_grant_event(&scope, event);
                 self.metrics
                     .set_reference_grants(self.state.owned_grant_count());
                 jobs
@@ -392,10 +392,12 @@ impl Engine {
             }
         };
         let mut retry_after: Option<Option<Duration>> = None;
+        let mut plan_again = false;
         for (outcome, finished_at) in outcomes {
             let lag = finished_at.saturating_duration_since(changed_at);
             match outcome {
                 Outcome::Written { op, upstream } => {
+                    plan_again |= self.grants_follow(op);
                     self.forbidden.clear();
                     if let Some(key) = UpstreamKey::of(&upstream.metadata) {
                         self.on_allowed(&job, &key, op);
@@ -483,6 +485,9 @@ impl Engine {
             None => {
                 self.queue.succeeded(&job);
                 self.refusals.settle(&job);
+                if plan_again {
+                    self.queue.mark(job, Instant::now());
+                }
             }
             Some(hint) => {
                 self.queue.retry(job, changed_at, hint);

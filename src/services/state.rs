@@ -90,10 +90,11 @@ impl State {
         }
     }
 
-    /// Keeps a ReferenceGrant beside each Upstream of `namespace` (the write namespace); its
-    /// grants are planned once their first list completes.
-    pub fn enable_grants(&mut self, namespace: &str) {
-        self.grants = Some(GrantCache::new(namespace));
+    /// Keeps a ReferenceGrant beside each Upstream of the write namespace, the first of
+    /// `namespaces` (the others: earlier write namespaces, whose owned grants are collected);
+    /// grants are planned once their first lists complete.
+    pub fn enable_grants(&mut self, namespaces: &[String]) {
+        self.grants = Some(GrantCache::new(namespaces));
     }
 
     /// The grants, once listed: `None` while grants are off, or not listed yet (no CRD).
@@ -204,11 +205,15 @@ impl State {
 
     /// A ReferenceGrant watch event; returns the jobs that may need work (all of them once the
     /// first list completes).
-    pub fn on_grant_event(&mut self, event: watcher::Event<ReferenceGrant>) -> Vec<Job> {
+    pub fn on_grant_event(
+        &mut self,
+        scope: &Scope,
+        event: watcher::Event<ReferenceGrant>,
+    ) -> Vec<Job> {
         let Some(grants) = self.grants.as_mut() else {
             return Vec::new();
         };
-        let change = grants.on_event(event);
+        let change = grants.on_event(scope, event);
         if change.first_sync {
             return self.all_jobs().into_iter().collect();
         }

@@ -13,6 +13,7 @@ use super::{watch, watch_config, ServiceInput};
 use crate::crd::ReferenceGrant;
 use crate::health::LoopHealth;
 use crate::metrics::WatchResource;
+use crate::model::Scope;
 
 /// How often a missing ReferenceGrant CRD is looked for again.
 pub const CRD_RECHECK: Duration = Duration::from_secs(30);
@@ -21,11 +22,12 @@ const RETRY: Duration = Duration::from_secs(5);
 const GROUP_VERSION: &str = "gateway.networking.k8s.io/v1beta1";
 const PLURAL: &str = "referencegrants";
 
-/// The grants of `namespace`: [`ServiceInput::GrantsUnavailable`] once while the CRD is
-/// missing, then the watch's events (read ahead of the loop, as its other streams are).
+/// The grants of each of `namespaces` (the write namespace, then earlier ones):
+/// [`ServiceInput::GrantsUnavailable`] once while the CRD is missing, then the events of one
+/// watch per namespace (read ahead of the loop, as its other streams are).
 pub fn grant_inputs(
     client: &Client,
-    namespace: &str,
+    namespaces: &[String],
     watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, ServiceInput> {
@@ -52,19 +54,24 @@ pub fn grant_inputs(
             }
         },
     );
-    let api: Api<ReferenceGrant> = Api::namespaced(client.clone(), namespace);
-    let health = health.stream(format!("referencegrants in {namespace}"));
-    let watch_once = stream::once(async move {
-        watch(
-            api,
-            watch_config(watch_timeout),
-            vec![health],
-            WatchResource::ReferenceGrants,
-            ServiceInput::Grant,
-            ServiceInput::WatchError,
-        )
-    })
-    .flatten();
+    let watches: Vec<_> = namespaces
+        .iter()
+        .map(|namespace| {
+            let api: Api<ReferenceGrant> = Api::namespaced(client.clone(), namespace);
+            let health = health.stream(format!("referencegrants in {namespace}"));
+            let scope = Scope::Namespace(namespace.clone());
+            watch(
+                api,
+                watch_config(watch_timeout),
+                vec![health],
+                WatchResource::ReferenceGrants,
+                move |event| ServiceInput::Grant(scope.clone(), event),
+                ServiceInput::WatchError,
+            )
+        })
+        .collect();
+    // Built at once (the streams are lazy): nothing is listed before the CRD is served.
+    let watch_once = stream::select_all(watches);
     read_ahead(wait.chain(watch_once).boxed())
 }
 

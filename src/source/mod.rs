@@ -55,8 +55,9 @@ pub enum ServiceInput {
     Upstream(Scope, watcher::Event<Upstream>),
     /// Only with a namespace selector.
     Namespace(watcher::Event<Namespace>),
-    /// Only with `--reference-grants`: the grants of the write namespace.
-    Grant(watcher::Event<ReferenceGrant>),
+    /// Only with `--reference-grants`: the grants of the write namespace (and of the earlier
+    /// ones, to collect the daemon's grants left there), one watch per namespace.
+    Grant(Scope, watcher::Event<ReferenceGrant>),
     /// Only with `--reference-grants`: the API server serves no ReferenceGrant (no CRD);
     /// looked for again periodically, and the grants' watch starts once it is there.
     GrantsUnavailable,
@@ -79,7 +80,7 @@ impl ServiceInput {
             ServiceInput::Service(_, event) => !matches!(event, watcher::Event::Init),
             ServiceInput::Upstream(_, event) => !matches!(event, watcher::Event::Init),
             ServiceInput::Namespace(event) => !matches!(event, watcher::Event::Init),
-            ServiceInput::Grant(event) => !matches!(event, watcher::Event::Init),
+            ServiceInput::Grant(_, event) => !matches!(event, watcher::Event::Init),
             ServiceInput::WatchError(_) | ServiceInput::GrantsUnavailable => false,
         }
     }

@@ -89,7 +89,7 @@ async fn watch_one(client: Client, key: SecretKey, sender: mpsc::UnboundedSender
             }
             Ok(watcher::Event::InitDone) if listed => continue,
             Ok(watcher::Event::InitDone | watcher::Event::Delete(_)) => SecretSeen::Missing,
-            Err(error) => SecretSeen::WatchError(error.to_string()),
+            Err(error) => SecretSeen::WatchError(describe(&key, &error)),
         };
         let update = SecretUpdate {
             key: key.clone(),
@@ -98,5 +98,39 @@ async fn watch_one(client: Client, key: SecretKey, sender: mpsc::UnboundedSender
         if sender.send(update).is_err() {
             return;
         }
+    }
+}
+
+/// What a failed watch of the Secret `key` says; for a refusal (403), the right the daemon's
+/// ServiceAccount lacks, so that the Event on the Upstream tells the operator what to grant.
+fn describe(key: &SecretKey, error: &watcher::Error) -> String {
+    if super::backoff::status_code(error) == Some(403) {
+        return format!(
+            "forbidden: the daemon may not list and watch the Secret {name} in namespace {namespace} (it needs get/list/watch on secrets there; resourceNames [{name}] is enough; chart: discovery.lambda.secrets)",
+            name = key.name,
+            namespace = key.namespace,
+        );
+    }
+    error.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_secret_and_the_right_it_needs() {
+        let key = SecretKey::new("team", "aws-creds");
+        let refused =
+            kube::core::Status::failure("secrets is forbidden", "Forbidden").with_code(403);
+        let said = describe(&key, &watcher::Error::WatchError(Box::new(refused)));
+        assert_eq!(
+            said,
+            "forbidden: the daemon may not list and watch the Secret aws-creds in namespace team (it needs get/list/watch on secrets there; resourceNames [aws-creds] is enough; chart: discovery.lambda.secrets)"
+        );
+        let other = kube::core::Status::failure("boom", "InternalError").with_code(500);
+        assert!(
+            !describe(&key, &watcher::Error::WatchError(Box::new(other))).contains("forbidden")
+        );
     }
 }

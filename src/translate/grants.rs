@@ -14,7 +14,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::{identity, TranslateWarning};
 use crate::crd::{
@@ -159,9 +159,13 @@ pub fn route_namespaces(
 }
 
 /// The grant kept for `upstream` (a discovered Upstream in the write namespace): routes of each
-/// kind in each of `namespaces` may refer to it, and to nothing else.
+/// kind in each of `namespaces` may refer to it, and to nothing else. With the Upstream's uid
+/// (`owner_uid`, known once it exists) the grant names it as its owner, so that Kubernetes's
+/// garbage collector removes the grant with its Upstream even while the daemon is down;
+/// `blockOwnerDeletion` stays unset, so deleting the Upstream never waits for the grant.
 pub fn desired_grant(
     upstream: &Upstream,
+    owner_uid: Option<&str>,
     namespaces: &[String],
     settings: &GrantSettings,
 ) -> ReferenceGrant {
@@ -181,6 +185,15 @@ pub fn desired_grant(
         kind: "Upstream".to_string(),
         name: upstream.metadata.name.clone(),
     }];
+    let owner_references = owner_uid.map(|uid| {
+        vec![OwnerReference {
+            api_version: "gloo.solo.io/v1".to_string(),
+            kind: "Upstream".to_string(),
+            name: upstream.metadata.name.clone().unwrap_or_default(),
+            uid: uid.to_string(),
+            ..Default::default()
+        }]
+    });
     ReferenceGrant {
         metadata: ObjectMeta {
             name: upstream.metadata.name.clone(),
@@ -189,6 +202,7 @@ pub fn desired_grant(
                 DISCOVERED_BY_LABEL.to_string(),
                 KUBERNETES_PLUGIN.to_string(),
             )])),
+            owner_references,
             ..Default::default()
         },
         spec: ReferenceGrantSpec { from, to },
@@ -317,7 +331,12 @@ mod tests {
         }))
         .expect("upstream");
         let settings = GrantSettings::new(&[RouteKind::HttpRoute, RouteKind::GrpcRoute]);
-        let grant = desired_grant(&upstream, &["team-a".into(), "edge".into()], &settings);
+        let grant = desired_grant(
+            &upstream,
+            Some("u-1"),
+            &["team-a".into(), "edge".into()],
+            &settings,
+        );
         let expected = serde_json::json!({
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
             "kind": "ReferenceGrant",
@@ -325,6 +344,8 @@ mod tests {
                 "name": "team-a-web-80",
                 "namespace": "gloo-system",
                 "labels": {"discovered_by": "kubernetesplugin"},
+                "ownerReferences": [{"apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+                                     "name": "team-a-web-80", "uid": "u-1"}],
             },
             "spec": {
                 "from": [
@@ -337,5 +358,8 @@ mod tests {
             },
         });
         assert_eq!(serde_json::to_value(&grant).expect("json"), expected);
+        // Before its Upstream exists (and offline, in `render`) there is no uid to own it by.
+        let unowned = desired_grant(&upstream, None, &["team-a".into()], &settings);
+        assert_eq!(unowned.metadata.owner_references, None);
     }
 }

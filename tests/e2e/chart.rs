@@ -27,19 +27,19 @@ fn repo() -> PathBuf {
 
 /// One release of the chart in a test namespace: rendered with the API server's own
 /// capabilities (`--dry-run=server`), applied server-side, deleted at the end.
-struct Release {
+pub struct Release {
     env: Arc<TestEnv>,
     /// The release (and ServiceAccount) namespace.
-    namespace: String,
+    pub namespace: String,
     /// The release's full name: ServiceAccount, ClusterRole, Lease.
-    fullname: String,
+    pub fullname: String,
     yaml: String,
     file: tempfile::NamedTempFile,
 }
 
 impl Release {
     /// Renders the chart as release `<namespace>` in `namespace` with `values` (helm flags).
-    fn render(env: &Arc<TestEnv>, namespace: &str, values: &[&str]) -> Self {
+    pub fn render(env: &Arc<TestEnv>, namespace: &str, values: &[&str]) -> Self {
         let output = Command::new(env.get("HELM"))
             .current_dir(repo())
             .args(["template", namespace, CHART, "--namespace", namespace])
@@ -69,7 +69,7 @@ impl Release {
     }
 
     /// `kubectl apply --server-side`, as the admin.
-    fn apply(&self) {
+    pub fn apply(&self) {
         self.env.kubectl(&[
             "apply",
             "--server-side",
@@ -117,7 +117,7 @@ impl Release {
     }
 
     /// Asserts each (verb, resource, namespace) is allowed (`expected` true) or refused.
-    fn assert_rights(&self, expected: bool, checks: &[(&str, &str, Option<&str>)]) {
+    pub fn assert_rights(&self, expected: bool, checks: &[(&str, &str, Option<&str>)]) {
         let wrong: Vec<String> = checks
             .iter()
             .filter(|(verb, resource, namespace)| {
@@ -137,7 +137,7 @@ impl Release {
         );
     }
 
-    fn delete(&self) {
+    pub fn delete(&self) {
         let _ = Command::new(self.env.kubectl_path())
             .args(["--kubeconfig", self.env.get("KUBECONFIG")])
             .args([

@@ -191,3 +191,128 @@ pub async fn gloo_objects_with_status_apply_strictly_and_read_back_unchanged(env
     );
     delete_namespace(&client, &namespace).await;
 }
+
+/// Gloo's CRD defaults `status` and `status.statuses` to `{}`; ours does too (DESIGN.md §2,
+/// issue 25), so an Upstream reads back the same under either. A status Gloo's reporter writes
+/// is stored as written, and the daemon neither owns nor rewrites the defaulted one.
+pub async fn an_upstream_created_without_status_reads_back_gloo_s_default_status(
+    env: Arc<TestEnv>,
+) {
+    let scenario = crate::scenario::Scenario::builder(env.clone(), "crd-default")
+        .build()
+        .await;
+    let (admin, write) = (&scenario.admin, scenario.write_ns.clone());
+
+    // A user's Upstream, created without status, with kubectl and with the API.
+    let bare = json!({
+        "apiVersion": "gloo.solo.io/v1", "kind": "Upstream",
+        "metadata": {"name": "bare", "namespace": write},
+        "spec": {"static": {"hosts": [{"addr": "10.0.0.1", "port": 80}]}},
+    });
+    kubectl_apply(&env, &[&bare], &[]);
+    let mut expected = bare.clone();
+    expected["status"] = json!({"statuses": {}});
+    assert_eq!(read_back(&env, &write, "bare"), expected);
+    let typed = Upstream::new("typed", Default::default());
+    let created = Api::<Upstream>::namespaced(admin.clone(), &write)
+        .create(&Default::default(), &typed)
+        .await
+        .expect("create");
+    assert_eq!(
+        serde_json::to_value(&created.status).expect("status"),
+        json!({"statuses": {}})
+    );
+    // `status: {}` gets its `statuses`; a Gloo-written status is left exactly as written.
+    let mut empty = bare.clone();
+    empty["metadata"]["name"] = json!("empty-status");
+    empty["status"] = json!({});
+    let mut reported = bare.clone();
+    reported["metadata"]["name"] = json!("reported");
+    reported["status"] =
+        json!({"statuses": {"gloo-system": {"state": 1, "reportedBy": "gloo"}}, "extra": 1});
+    kubectl_apply(&env, &[&empty, &reported], &[]);
+    let mut defaulted = empty.clone();
+    defaulted["status"] = json!({"statuses": {}});
+    assert_eq!(read_back(&env, &write, "empty-status"), defaulted);
+    assert_eq!(read_back(&env, &write, "reported"), reported);
+
+    // What the daemon discovers reads back with the default, which no entry of the daemon's
+    // field manager claims; once idle it writes nothing more over it.
+    let daemon = scenario.daemon().ready().await;
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }))
+    .expect("service");
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), &scenario.service_ns)
+        .create(&Default::default(), &service)
+        .await
+        .expect("create service");
+    let name = format!("{}-web-80", scenario.service_ns);
+    let discovered = crate::support::wait_for("the discovered Upstream", || async {
+        crate::support::upstream_api(admin, &write)
+            .get(&name)
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(discovered.data["status"], json!({"statuses": {}}));
+    daemon.wait_idle().await;
+    assert_eq!(
+        daemon.writes().await,
+        1.0,
+        "one create, nothing over the status"
+    );
+
+    // Gloo's reporter writes a status; then the Service changes, so the daemon updates the
+    // Upstream by server-side apply: the status stays Gloo's, and no Apply entry claims it.
+    let upstreams = crate::support::upstream_api(admin, &write);
+    let status = json!({"statuses": {write.clone(): {"state": 1, "reportedBy": "gloo"}}});
+    upstreams
+        .patch(
+            &name,
+            &kube::api::PatchParams {
+                field_manager: Some("gloo".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(json!({"status": status})),
+        )
+        .await
+        .expect("gloo writes its status");
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), &scenario.service_ns)
+        .patch(
+            "web",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"tier": "front"}}})),
+        )
+        .await
+        .expect("label the service");
+    let updated = crate::support::wait_for("the daemon's update", || async {
+        let upstream = upstreams.get(&name).await.ok()?;
+        let labels = &upstream.data["spec"]["discoveryMetadata"]["labels"];
+        (labels["tier"] == "front").then_some(upstream)
+    })
+    .await;
+    assert_eq!(
+        updated.data["status"], status,
+        "the daemon leaves Gloo's status"
+    );
+    let applied: Vec<Value> = updated
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.operation.as_deref() == Some("Apply"))
+        .map(|entry| serde_json::to_value(&entry.fields_v1).expect("fields"))
+        .collect();
+    assert!(!applied.is_empty(), "the update was applied");
+    for fields in applied {
+        assert_eq!(
+            fields.get("f:status"),
+            None,
+            "apply owns no status: {fields}"
+        );
+    }
+    daemon.terminate(std::time::Duration::from_secs(5));
+    scenario.cleanup().await;
+}

@@ -44,7 +44,7 @@ pub async fn explain(kubeconfig: &Path, write_ns: &str, service: &str, watched: 
 }
 
 /// Runs the binary with `args` against the cluster of `kubeconfig`, as a pod of `write_ns`.
-async fn run_binary(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
+pub async fn run_binary(kubeconfig: &Path, write_ns: &str, args: &[&str]) -> Run {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_upstream-discovery"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)

@@ -92,11 +92,11 @@ fn reference_grant_crd() -> CustomResourceDefinition {
     .expect("the ReferenceGrant CRD")
 }
 
-async fn install_grant_crd(admin: &Client) {
+pub async fn install_grant_crd(admin: &Client) {
     apply_crd(admin, &reference_grant_crd()).await;
 }
 
-fn grant_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+pub fn grant_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(ROUTES, "v1beta1", "ReferenceGrant");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "referencegrants");
     Api::namespaced_with(client.clone(), namespace, &resource)
@@ -104,31 +104,41 @@ fn grant_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
 
 /// Every right on `referencegrants` in the write namespace, as the chart grants when enabled.
 async fn allow_grants(scenario: &Scenario) {
-    let namespace = &scenario.write_ns;
+    allow_grants_in(
+        &scenario.admin,
+        &scenario.write_ns,
+        &scenario.write_ns,
+        "upstream-discovery",
+    )
+    .await;
+}
+
+/// The same rights in `namespace`, for the ServiceAccount `account_ns/account`.
+pub async fn allow_grants_in(admin: &Client, namespace: &str, account_ns: &str, account: &str) {
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "upstream-discovery-grants"},
         "rules": [{"apiGroups": [ROUTES], "resources": ["referencegrants"],
             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
     }))
     .expect("role");
-    Api::<Role>::namespaced(scenario.admin.clone(), namespace)
+    Api::<Role>::namespaced(admin.clone(), namespace)
         .create(&PostParams::default(), &role)
         .await
         .expect("create the grants Role");
     let binding: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "upstream-discovery-grants"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "upstream-discovery-grants"},
-        "subjects": [{"kind": "ServiceAccount", "name": "upstream-discovery", "namespace": namespace}],
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_ns}],
     }))
     .expect("binding");
-    Api::<RoleBinding>::namespaced(scenario.admin.clone(), namespace)
+    Api::<RoleBinding>::namespaced(admin.clone(), namespace)
         .create(&PostParams::default(), &binding)
         .await
         .expect("create the grants RoleBinding");
 }
 
 /// A grant as the test compares it: name, labels and spec.
-fn essence(grant: &DynamicObject) -> Value {
+pub fn essence(grant: &DynamicObject) -> Value {
     json!({
         "name": grant.metadata.name,
         "labels": grant.metadata.labels,
@@ -138,7 +148,7 @@ fn essence(grant: &DynamicObject) -> Value {
 
 /// The grant the issue asks for: routes of each of `kinds` in each of `namespaces` (in that
 /// order) may refer to the Upstream `upstream`, and to nothing else.
-fn expected_grant(upstream: &str, namespaces: &[&str], kinds: &[&str]) -> Value {
+pub fn expected_grant(upstream: &str, namespaces: &[&str], kinds: &[&str]) -> Value {
     let from: Vec<Value> = namespaces
         .iter()
         .flat_map(|namespace| {
@@ -157,7 +167,7 @@ fn expected_grant(upstream: &str, namespaces: &[&str], kinds: &[&str]) -> Value 
     })
 }
 
-async fn list_grants(client: &Client, namespace: &str) -> Vec<DynamicObject> {
+pub async fn list_grants(client: &Client, namespace: &str) -> Vec<DynamicObject> {
     let mut grants = grant_api(client, namespace)
         .list(&ListParams::default())
         .await
@@ -168,7 +178,7 @@ async fn list_grants(client: &Client, namespace: &str) -> Vec<DynamicObject> {
 }
 
 /// Waits until the grants of `namespace` are exactly `expected` (in any order).
-async fn wait_for_exact_grants(client: &Client, namespace: &str, expected: &[Value]) {
+pub async fn wait_for_exact_grants(client: &Client, namespace: &str, expected: &[Value]) {
     let mut expected = expected.to_vec();
     expected.sort_by_key(|grant| grant["name"].as_str().unwrap_or_default().to_string());
     let what = format!(
@@ -193,7 +203,7 @@ async fn wait_for_exact_grants(client: &Client, namespace: &str, expected: &[Val
     .await;
 }
 
-fn service(name: &str, ports: &[i32], annotations: Value) -> Service {
+pub fn service(name: &str, ports: &[i32], annotations: Value) -> Service {
     let ports: Vec<Value> = ports
         .iter()
         .map(|port| json!({"name": format!("p{port}"), "port": port}))
@@ -205,21 +215,21 @@ fn service(name: &str, ports: &[i32], annotations: Value) -> Service {
     .expect("service")
 }
 
-async fn create_service(admin: &Client, namespace: &str, service: &Service) {
+pub async fn create_service(admin: &Client, namespace: &str, service: &Service) {
     Api::<Service>::namespaced(admin.clone(), namespace)
         .create(&PostParams::default(), service)
         .await
         .expect("create service");
 }
 
-async fn patch_service(admin: &Client, namespace: &str, name: &str, patch: Value) {
+pub async fn patch_service(admin: &Client, namespace: &str, name: &str, patch: Value) {
     Api::<Service>::namespaced(admin.clone(), namespace)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch service");
 }
 
-async fn delete_service(admin: &Client, namespace: &str, name: &str) {
+pub async fn delete_service(admin: &Client, namespace: &str, name: &str) {
     Api::<Service>::namespaced(admin.clone(), namespace)
         .delete(name, &DeleteParams::default())
         .await
@@ -227,7 +237,7 @@ async fn delete_service(admin: &Client, namespace: &str, name: &str) {
 }
 
 /// The Upstream of port `port` of a Service made by [`service`].
-fn upstream(namespace: &str, name: &str, port: u16, annotations: Value) -> Value {
+pub fn upstream(namespace: &str, name: &str, port: u16, annotations: Value) -> Value {
     let upstream = kube_upstream(namespace, name, port);
     if annotations.as_object().is_some_and(|a| a.is_empty()) {
         return upstream;

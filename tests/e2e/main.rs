@@ -21,6 +21,7 @@ mod env_selftest;
 mod fault_proxy;
 mod faults;
 mod gloo_pod;
+mod grant_lifecycle;
 mod grants;
 mod health;
 mod hostile;
@@ -31,6 +32,7 @@ mod observability;
 mod proxy_server;
 mod rights;
 mod scenario;
+mod secret_rights;
 mod settings;
 mod support;
 mod test_env;
@@ -85,6 +87,7 @@ fn main() {
         env_selftest::a_service_account_has_only_the_rights_it_is_bound_to,
         env_selftest::moto_serves_lambda,
         crd::gloo_objects_with_status_apply_strictly_and_read_back_unchanged,
+        crd::an_upstream_created_without_status_reads_back_gloo_s_default_status,
         discovery::services_become_upstreams_and_follow_every_change,
         diff::previews_a_switch_from_gloo_exactly_and_writes_nothing,
         diff::answers_for_two_thousand_services,
@@ -131,6 +134,9 @@ fn main() {
         chart::default_values_apply_server_side_and_grant_only_what_the_daemon_needs,
         chart::service_mode_with_lambda_and_replicas_applies_and_grants_upstreams_and_secrets,
         chart::the_daemon_with_the_charts_arguments_and_token_discovers_a_service,
+        secret_rights::only_the_listed_secret_names_are_readable_and_others_are_reported,
+        secret_rights::a_namespace_scoped_role_reads_secrets_there_only,
+        secret_rights::no_secret_rights_with_web_identity_still_discover,
         observability::dashboard_queries_and_alert_rules_work_on_a_real_prometheus,
         aws_selftest::the_lambda_proxy_pages_and_injects_faults,
         settings::gloo_pod_with_gloo_rbac_runs_from_settings,
@@ -141,6 +147,9 @@ fn main() {
         grants::each_namespace_gets_grants_for_exactly_its_own_upstreams,
         grants::an_unlabelled_grant_of_the_same_name_is_left_alone,
         grants::a_restart_with_nothing_changed_writes_no_grant,
+        grant_lifecycle::a_grant_is_owned_by_its_upstream_and_goes_with_it_while_the_daemon_is_down,
+        grant_lifecycle::grants_left_in_an_earlier_write_namespace_are_collected,
+        grant_lifecycle::render_and_diff_show_the_grants,
         grants::off_by_default_writes_none_and_needs_no_rights,
         grants::without_the_crd_one_warning_a_metric_and_upstreams_converge,
         admission::a_refused_delete_is_reported_once_retried_with_backoff_and_collected_once_allowed,
