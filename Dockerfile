@@ -5,9 +5,10 @@
 #
 #   docker build -t upstream-discovery:dev .
 #
-# tests/packaging.rs lints this file with hadolint and runs the final `cargo build` line below
-# outside Docker (there is no Docker engine in CI), then checks that ENTRYPOINT names the binary
-# it built.
+# tests/packaging.rs lints this file with hadolint, checks that the final `cargo build` line
+# below builds a binary of the package and that ENTRYPOINT names it, and runs that line outside
+# Docker (there is no Docker engine in CI) in the profile the tests are built in, so it compiles
+# nothing twice.
 
 # ---- build ---------------------------------------------------------------------------------
 # Debian bookworm, like the runtime base, so the binary links against the same glibc. 1.94 is the

@@ -1728,26 +1728,71 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
         .expect("CMD");
     assert_eq!(cmd, ["run"]);
 
-    // Run the very command, in a target directory of its own (as the image's /src/target), kept
-    // beside the one cargo uses (CI points CARGO_TARGET_DIR at a cache, so this is warm too).
+    // The command is one `cargo build` of the release profile; the binary it names is a bin
+    // target of this package and the one the final stage copies and runs.
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args.get(..2), Some(&["cargo", "build"][..]), "one cargo build: {command}");
+    assert!(
+        args.iter().all(|arg| !arg.contains(['&', ';', '|', '$', '`'])),
+        "nothing but cargo's own arguments: {command}"
+    );
+    assert!(args.contains(&"--release"), "a release build: {command}");
+    let bin = args
+        .windows(2)
+        .find(|pair| pair[0] == "--bin")
+        .map(|pair| pair[1])
+        .expect("--bin names the binary");
     let relative = Path::new(source)
         .strip_prefix(&workdir)
         .unwrap_or_else(|_| panic!("{source} is not under WORKDIR {workdir}"))
-        .strip_prefix("target")
-        .expect("the binary comes from target/");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"))
-        .join("dockerfile-build");
-    let output = run(Command::new("sh")
-        .args(["-c", &command])
+        .strip_prefix("target/release")
+        .expect("the binary comes from target/release/");
+    assert_eq!(relative, Path::new(bin), "the final stage copies the binary built");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let metadata = run(Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
+        .current_dir(repo()));
+    assert!(metadata.status.success(), "{}", text(&metadata.stderr));
+    let metadata: Value = serde_json::from_slice(&metadata.stdout).expect("cargo metadata");
+    let bins: Vec<String> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .flat_map(|package| package["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|target| target["kind"].as_array().is_some_and(|k| k.contains(&"bin".into())))
+        .map(|target| target["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        bins.iter().any(|name| name == bin),
+        "--bin {bin} is none of the package's binaries {bins:?}"
+    );
+
+    // Then the very command but for its profile: run with the profile and the target directory
+    // the test binaries were built in, it finds every crate compiled and builds nothing a
+    // second time (a release build of the whole graph in a directory of its own took 14.5
+    // minutes of a cold run on two cores). The release profile only sets codegen-units.
+    let target_dir = std::env::current_exe()
+        .expect("the test binary")
+        .ancestors()
+        .nth(3)
+        .expect("<target>/debug/deps/<test>")
+        .to_path_buf();
+    let dev_args: Vec<&str> = args[1..]
+        .iter()
+        .copied()
+        .filter(|arg| *arg != "--release")
+        .collect();
+    let output = run(Command::new(&cargo)
+        .args(&dev_args)
+        .current_dir(repo())
         .env("CARGO_TARGET_DIR", &target_dir));
     assert!(
         output.status.success(),
-        "`{command}` failed:\n{}",
+        "`cargo {}` failed:\n{}",
+        dev_args.join(" "),
         text(&output.stderr)
     );
-    let binary = target_dir.join(relative);
+    let binary = target_dir.join("debug").join(bin);
     assert!(
         binary.is_file(),
         "{command} did not produce {}",
