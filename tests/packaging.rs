@@ -1731,9 +1731,14 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
     // The command is one `cargo build` of the release profile; the binary it names is a bin
     // target of this package and the one the final stage copies and runs.
     let args: Vec<&str> = command.split_whitespace().collect();
-    assert_eq!(args.get(..2), Some(&["cargo", "build"][..]), "one cargo build: {command}");
+    assert_eq!(
+        args.get(..2),
+        Some(&["cargo", "build"][..]),
+        "one cargo build: {command}"
+    );
     assert!(
-        args.iter().all(|arg| !arg.contains(['&', ';', '|', '$', '`'])),
+        args.iter()
+            .all(|arg| !arg.contains(['&', ';', '|', '$', '`'])),
         "nothing but cargo's own arguments: {command}"
     );
     assert!(args.contains(&"--release"), "a release build: {command}");
@@ -1747,7 +1752,11 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
         .unwrap_or_else(|_| panic!("{source} is not under WORKDIR {workdir}"))
         .strip_prefix("target/release")
         .expect("the binary comes from target/release/");
-    assert_eq!(relative, Path::new(bin), "the final stage copies the binary built");
+    assert_eq!(
+        relative,
+        Path::new(bin),
+        "the final stage copies the binary built"
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let metadata = run(Command::new(&cargo)
         .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
@@ -1759,7 +1768,11 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
         .expect("packages")
         .iter()
         .flat_map(|package| package["targets"].as_array().cloned().unwrap_or_default())
-        .filter(|target| target["kind"].as_array().is_some_and(|k| k.contains(&"bin".into())))
+        .filter(|target| {
+            target["kind"]
+                .as_array()
+                .is_some_and(|k| k.contains(&"bin".into()))
+        })
         .map(|target| target["name"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(
