@@ -1728,8 +1728,9 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
         .expect("CMD");
     assert_eq!(cmd, ["run"]);
 
-    // The command is one `cargo build` of the release profile; the binary it names is a bin
-    // target of this package and the one the final stage copies and runs.
+    // The command is one `cargo build` of the shipped profile (`dist`: release, built lean); the
+    // binary it names is a bin target of this package and the one the final stage copies and
+    // runs.
     let args: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(
         args.get(..2),
@@ -1741,7 +1742,35 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
             .all(|arg| !arg.contains(['&', ';', '|', '$', '`'])),
         "nothing but cargo's own arguments: {command}"
     );
-    assert!(args.contains(&"--release"), "a release build: {command}");
+    let profile = args
+        .windows(2)
+        .find(|pair| pair[0] == "--profile")
+        .map(|pair| pair[1])
+        .expect("--profile names the shipped profile");
+    assert_eq!(profile, "dist", "the lean profile: {command}");
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
+    let section = format!("[profile.{profile}]");
+    let inherits = manifest
+        .split(section.as_str())
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .and_then(|body| {
+            body.lines()
+                .find(|line| line.trim_start().starts_with("inherits"))
+        })
+        .map(|line| {
+            line.split('=')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        });
+    assert_eq!(
+        inherits.as_deref(),
+        Some("release"),
+        "Cargo.toml's {section} inherits release"
+    );
     let bin = args
         .windows(2)
         .find(|pair| pair[0] == "--bin")
@@ -1750,8 +1779,8 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
     let relative = Path::new(source)
         .strip_prefix(&workdir)
         .unwrap_or_else(|_| panic!("{source} is not under WORKDIR {workdir}"))
-        .strip_prefix("target/release")
-        .expect("the binary comes from target/release/");
+        .strip_prefix(format!("target/{profile}"))
+        .unwrap_or_else(|_| panic!("the binary comes from target/{profile}/"));
     assert_eq!(
         relative,
         Path::new(bin),
@@ -1783,7 +1812,8 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
     // Then the very command but for its profile: run with the profile and the target directory
     // the test binaries were built in, it finds every crate compiled and builds nothing a
     // second time (a release build of the whole graph in a directory of its own took 14.5
-    // minutes of a cold run on two cores). The release profile only sets codegen-units.
+    // minutes of a cold run on two cores). The dist profile changes only how the same code is
+    // optimized and linked (LTO, codegen units, stripping, opt-level of cold crates).
     let target_dir = std::env::current_exe()
         .expect("the test binary")
         .ancestors()
@@ -1793,7 +1823,7 @@ fn dockerfile_build_command_builds_the_binary_its_entrypoint_names() {
     let dev_args: Vec<&str> = args[1..]
         .iter()
         .copied()
-        .filter(|arg| *arg != "--release")
+        .filter(|arg| *arg != "--profile" && *arg != profile)
         .collect();
     let output = run(Command::new(&cargo)
         .args(&dev_args)
