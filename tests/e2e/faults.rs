@@ -768,39 +768,27 @@ pub async fn a_service_deleted_during_its_write_is_collected(env: Arc<TestEnv>) 
     rig.finish().await;
 }
 
-/// kube-apiserver 1.20 stops serving a watcher it finds unresponsive without ending its
-/// response. The proxy does the same to every open watch: the daemon hears nothing, and only
-/// the renewal at `--watch-timeout` (from the last version seen) brings the changes made
-/// meanwhile; nothing is counted as an error and nothing is re-listed.
-pub async fn a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout(env: Arc<TestEnv>) {
-    let rig = Rig::start_with(env, "watchstall", &["--watch-timeout", "10s"]).await;
-    let (admin, ns, write) = (
-        rig.admin().clone(),
-        rig.ns().to_string(),
-        rig.write().to_string(),
-    );
-    create_service(&admin, &ns, "first", 80).await;
-    wait_for_exact_upstreams(&admin, &ns, &write, &["first"]).await;
+/// Creates `first`, waits for the Service watch to be open, stalls every open watch at the
+/// proxy without ending it, creates `second` and waits for its Upstream. Returns when the stall
+/// began and the Service requests made since, after checking that the Service watch was renewed
+/// from its last version and nothing was re-listed.
+async fn stall_watches_then_create(rig: &Rig, before_stall: impl AsyncFnOnce(&[Seen])) -> Instant {
+    let (admin, ns, write) = (rig.admin(), rig.ns(), rig.write());
+    create_service(admin, ns, "first", 80).await;
+    wait_for_exact_upstreams(admin, ns, write, &["first"]).await;
     let services_watch = format!("/namespaces/{ns}/services?");
     wait_for("the Service watch to be open", || async {
         (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
             .then_some(())
     })
     .await;
-    let watches = rig.seen("GET", &services_watch);
-    assert!(
-        watches
-            .iter()
-            .filter(|s| s.watch)
-            .all(|s| s.path.contains("timeoutSeconds=10")),
-        "every watch asks the server to end it after --watch-timeout: {watches:?}"
-    );
+    before_stall(&rig.seen("GET", &services_watch)).await;
 
     let stalled_at = Instant::now();
     let stalled = rig.proxy.stall_watches();
     assert!(stalled >= 2, "stalled {stalled} watches");
-    create_service(&admin, &ns, "second", 80).await;
-    wait_for_exact_upstreams(&admin, &ns, &write, &["first", "second"]).await;
+    create_service(admin, ns, "second", 80).await;
+    wait_for_exact_upstreams(admin, ns, write, &["first", "second"]).await;
     let renewals: Vec<Seen> = rig
         .seen("GET", &services_watch)
         .into_iter()
@@ -816,16 +804,35 @@ pub async fn a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout(env:
         renewals.iter().all(|s| s.watch),
         "no re-list after a stalled watch: {renewals:?}"
     );
-    eprintln!(
-        "a stalled Service watch: second's Upstream {:.1?} after the stall (--watch-timeout 10s)",
-        stalled_at.elapsed()
-    );
     assert_eq!(
         rig.daemon
             .metric_sum("upstream_discovery_watch_restarts_total")
             .await,
         0.0,
         "a renewal is no failure"
+    );
+    stalled_at
+}
+
+/// kube-apiserver 1.20 stops serving a watcher it finds unresponsive without ending its
+/// response. The proxy does the same to every open watch: the daemon hears nothing, and only
+/// the renewal at `--watch-timeout` (from the last version seen) brings the changes made
+/// meanwhile; nothing is counted as an error and nothing is re-listed.
+pub async fn a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout(env: Arc<TestEnv>) {
+    let rig = Rig::start_with(env, "watchstall", &["--watch-timeout", "10s"]).await;
+    let stalled_at = stall_watches_then_create(&rig, async |watches: &[Seen]| {
+        assert!(
+            watches
+                .iter()
+                .filter(|s| s.watch)
+                .all(|s| s.path.contains("timeoutSeconds=10")),
+            "every watch asks the server to end it after --watch-timeout: {watches:?}"
+        );
+    })
+    .await;
+    eprintln!(
+        "a stalled Service watch: second's Upstream {:.1?} after the stall (--watch-timeout 10s)",
+        stalled_at.elapsed()
     );
     rig.assert_healthy().await;
     rig.finish().await;
@@ -836,44 +843,14 @@ pub async fn a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout(env:
 /// the renewal is counted as one for silence, not as a failure, and nothing is re-listed.
 pub async fn a_watch_stalled_without_an_end_is_renewed_after_the_silence_limit(env: Arc<TestEnv>) {
     let rig = Rig::start_with(env, "watchsilence", &["--watch-silence", "5s"]).await;
-    let (admin, ns, write) = (
-        rig.admin().clone(),
-        rig.ns().to_string(),
-        rig.write().to_string(),
-    );
-    create_service(&admin, &ns, "first", 80).await;
-    wait_for_exact_upstreams(&admin, &ns, &write, &["first"]).await;
-    let services_watch = format!("/namespaces/{ns}/services?");
-    wait_for("the Service watch to be open", || async {
-        (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
-            .then_some(())
-    })
-    .await;
     let silence_renewals =
         r#"upstream_discovery_watch_silence_renewals_total{resource="services"}"#;
-    let before = rig.metric(silence_renewals).await;
-
-    let stalled_at = Instant::now();
-    let stalled = rig.proxy.stall_watches();
-    assert!(stalled >= 2, "stalled {stalled} watches");
-    create_service(&admin, &ns, "second", 80).await;
-    wait_for_exact_upstreams(&admin, &ns, &write, &["first", "second"]).await;
+    let mut before = 0.0;
+    let stalled_at = stall_watches_then_create(&rig, async |_: &[Seen]| {
+        before = rig.metric(silence_renewals).await;
+    })
+    .await;
     let written_after = stalled_at.elapsed();
-    let renewals: Vec<Seen> = rig
-        .seen("GET", &services_watch)
-        .into_iter()
-        .filter(|s| s.at > stalled_at)
-        .collect();
-    assert!(
-        renewals
-            .iter()
-            .any(|s| s.watch && s.path.contains("resourceVersion=")),
-        "the Service watch renewed from its last version: {renewals:?}"
-    );
-    assert!(
-        renewals.iter().all(|s| s.watch),
-        "no re-list after a silent watch: {renewals:?}"
-    );
     assert!(
         written_after < Duration::from_secs(60),
         "renewed after the 5 s silence, not at the 290 s watch timeout: {written_after:?}"
@@ -884,13 +861,6 @@ pub async fn a_watch_stalled_without_an_end_is_renewed_after_the_silence_limit(e
     );
     eprintln!(
         "a stalled Service watch: second's Upstream {written_after:.1?} after the stall (--watch-silence 5s, --watch-timeout 290s)"
-    );
-    assert_eq!(
-        rig.daemon
-            .metric_sum("upstream_discovery_watch_restarts_total")
-            .await,
-        0.0,
-        "a renewal is no failure"
     );
     rig.assert_healthy().await;
     rig.finish().await;
