@@ -30,8 +30,15 @@ pub fn read_ahead<I: Send + 'static>(mut inputs: BoxStream<'static, I>) -> BoxSt
             }
         }
     });
+    receiver_stream(receiver)
+}
+
+/// What a channel's receiver yields, as a stream that ends when every sender is gone.
+pub(super) fn receiver_stream<T: Send + 'static>(
+    receiver: mpsc::UnboundedReceiver<T>,
+) -> BoxStream<'static, T> {
     futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|input| (input, receiver))
+        receiver.recv().await.map(|item| (item, receiver))
     })
     .boxed()
 }

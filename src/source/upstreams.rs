@@ -14,6 +14,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use tokio::sync::mpsc;
 
+use super::read_ahead::receiver_stream;
 use super::slim::{into_event, SlimUpstream};
 use super::{api_for, watch, watch_config, LambdaInput, ServiceInput, WatchFailure};
 use crate::crd::Upstream;
@@ -210,15 +211,6 @@ fn channel<T>(wanted: bool) -> Channel<T> {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     (Some(tx), Some(rx))
-}
-
-fn receiver_stream<T: Send + 'static>(
-    receiver: mpsc::UnboundedReceiver<T>,
-) -> BoxStream<'static, T> {
-    stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    })
-    .boxed()
 }
 
 #[cfg(test)]
