@@ -364,8 +364,9 @@ async fn idle(rig: &mut Rig<'_>, started: Instant) -> Result<Idle, String> {
         &format!("idle: {} sweeps in {seconds:.1} s", complete.len()),
     );
 
-    // One sweep per poll: the next sweep of an account-region starts a poll interval after
-    // the last one ended; one that starts sooner is a second sweep in the same poll.
+    // One sweep per poll: sweeps of an account-region start at a fixed rate, a poll interval
+    // after the last one started (right after it, when it overran); one that starts sooner
+    // than 0.9 of an interval after the last start is a second sweep in the same poll.
     let mut early = 0;
     let mut gaps = Vec::new();
     for k in 0..ars {
@@ -375,9 +376,7 @@ async fn idle(rig: &mut Rig<'_>, started: Instant) -> Result<Idle, String> {
                 .start
                 .saturating_duration_since(pair[0].end.unwrap_or(pair[0].start));
             gaps.push(gap.as_secs_f64());
-            if pair[1].start
-                < pair[0].end.unwrap_or(pair[0].start) + settings.poll_interval.mul_f64(0.9)
-            {
+            if pair[1].start < pair[0].start + settings.poll_interval.mul_f64(0.9) {
                 early += 1;
             }
         }

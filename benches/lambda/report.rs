@@ -285,7 +285,7 @@ impl Report {
                 format!("{}–{}", idle.calls_per_sweep_min, idle.calls_per_sweep_max),
             ),
             (
-                "idle: sweeps started early (2nd in a poll)",
+                "idle: sweeps started early (< 0.9 interval after the last start)",
                 format!("{}", idle.early_sweeps),
             ),
             (
