@@ -15,6 +15,10 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
     /// `VmRSS`: the resident set size now.
     pub rss_bytes: u64,
+    /// `RssFile`: the resident pages mapped from files now, almost all of them the binary's
+    /// code that has run (they stay resident once touched, so after a phase this is the code's
+    /// share of its peak).
+    pub file_rss_bytes: u64,
     /// utime + stime.
     pub cpu_seconds: f64,
 }
@@ -196,6 +200,7 @@ fn read_usage(pid: u32) -> Result<Usage, String> {
     Ok(Usage {
         peak_rss_bytes: kib("VmHWM:") * 1024,
         rss_bytes: kib("VmRSS:") * 1024,
+        file_rss_bytes: kib("RssFile:") * 1024,
         cpu_seconds: (ticks(11) + ticks(12)) / clock_ticks_per_second(),
     })
 }

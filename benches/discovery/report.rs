@@ -156,6 +156,11 @@ impl Report {
         );
         row(
             "initial sync",
+            "of it file-backed (the code that ran: RssFile)",
+            mib(sync.usage.file_rss_bytes),
+        );
+        row(
+            "initial sync",
             "peak RSS per 10,000 Services",
             format!(
                 "{:.1} MiB",
@@ -218,6 +223,11 @@ impl Report {
             format!("{}", restart.list_counts.upstream_gets),
         );
         row("restart", "peak RSS", mib(restart.usage.peak_rss_bytes));
+        row(
+            "restart",
+            "of it file-backed (the code that ran: RssFile)",
+            mib(restart.usage.file_rss_bytes),
+        );
         row(
             "restart",
             "peak RSS per 10,000 Services",
