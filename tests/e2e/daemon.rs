@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::wait_for;
@@ -16,7 +17,29 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A free port for a server the tests start, from below the kernel's ephemeral range. A port
+/// found by binding port 0 lies inside that range, and between the probe letting it go and the
+/// server binding it, any outgoing connection on the machine may take it (seen in a full run:
+/// the daemon stopped at once on "Address already in use"). Below the range only another
+/// listener can, and each test process walks its own sequence from a different start.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(LOWEST);
+    if span >= 1_000 {
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let port = u16::try_from(LOWEST + offset).expect("below the ephemeral range");
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use upstream_discovery::crd::Upstream;
 
 use crate::aws_fixture::{Moto, TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY};
-use crate::daemon::Daemon;
+use crate::daemon::{free_port, Daemon};
 use crate::scenario::Scenario;
 use crate::support::{list_upstreams, wait_for, wait_until};
 use crate::test_env::TestEnv;
@@ -127,11 +127,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 /// RFC 3986 percent-encoding of everything but the unreserved characters.
