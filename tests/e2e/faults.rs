@@ -865,3 +865,91 @@ pub async fn a_watch_stalled_without_an_end_is_renewed_after_the_silence_limit(e
     rig.assert_healthy().await;
     rig.finish().await;
 }
+
+/// A burst far above the write rate: every Upstream write is held at the proxy (two in flight,
+/// so about ten a second) while 60 Services are created and then annotated at once. The
+/// daemon falls behind (its pending changes pile up) but keeps reading: the watches opened
+/// before the burst deliver all of it (no renewal, no re-list, nothing counted for silence or
+/// as a failure), and every Service ends with its Upstream as the last change left it.
+pub async fn a_burst_far_above_the_write_rate_is_written_whole_with_every_watch_kept(
+    env: Arc<TestEnv>,
+) {
+    const SERVICES: usize = 60;
+    let rig = Rig::start_with(env, "burst", &["--write-concurrency", "2"]).await;
+    let (admin, ns, write) = (rig.admin(), rig.ns(), rig.write());
+    let services_watch = format!("/namespaces/{ns}/services?");
+    wait_for("the Service and Upstream watches to be open", || async {
+        (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
+            .then_some(())
+    })
+    .await;
+    for method in ["POST", "PATCH"] {
+        rig.proxy.rules.inject(Rule::new(
+            method,
+            &["/upstreams"],
+            Fault::Delay(Duration::from_millis(200)),
+        ));
+    }
+    let burst_at = Instant::now();
+    let names: Vec<String> = (0..SERVICES).map(|i| format!("burst-{i:02}")).collect();
+    futures::future::join_all(names.iter().map(|name| create_service(admin, ns, name, 80))).await;
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|name| annotate_service(admin, ns, name, "example.com/round", "2")),
+    )
+    .await;
+
+    let expected: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            with(
+                plain(ns, name),
+                "/metadata/annotations",
+                json!({"example.com/round": "2"}),
+            )
+        })
+        .collect();
+    let most_pending = std::cell::Cell::new(0.0_f64);
+    wait_until("every Service's last change written", || async {
+        let pending = rig.metric("upstream_discovery_pending_changes").await;
+        most_pending.set(most_pending.get().max(pending));
+        upstreams_match(admin, write, &expected).await
+    })
+    .await;
+    let most_pending = most_pending.get();
+    assert!(
+        most_pending >= 10.0,
+        "the burst outran the writes (at most {most_pending} changes were pending), so the test \
+         says something about a daemon that is behind"
+    );
+    let renewed: Vec<Seen> = rig
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|s| s.at > burst_at && s.method == "GET" && s.watch)
+        .collect();
+    assert!(
+        renewed.is_empty(),
+        "the watches open before the burst carried all of it: {renewed:?}"
+    );
+    assert!(
+        rig.seen("GET", &services_watch)
+            .iter()
+            .all(|s| s.at < burst_at || s.watch),
+        "nothing re-listed"
+    );
+    for metric in [
+        "upstream_discovery_watch_silence_renewals_total",
+        "upstream_discovery_watch_restarts_total",
+    ] {
+        assert_eq!(rig.daemon.metric_sum(metric).await, 0.0, "{metric}");
+    }
+    eprintln!(
+        "a burst of {} changes at about 10 writes/s: all written {:.1?} after it began, at most {most_pending} pending",
+        SERVICES * 2,
+        burst_at.elapsed()
+    );
+    rig.assert_healthy().await;
+    rig.finish().await;
+}

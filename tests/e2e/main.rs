@@ -118,6 +118,7 @@ fn main() {
         faults::dropped_watches_are_reestablished_and_a_relist_collects,
         faults::a_watch_stalled_without_an_end_is_renewed_at_the_watch_timeout,
         faults::a_watch_stalled_without_an_end_is_renewed_after_the_silence_limit,
+        faults::a_burst_far_above_the_write_rate_is_written_whole_with_every_watch_kept,
         faults::a_service_deleted_during_its_write_is_collected,
         claims::a_create_never_merges_into_an_object_the_cache_has_not_seen,
         churn::rss_stays_flat_over_rounds_of_services_created_and_deleted,
