@@ -946,7 +946,7 @@ pub async fn a_burst_far_above_the_write_rate_is_written_whole_with_every_watch_
         assert_eq!(rig.daemon.metric_sum(metric).await, 0.0, "{metric}");
     }
     eprintln!(
-        "a burst of {} changes at about 10 writes/s: all written {:.1?} after it began, at most {most_pending} pending",
+        "a burst of {} changes at 10 writes/s at most: all written {:.1?} after it began, at most {most_pending} pending",
         SERVICES * 2,
         burst_at.elapsed()
     );
