@@ -14,6 +14,8 @@ COMPONENTS = [
     ("lists in flight: Services", r"SlimService.*Deserialize|v1..service..Service.u20.as.u20.serde"),
     ("lists in flight: Upstreams (service discovery)", r"SlimUpstream.*Deserialize|crd..Upstream.u20.as.u20.serde"),
     ("lists in flight: Upstreams (function discovery)", r"LambdaUpstream.*Deserialize"),
+    ("lists in flight: Upstreams (the copies handed to each loop)", r"source::upstreams::upstream_inputs|source..upstreams..for_functions"),
+    ("lists in flight: the read-ahead buffers", r"source::read_ahead::read_ahead"),
     ("lists in flight: other objects", r"kube_runtime::watcher"),
     ("HTTP bodies and buffers", r"request_text|hyper::proto|h2::"),
     ("work queue and plans", r"reconcile::queue|services::Engine|plan::|translate::"),
