@@ -235,11 +235,9 @@ fn run_daemon(args: Box<RunArgs>) -> ExitCode {
 /// count in `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_malloc_arena() {
-    let tunables = std::env::var("GLIBC_TUNABLES").ok();
-    if !arenas_set_by_environment(
-        std::env::var_os("MALLOC_ARENA_MAX").is_some(),
-        tunables.as_deref(),
-    ) {
+    let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("arena_max"));
+    if !tuned {
         // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread
         // exists, and a value it refuses leaves the default in place.
         unsafe {
@@ -250,18 +248,6 @@ fn one_malloc_arena() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
-
-/// Whether the operator chose the arena count: `MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max`
-/// among the `:`-separated `GLIBC_TUNABLES`.
-#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
-fn arenas_set_by_environment(malloc_arena_max: bool, tunables: Option<&str>) -> bool {
-    malloc_arena_max
-        || tunables.is_some_and(|tunables| {
-            tunables
-                .split(':')
-                .any(|tunable| tunable.starts_with("glibc.malloc.arena_max="))
-        })
-}
 
 /// `RUST_LOG`, when set, wins over `--log-level`.
 fn init_logging(level: &str, format: LogFormat) {
@@ -363,20 +349,6 @@ fn write_out(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_operators_arena_count_wins_over_the_daemons_one() {
-        assert!(!arenas_set_by_environment(false, None));
-        assert!(!arenas_set_by_environment(
-            false,
-            Some("glibc.malloc.trim_threshold=131072")
-        ));
-        assert!(arenas_set_by_environment(true, None));
-        assert!(arenas_set_by_environment(
-            false,
-            Some("glibc.malloc.mmap_threshold=65536:glibc.malloc.arena_max=4")
-        ));
-    }
 
     fn run_args(words: &[&str]) -> RunArgs {
         let command = Cli::command();
