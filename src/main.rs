@@ -200,7 +200,6 @@ fn serve_http(args: &RunArgs, start_stats_server: Option<&str>) -> bool {
 const DAEMON_WORKER_THREADS: usize = 2;
 
 fn run_daemon(args: Box<RunArgs>) -> ExitCode {
-    one_malloc_arena();
     let gloo_level = std::env::var("LOG_LEVEL").ok();
     init_logging(&log_level(&args, gloo_level.as_deref()), args.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -226,28 +225,6 @@ fn run_daemon(args: Box<RunArgs>) -> ExitCode {
         }
     }
 }
-
-/// glibc's malloc gives each thread that allocates an arena of its own and reuses what is
-/// freed in an arena for that arena only. The daemon's threads hand objects to each other (a
-/// watch is parsed on one worker, kept or dropped by the loop on another), so memory freed in
-/// one arena sat unused while another grew: with one arena the restart's peak RSS at 10,000
-/// Services was 0.76 of that with glibc's default (docs/performance.md). Setting the arena
-/// count in `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` still wins.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn one_malloc_arena() {
-    let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-        || std::env::var("GLIBC_TUNABLES").is_ok_and(|tunables| tunables.contains("arena_max"));
-    if !tuned {
-        // SAFETY: mallopt only sets an allocator parameter; it runs before any other thread
-        // exists, and a value it refuses leaves the default in place.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn one_malloc_arena() {}
 
 /// `RUST_LOG`, when set, wins over `--log-level`.
 fn init_logging(level: &str, format: LogFormat) {
