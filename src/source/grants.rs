@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream, StreamExt};
 use kube::{Api, Client};
 
-use super::read_ahead::{read_ahead, Paced};
+use super::read_ahead::read_ahead;
 use super::{watch, watch_config, ServiceInput};
 use crate::crd::ReferenceGrant;
 use crate::health::LoopHealth;
@@ -72,7 +72,7 @@ pub fn grant_inputs(
         .collect();
     // Built at once (the streams are lazy): nothing is listed before the CRD is served.
     let watch_once = stream::select_all(watches);
-    read_ahead(wait.map(Paced::free).chain(watch_once).boxed())
+    read_ahead(wait.chain(watch_once).boxed())
 }
 
 /// Whether the API server serves `referencegrants` in `gateway.networking.k8s.io/v1beta1`.

@@ -31,11 +31,10 @@ use crate::model::Scope;
 use crate::selector::LabelSelector;
 
 pub use grants::{grant_inputs, CRD_RECHECK as GRANT_CRD_RECHECK};
-use read_ahead::{ListWindow, Paced};
 pub use secrets::{SecretUpdate, SecretWatches};
 pub use silence::SilenceLayer;
 use slim::{into_event, SlimService};
-pub use upstreams::{upstream_inputs, LoopUpstreams, UpstreamScopes, UpstreamStreams};
+pub use upstreams::{upstream_inputs, UpstreamScopes, UpstreamStreams};
 
 /// List page size: big enough for few round trips, small enough to bound memory spikes.
 const PAGE_SIZE: u32 = 500;
@@ -119,11 +118,11 @@ pub fn service_inputs(
     client: &Client,
     scopes: &Scopes,
     service_selector: &LabelSelector,
-    upstreams: LoopUpstreams<ServiceInput>,
+    upstreams: BoxStream<'static, ServiceInput>,
     watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, ServiceInput> {
-    let mut streams = vec![upstreams.0];
+    let mut streams = vec![upstreams];
     let services = watch_config(watch_timeout).labels(service_selector.as_str());
     for scope in &scopes.services {
         let scope = scope.clone();
@@ -153,7 +152,7 @@ pub fn service_inputs(
 /// reporting into `health`.
 pub fn lambda_inputs(
     client: &Client,
-    upstreams: LoopUpstreams<LambdaInput>,
+    upstreams: BoxStream<'static, LambdaInput>,
     watch_timeout: Duration,
     health: &LoopHealth,
 ) -> BoxStream<'static, LambdaInput> {
@@ -165,12 +164,11 @@ pub fn lambda_inputs(
         |event| LambdaInput::Namespace(Box::new(event)),
         LambdaInput::WatchError,
     );
-    read_ahead::read_ahead(stream::select(upstreams.0, namespaces).boxed())
+    read_ahead::read_ahead(stream::select(upstreams, namespaces).boxed())
 }
 
 /// One watch stream, its events and errors wrapped into the loop's input type, its failures
-/// and recoveries reported to each of `health` (one per loop it feeds), its listed objects
-/// paced by a window of their own (`read_ahead`).
+/// and recoveries reported to each of `health` (one per loop it feeds).
 fn watch<K, I>(
     api: Api<K>,
     config: watcher::Config,
@@ -178,7 +176,7 @@ fn watch<K, I>(
     resource: WatchResource,
     event: impl Fn(watcher::Event<K>) -> I + Send + 'static,
     error: fn(WatchFailure) -> I,
-) -> BoxStream<'static, Paced<I>>
+) -> BoxStream<'static, I>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
@@ -187,44 +185,30 @@ where
     let mut last_failure: Option<String> = None;
     let signals = Arc::new(backoff::Signals::default());
     let observer = signals.clone();
-    let window = ListWindow::new();
     watcher(api, config)
         .inspect(move |item| observer.observe(item))
         .backoff(backoff::WatchBackoff::new(signals))
-        .then(move |item| {
-            let window = window.clone();
-            async move {
-                let slot = match &item {
-                    Ok(watcher::Event::InitApply(_)) => window.slot().await,
-                    _ => None,
-                };
-                (item, slot)
+        .map(move |item| match item {
+            Ok(item) => {
+                // Each retry starts with `Init` before its list is even sent: only what a
+                // list or watch answered counts as success.
+                if !matches!(item, watcher::Event::Init) && last_failure.take().is_some() {
+                    health.iter().for_each(StreamHealth::up);
+                }
+                event(item)
             }
-        })
-        .map(move |(item, slot)| Paced {
-            slot,
-            input: match item {
-                Ok(item) => {
-                    // Each retry starts with `Init` before its list is even sent: only what a
-                    // list or watch answered counts as success.
-                    if !matches!(item, watcher::Event::Init) && last_failure.take().is_some() {
-                        health.iter().for_each(StreamHealth::up);
-                    }
-                    event(item)
-                }
-                Err(failure) => {
-                    let message = failure.to_string();
-                    let repeated = last_failure.as_deref() == Some(message.as_str());
-                    health.iter().for_each(|stream| stream.failed(&message));
-                    last_failure = Some(message.clone());
-                    error(WatchFailure {
-                        resource,
-                        message,
-                        repeated,
-                        counted: true,
-                    })
-                }
-            },
+            Err(failure) => {
+                let message = failure.to_string();
+                let repeated = last_failure.as_deref() == Some(message.as_str());
+                health.iter().for_each(|stream| stream.failed(&message));
+                last_failure = Some(message.clone());
+                error(WatchFailure {
+                    resource,
+                    message,
+                    repeated,
+                    counted: true,
+                })
+            }
         })
         .boxed()
 }

@@ -5,8 +5,7 @@
 //!
 //! The streams are read by a task of their own into unbounded channels: a loop that is busy
 //! never stops the reading (kube-apiserver drops a watcher that stops reading), and a loop's
-//! backlog stays the dirty keys of its work queue. A listed Upstream's slot (`read_ahead`) goes
-//! with both loops' copies, so a list waits for the slower loop, never a watch.
+//! backlog stays the dirty keys of its work queue.
 
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use tokio::sync::mpsc;
 
-use super::read_ahead::{receiver_stream, Paced};
+use super::read_ahead::receiver_stream;
 use super::slim::{into_event, SlimUpstream};
 use super::{api_for, watch, watch_config, LambdaInput, ServiceInput, WatchFailure};
 use crate::crd::Upstream;
@@ -31,13 +30,9 @@ pub struct UpstreamScopes<'a> {
 
 /// The inputs of each loop that runs.
 pub struct UpstreamStreams {
-    pub services: Option<LoopUpstreams<ServiceInput>>,
-    pub functions: Option<LoopUpstreams<LambdaInput>>,
+    pub services: Option<BoxStream<'static, ServiceInput>>,
+    pub functions: Option<BoxStream<'static, LambdaInput>>,
 }
-
-/// One loop's share of the Upstream stream, for [`super::service_inputs`] or
-/// [`super::lambda_inputs`].
-pub struct LoopUpstreams<I>(pub(super) BoxStream<'static, Paced<I>>);
 
 /// The fewest streams that cover every scope either loop wants: one stream of all namespaces
 /// as soon as one loop wants them all, else one per namespace.
@@ -129,7 +124,7 @@ pub fn upstream_inputs(
 ) -> UpstreamStreams {
     let services_scopes: Option<Vec<Scope>> = wanted.services.map(<[Scope]>::to_vec);
     let function_scopes: Option<Vec<Scope>> = wanted.functions.map(<[Scope]>::to_vec);
-    let streams: Vec<BoxStream<'static, Paced<Item>>> = shared_scopes(&wanted)
+    let streams: Vec<BoxStream<'static, Item>> = shared_scopes(&wanted)
         .into_iter()
         .map(|scope| {
             let healths: Vec<StreamHealth> = health
@@ -167,27 +162,19 @@ pub fn upstream_inputs(
                 _ = all_gone => return,
                 item = source.next() => item,
             };
-            let Some(Paced { input: item, slot }) = item else {
-                return;
-            };
+            let Some(item) = item else { return };
             match item {
                 Item::Event(shared, event) => {
                     let event = *event;
                     if let (Some(tx), Some(scopes)) = (&services_tx, &services_scopes) {
                         for scope in narrow(&shared, &event, scopes) {
-                            let _ = tx.send(Paced {
-                                input: ServiceInput::Upstream(scope, event.clone()),
-                                slot: slot.clone(),
-                            });
+                            let _ = tx.send(ServiceInput::Upstream(scope, event.clone()));
                         }
                     }
                     if let (Some(tx), Some(scopes)) = (&functions_tx, &function_scopes) {
                         for scope in narrow(&shared, &event, scopes) {
                             let lean = map_event(&event, for_functions);
-                            let _ = tx.send(Paced {
-                                input: LambdaInput::Upstream(scope, Box::new(lean)),
-                                slot: slot.clone(),
-                            });
+                            let _ = tx.send(LambdaInput::Upstream(scope, Box::new(lean)));
                         }
                     }
                 }
@@ -195,21 +182,21 @@ pub fn upstream_inputs(
                     // One stream, one count: the services loop counts it when it runs.
                     if let Some(tx) = &functions_tx {
                         let counted = services_tx.is_none();
-                        let _ = tx.send(Paced::free(LambdaInput::WatchError(WatchFailure {
+                        let _ = tx.send(LambdaInput::WatchError(WatchFailure {
                             counted,
                             ..failure.clone()
-                        })));
+                        }));
                     }
                     if let Some(tx) = &services_tx {
-                        let _ = tx.send(Paced::free(ServiceInput::WatchError(failure)));
+                        let _ = tx.send(ServiceInput::WatchError(failure));
                     }
                 }
             }
         }
     });
     UpstreamStreams {
-        services: services_rx.map(|rx| LoopUpstreams(receiver_stream(rx))),
-        functions: functions_rx.map(|rx| LoopUpstreams(receiver_stream(rx))),
+        services: services_rx.map(receiver_stream),
+        functions: functions_rx.map(receiver_stream),
     }
 }
 
