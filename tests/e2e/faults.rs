@@ -167,6 +167,18 @@ impl Rig {
             .unwrap_or(0.0)
     }
 
+    /// Waits until the Service watch and another (the Upstreams') are open at the proxy;
+    /// returns the path the Service requests start with.
+    async fn wait_for_open_watches(&self) -> String {
+        let services_watch = format!("/namespaces/{}/services?", self.ns());
+        wait_for("the Service and Upstream watches to be open", || async {
+            (!self.seen("GET", &services_watch).is_empty() && self.proxy.open_watches() >= 2)
+                .then_some(())
+        })
+        .await;
+        services_watch
+    }
+
     /// The daemon must be alive and ready, with nothing left to do.
     async fn assert_healthy(&self) {
         assert!(
@@ -776,12 +788,7 @@ async fn stall_watches_then_create(rig: &Rig, before_stall: impl AsyncFnOnce(&[S
     let (admin, ns, write) = (rig.admin(), rig.ns(), rig.write());
     create_service(admin, ns, "first", 80).await;
     wait_for_exact_upstreams(admin, ns, write, &["first"]).await;
-    let services_watch = format!("/namespaces/{ns}/services?");
-    wait_for("the Service watch to be open", || async {
-        (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
-            .then_some(())
-    })
-    .await;
+    let services_watch = rig.wait_for_open_watches().await;
     before_stall(&rig.seen("GET", &services_watch)).await;
 
     let stalled_at = Instant::now();
@@ -877,12 +884,7 @@ pub async fn a_burst_far_above_the_write_rate_is_written_whole_with_every_watch_
     const SERVICES: usize = 60;
     let rig = Rig::start_with(env, "burst", &["--write-concurrency", "2"]).await;
     let (admin, ns, write) = (rig.admin(), rig.ns(), rig.write());
-    let services_watch = format!("/namespaces/{ns}/services?");
-    wait_for("the Service and Upstream watches to be open", || async {
-        (!rig.seen("GET", &services_watch).is_empty() && rig.proxy.open_watches() >= 2)
-            .then_some(())
-    })
-    .await;
+    let services_watch = rig.wait_for_open_watches().await;
     for method in ["POST", "PATCH"] {
         rig.proxy.rules.inject(Rule::new(
             method,
